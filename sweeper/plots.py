@@ -1,0 +1,318 @@
+"""Figures in the course's style, drawn on `matplotlib.figure.Figure` objects (Agg canvas, no pyplot state).
+
+Two figures:
+
+- `plot_curves`: one run, two panels. Left: training loss as a 10-step trailing moving average plus validation
+  loss vs step. Right: training and validation accuracy vs step.
+- `plot_comparison`: one curve per group (experiment, sweep child, or several seeds of one config). Left: smoothed
+  training loss (optionally dashed validation loss). Right: validation accuracy. A group holding several runs is drawn
+  as its mean with a +-1 std band (see `aggregate_curves` for how runs of different lengths are combined).
+
+A "history" is any object with the attributes of mlp_core's `FitResult` that matter here: `train_loss` (per step,
+step = index), `val_steps`, `val_loss`, `val_accuracy`, `train_accuracy` (one value per validation point).
+`RunHistory` is that shape, built from MLflow metric histories by `sweeper.summary`.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+
+SMOOTHING_WINDOW = 10  # SPEC: training loss is shown as a 10-step moving average
+DPI = 120
+FIGSIZE = (12.0, 4.6)  # inches -> 1440 x 552 px at DPI 120
+# The first part of a run (loss falling from ~2.3 or more) would flatten the rest of the loss panel; the y-limits are
+# computed from the values after this fraction of the steps.
+_WARMUP_FRACTION = 0.05
+
+
+@dataclass
+class RunHistory:
+    """The curves of one run, in the shape of mlp_core's FitResult.
+
+    train_loss: (num_steps,) per-step mini-batch loss, step = index (NaN where a step was not logged).
+    val_steps: (P,) int64 global step of each validation point.
+    val_loss, val_accuracy, train_accuracy: (P,) float64, NaN where a metric is missing at that point.
+    """
+
+    train_loss: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.float64))
+    val_steps: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
+    val_loss: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.float64))
+    val_accuracy: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.float64))
+    train_accuracy: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.float64))
+
+    @property
+    def is_empty(self) -> bool:
+        return len(self.train_loss) == 0 and len(self.val_steps) == 0
+
+
+def moving_average(values: Any, window: int = SMOOTHING_WINDOW) -> np.ndarray:
+    """Trailing moving average: out[t] = mean(values[max(0, t - window + 1) : t + 1]).
+
+    The first `window - 1` points average over the steps available so far, so the curve starts at step 0.
+    A window containing a non-finite value (a diverged step) gives NaN, so divergence shows as the curve ending
+    instead of a poisoned mean that never recovers. Returns float64 of the same length.
+    """
+    if window < 1:
+        raise ValueError(f"window must be >= 1, got {window}")
+    x = np.asarray(values, dtype=np.float64).ravel()
+    if x.size == 0:
+        return x.copy()
+    finite = np.isfinite(x)
+    sums = np.concatenate(([0.0], np.cumsum(np.where(finite, x, 0.0))))
+    bad = np.concatenate(([0], np.cumsum(~finite)))
+    end = np.arange(1, x.size + 1)
+    start = np.maximum(end - window, 0)
+    counts = end - start
+    out = (sums[end] - sums[start]) / counts
+    out[(bad[end] - bad[start]) > 0] = np.nan
+    return out
+
+
+def aggregate_curves(curves: Sequence[tuple[Any, Any]]) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Mean and std over runs (e.g. seeds) of curves that may have different lengths and step sets.
+
+    curves: [(steps, values), ...], one pair of equal-length 1-D arrays per run.
+    Returns (steps, mean, std, count) over the union of all steps. At each step the mean is over the runs that have a
+    finite value there ("mean over available runs"): a run that stopped early (early stopping) simply stops
+    contributing, so the curve extends to the longest run and `count` tells how many runs each point rests on.
+    Non-finite values (a diverged run) count as missing. std is the sample std (ddof=1) where count >= 2, else 0.
+    Steps where no run has a finite value are dropped.
+    """
+    cleaned = []
+    for steps, values in curves:
+        s = np.asarray(steps, dtype=np.int64).ravel()
+        v = np.asarray(values, dtype=np.float64).ravel()
+        if s.shape != v.shape:
+            raise ValueError(f"steps and values differ in length: {s.shape} vs {v.shape}")
+        cleaned.append((s, v))
+    if not cleaned:
+        empty = np.zeros(0)
+        return empty.astype(np.int64), empty, empty, empty.astype(np.int64)
+    all_steps = np.unique(np.concatenate([s for s, _ in cleaned]))
+    table = np.full((len(cleaned), all_steps.size), np.nan)
+    for i, (s, v) in enumerate(cleaned):
+        table[i, np.searchsorted(all_steps, s)] = v
+    table[~np.isfinite(table)] = np.nan
+    count = np.sum(~np.isnan(table), axis=0)
+    keep = count > 0
+    table, all_steps, count = table[:, keep], all_steps[keep], count[keep]
+    total = np.nansum(table, axis=0)
+    mean = total / count
+    sq = np.nansum((table - mean) ** 2, axis=0)
+    std = np.zeros_like(mean)
+    multi = count >= 2
+    std[multi] = np.sqrt(sq[multi] / (count[multi] - 1))
+    return all_steps, mean, std, count.astype(np.int64)
+
+
+def _arrays(history: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    train_loss = np.asarray(getattr(history, "train_loss", np.zeros(0)), dtype=np.float64).ravel()
+    val_steps = np.asarray(getattr(history, "val_steps", np.zeros(0)), dtype=np.int64).ravel()
+
+    def per_point(name: str) -> np.ndarray:
+        arr = np.asarray(getattr(history, name, np.zeros(0)), dtype=np.float64).ravel()
+        if arr.size != val_steps.size:  # a missing metric must not break the others
+            return np.full(val_steps.size, np.nan)
+        return arr
+
+    return train_loss, val_steps, per_point("val_loss"), per_point("val_accuracy"), per_point("train_accuracy")
+
+
+def _after_warmup(steps: np.ndarray, values: np.ndarray, last_step: float) -> np.ndarray:
+    values = np.asarray(values, dtype=np.float64)
+    tail = values[steps >= _WARMUP_FRACTION * last_step]
+    tail = tail[np.isfinite(tail)]
+    if tail.size == 0:
+        tail = values[np.isfinite(values)]
+    return tail
+
+
+def _loss_ylim(series: Sequence[tuple[np.ndarray, np.ndarray]]) -> tuple[float, float] | None:
+    """Y-limits of a loss panel: 0 to a little above the largest value after the warm-up.
+
+    The 99.5th percentile of the smoothed values keeps a single late spike of one run from setting the scale.
+    """
+    last_step = max((float(s[-1]) for s, _ in series if len(s)), default=0.0)
+    tails = [_after_warmup(s, v, last_step) for s, v in series if len(s)]
+    tails = [t for t in tails if t.size]
+    if not tails:
+        return None
+    values = np.concatenate(tails)
+    top = float(np.percentile(values, 99.5))
+    bottom = min(0.0, float(values.min()))
+    if not math.isfinite(top) or top <= bottom:
+        top = bottom + 1.0
+    return bottom, top * 1.1 if top > 0 else top + 0.1
+
+
+def _accuracy_ylim(series: Sequence[tuple[np.ndarray, np.ndarray]]) -> tuple[float, float] | None:
+    last_step = max((float(s[-1]) for s, _ in series if len(s)), default=0.0)
+    tails = [_after_warmup(s, v, last_step) for s, v in series if len(s)]
+    tails = [t for t in tails if t.size]
+    if not tails:
+        return None
+    values = np.concatenate(tails)
+    low, high = float(values.min()), float(values.max())
+    span = max(high - low, 0.02)
+    return max(0.0, low - 0.1 * span), min(1.0, high + 0.1 * span) + 0.005
+
+
+def _new_figure() -> tuple[Figure, Any, Any]:
+    fig = Figure(figsize=FIGSIZE, dpi=DPI, layout="constrained")
+    FigureCanvasAgg(fig)
+    ax_loss, ax_acc = fig.subplots(1, 2)
+    for ax in (ax_loss, ax_acc):
+        ax.set_xlabel("training step")
+        ax.grid(True, alpha=0.3)
+    ax_loss.set_ylabel("cross-entropy loss")
+    ax_acc.set_ylabel("accuracy")
+    return fig, ax_loss, ax_acc
+
+
+def _save(fig: Figure, path: str | Path) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=DPI, format="png")
+    return path
+
+
+def _marker(n_points: int) -> str | None:
+    return "o" if n_points <= 20 else None  # few points (or a single one) must stay visible
+
+
+def plot_curves(history: Any, path: str | Path, title: str | None = None) -> Path:
+    """Write the course's two-panel figure of one run to `path` (PNG) and return the path.
+
+    Left: training loss, 10-step trailing moving average, and validation loss vs step. Right: training and validation
+    accuracy vs step. Copes with diverged runs (NaN/inf), runs with no or one validation point, and empty histories.
+    """
+    train_loss, val_steps, val_loss, val_acc, train_acc = _arrays(history)
+    fig, ax_loss, ax_acc = _new_figure()
+    if title:
+        fig.suptitle(title)
+
+    loss_series = []
+    if train_loss.size:
+        steps = np.arange(train_loss.size)
+        smoothed = moving_average(train_loss)
+        ax_loss.plot(steps, smoothed, color="C0", lw=1.2,
+                     label=f"training loss ({SMOOTHING_WINDOW}-step moving average)")
+        loss_series.append((steps, smoothed))
+    if val_steps.size:
+        ax_loss.plot(val_steps, val_loss, color="C1", lw=1.6, marker=_marker(val_steps.size), label="validation loss")
+        loss_series.append((val_steps, val_loss))
+        ax_acc.plot(val_steps, train_acc, color="C0", lw=1.6, marker=_marker(val_steps.size),
+                    label="training accuracy")
+        ax_acc.plot(val_steps, val_acc, color="C1", lw=1.6, marker=_marker(val_steps.size),
+                    label="validation accuracy")
+        ylim = _accuracy_ylim([(val_steps, train_acc), (val_steps, val_acc)])
+        if ylim:
+            ax_acc.set_ylim(*ylim)
+    else:
+        ax_acc.text(0.5, 0.5, "no validation points", ha="center", va="center", transform=ax_acc.transAxes,
+                    color="0.4")
+    if not loss_series:
+        ax_loss.text(0.5, 0.5, "no training metrics", ha="center", va="center", transform=ax_loss.transAxes,
+                     color="0.4")
+    ylim = _loss_ylim(loss_series)
+    if ylim:
+        ax_loss.set_ylim(*ylim)
+    if not np.all(np.isfinite(train_loss)) or not np.all(np.isfinite(val_loss)):
+        ax_loss.text(0.99, 0.98, "non-finite values (diverged)", ha="right", va="top", transform=ax_loss.transAxes,
+                     color="C3", fontsize=9)
+    ax_loss.set_title("loss")
+    ax_acc.set_title("accuracy")
+    for ax in (ax_loss, ax_acc):
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(loc="best", fontsize=9)
+    return _save(fig, path)
+
+
+def _normalise_groups(groups: Any) -> list[tuple[str, list[Any]]]:
+    items = groups.items() if isinstance(groups, Mapping) else groups
+    out = []
+    for label, members in items:
+        if not isinstance(members, (list, tuple)):
+            members = [members]
+        out.append((str(label), list(members)))
+    return out
+
+
+def _colors(n: int) -> list[Any]:
+    from matplotlib import colormaps
+
+    if n <= 10:
+        return [f"C{i}" for i in range(n)]
+    cmap = colormaps["tab20"] if n <= 20 else colormaps["viridis"]
+    return [cmap(i / max(n - 1, 1)) if n > 20 else cmap(i) for i in range(n)]
+
+
+def plot_comparison(groups: Any, path: str | Path, title: str | None = None, show_val_loss: bool = True) -> Path:
+    """Overlay one curve per group and write the PNG to `path`.
+
+    groups: mapping label -> history or list of histories (or a sequence of (label, histories) pairs). The label is
+    shown in the legend, so callers pass the swept values, e.g. "hidden_sizes=[128]". A group with several histories
+    (seeds) is drawn as its mean with a +-1 std band, aggregated by `aggregate_curves` (mean over the runs available
+    at each step); the legend then says how many runs it holds.
+    Left: smoothed training loss (solid) and, if `show_val_loss`, validation loss (dashed). Right: validation accuracy.
+    """
+    items = _normalise_groups(groups)
+    fig, ax_loss, ax_acc = _new_figure()
+    if title:
+        fig.suptitle(title)
+    loss_series, acc_series = [], []
+    for (label, members), color in zip(items, _colors(len(items))):
+        arrays = [_arrays(h) for h in members]
+        n_runs = len(arrays)
+        legend = label if n_runs == 1 else f"{label} (mean ± std, n={n_runs})"
+        train = aggregate_curves([(np.arange(a[0].size), moving_average(a[0])) for a in arrays if a[0].size])
+        if train[0].size:
+            ax_loss.plot(train[0], train[1], color=color, lw=1.2, label=legend)
+            if n_runs > 1:
+                ax_loss.fill_between(train[0], train[1] - train[2], train[1] + train[2], color=color, alpha=0.2,
+                                     lw=0)
+            loss_series.append((train[0], train[1]))
+        valid = [a for a in arrays if a[1].size]
+        if valid:
+            vloss = aggregate_curves([(a[1], a[2]) for a in valid])
+            vacc = aggregate_curves([(a[1], a[3]) for a in valid])
+            if show_val_loss and vloss[0].size:
+                ax_loss.plot(vloss[0], vloss[1], color=color, lw=1.2, ls="--", marker=_marker(vloss[0].size),
+                             markersize=3)
+                loss_series.append((vloss[0], vloss[1]))
+            if vacc[0].size:
+                ax_acc.plot(vacc[0], vacc[1], color=color, lw=1.4, marker=_marker(vacc[0].size), markersize=3,
+                            label=legend)
+                if n_runs > 1:
+                    ax_acc.fill_between(vacc[0], vacc[1] - vacc[2], vacc[1] + vacc[2], color=color, alpha=0.2, lw=0)
+                acc_series.append((vacc[0], vacc[1]))
+    ylim = _loss_ylim(loss_series)
+    if ylim:
+        ax_loss.set_ylim(*ylim)
+    ylim = _accuracy_ylim(acc_series)
+    if ylim:
+        ax_acc.set_ylim(*ylim)
+    loss_title = f"training loss ({SMOOTHING_WINDOW}-step moving average)"
+    if show_val_loss:
+        loss_title += ", validation loss dashed"
+    ax_loss.set_title(loss_title, fontsize=10)
+    ax_acc.set_title("validation accuracy", fontsize=10)
+    if not loss_series:
+        ax_loss.text(0.5, 0.5, "no metrics", ha="center", va="center", transform=ax_loss.transAxes, color="0.4")
+    if not acc_series:
+        ax_acc.text(0.5, 0.5, "no validation points", ha="center", va="center", transform=ax_acc.transAxes,
+                    color="0.4")
+    fontsize = 9 if len(items) <= 8 else 7
+    if ax_acc.get_legend_handles_labels()[0]:
+        ax_acc.legend(loc="lower right", fontsize=fontsize)
+    elif ax_loss.get_legend_handles_labels()[0]:
+        ax_loss.legend(loc="upper right", fontsize=fontsize)
+    return _save(fig, path)
