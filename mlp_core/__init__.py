@@ -1,0 +1,61 @@
+"""mlp_core: a from-scratch NumPy multilayer perceptron for the course's MNIST experiments.
+
+Pure NumPy and the standard library (scikit-learn is imported lazily, only for the tiny `digits` dataset).
+
+    from mlp_core import load_dataset, ModelConfig, TrainConfig, fit
+    data = load_dataset("mnist", split="assignment")
+    result = fit(data, ModelConfig(hidden_sizes=(64,)), TrainConfig(epochs=5))
+    result.val_accuracy[-1], result.model.predict(data.val.x[:5])
+"""
+
+from .activations import ACTIVATIONS
+from .data import Dataset, Split, load_dataset, validate_data_args
+from .early_stopping import EarlyStopping
+from .gradcheck import GradCheckReport, gradient_check
+from .init import INITS
+from .losses import cross_entropy, softmax
+from .model import BIAS_CONVENTIONS, MLP, ModelConfig, num_parameters
+from .optim import SGD
+from .sources import DataError, read_idx, write_idx
+from .train import (
+    STOP_REASONS,
+    FitResult,
+    RunEnd,
+    TrainConfig,
+    TrainLosses,
+    ValidationPoint,
+    fit,
+    make_generators,
+    validation_interval,
+)
+
+__all__ = [
+    "ACTIVATIONS",
+    "BIAS_CONVENTIONS",
+    "INITS",
+    "STOP_REASONS",
+    "DataError",
+    "Dataset",
+    "EarlyStopping",
+    "FitResult",
+    "GradCheckReport",
+    "MLP",
+    "ModelConfig",
+    "RunEnd",
+    "SGD",
+    "Split",
+    "TrainConfig",
+    "TrainLosses",
+    "ValidationPoint",
+    "cross_entropy",
+    "fit",
+    "gradient_check",
+    "load_dataset",
+    "make_generators",
+    "num_parameters",
+    "read_idx",
+    "softmax",
+    "validate_data_args",
+    "validation_interval",
+    "write_idx",
+]

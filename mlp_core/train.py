@@ -1,0 +1,288 @@
+"""The training loop (SPEC "Training"): seeded shuffling, drop-last batches, validation every
+steps_per_epoch // validations_per_epoch steps (after that step's update, starting at global step 0), early stopping on
+the validation loss, divergence detection, and one event seam for observers."""
+
+from __future__ import annotations
+
+import math
+import numbers
+import time
+from dataclasses import dataclass
+from typing import Callable, Union
+
+import numpy as np
+
+from .early_stopping import EarlyStopping
+from .losses import FusedSoftmaxCE
+from .model import MLP, ModelConfig
+from .optim import SGD
+
+STOP_REASONS = ("max_epochs", "early_stopping", "diverged")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """How to train. Defaults are the course's (SPEC): 50 epochs, batch 32, lr 0.1, no momentum, 5 validations per
+    epoch, early stopping with patience 50 validation checks, best weights not restored."""
+
+    epochs: int = 50
+    batch_size: int = 32
+    lr: float = 0.1
+    momentum: float = 0.0
+    shuffle: bool = True
+    validations_per_epoch: int = 5
+    early_stopping: bool = True
+    patience: int = 50
+    restore_best: bool = False
+    seed: int = 0
+
+    def __post_init__(self):
+        self.validate()
+
+    def validate(self) -> None:
+        def need_int(name, minimum):
+            value = getattr(self, name)
+            if not isinstance(value, numbers.Integral) or isinstance(value, bool) or value < minimum:
+                raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
+
+        need_int("epochs", 1)
+        need_int("batch_size", 1)
+        need_int("validations_per_epoch", 1)
+        need_int("patience", 1)
+        need_int("seed", 0)
+        lr, momentum = self.lr, self.momentum
+        if isinstance(lr, bool) or not isinstance(lr, numbers.Real) or not math.isfinite(lr) or lr <= 0:
+            raise ValueError(f"lr must be a finite number > 0, got {lr!r}")
+        if isinstance(momentum, bool) or not isinstance(momentum, numbers.Real) or not 0.0 <= momentum < 1.0:
+            raise ValueError(f"momentum must be in [0, 1), got {momentum!r}")
+
+
+# ------------------------------------------------------------------ events
+@dataclass(frozen=True)
+class TrainLosses:
+    """A batch of per-step mini-batch losses (each computed before that step's update)."""
+
+    steps: np.ndarray  # (k,) int64 global steps
+    losses: np.ndarray  # (k,) float32
+
+
+@dataclass(frozen=True)
+class ValidationPoint:
+    step: int
+    epoch: int
+    train_loss: float  # mean mini-batch loss over the steps since the previous validation point
+    train_accuracy: float  # on the full training split
+    val_loss: float
+    val_accuracy: float
+
+
+@dataclass(frozen=True)
+class RunEnd:
+    result: "FitResult"
+
+
+Event = Union[TrainLosses, ValidationPoint, RunEnd]
+
+
+@dataclass
+class FitResult:
+    model: MLP
+    train_loss: np.ndarray  # (num_steps,) float32; index = global step
+    val_steps: np.ndarray  # (P,) int64
+    val_loss: np.ndarray  # (P,) float64
+    val_accuracy: np.ndarray
+    train_accuracy: np.ndarray
+    best_val_loss: float
+    best_val_loss_step: int
+    best_val_accuracy: float
+    best_val_accuracy_step: int
+    final_val_loss: float
+    final_val_accuracy: float
+    stop_reason: str
+    num_steps: int
+    epochs: int  # epochs started, a partial last one included
+    steps_per_epoch: int
+    wall_time_s: float
+    num_parameters: int
+
+    def history_rows(self) -> list[dict]:
+        """One row per step: step, train_loss, and the validation columns where a validation point exists."""
+        points = {
+            int(s): (float(ta), float(vl), float(va))
+            for s, ta, vl, va in zip(self.val_steps, self.train_accuracy, self.val_loss, self.val_accuracy)
+        }
+        rows = []
+        for step, loss in enumerate(self.train_loss.tolist()):
+            ta, vl, va = points.get(step, (None, None, None))
+            rows.append(
+                {"step": step, "train_loss": loss, "train_accuracy": ta, "val_loss": vl, "val_accuracy": va}
+            )
+        return rows
+
+
+def make_generators(seed: int) -> tuple[np.random.Generator, np.random.Generator]:
+    """One seed -> independent (init, shuffle) generators via SeedSequence.spawn; the global RNG is never touched."""
+    init_seq, shuffle_seq = np.random.SeedSequence(seed).spawn(2)
+    return np.random.default_rng(init_seq), np.random.default_rng(shuffle_seq)
+
+
+def validation_interval(num_train: int, batch_size: int, validations_per_epoch: int) -> tuple[int, int]:
+    """(steps_per_epoch, steps between validation points). The last partial batch is dropped."""
+    steps_per_epoch = num_train // batch_size
+    return steps_per_epoch, max(1, steps_per_epoch // validations_per_epoch)
+
+
+def check_fit_args(dataset, train: TrainConfig) -> None:
+    """Boundary checks that need the data: raise ValueError before any work starts."""
+    n = len(dataset.train.y)
+    if train.batch_size > n:
+        raise ValueError(
+            f"batch_size {train.batch_size} is larger than the training split ({n} samples of "
+            f"{dataset.name}/{dataset.split}); choose 1..{n}"
+        )
+    if len(dataset.val.y) == 0:
+        raise ValueError(f"the validation split of {dataset.name}/{dataset.split} is empty")
+
+
+def fit(
+    dataset,
+    model: ModelConfig,
+    train: TrainConfig,
+    on_event: Callable[[Event], None] | None = None,
+) -> FitResult:
+    """Train an MLP on `dataset` (an mlp_core Dataset: train/val Splits of float32 x (N, D) and int labels y (N,)).
+
+    Returns a FitResult with full histories. `on_event` receives TrainLosses batches (at each validation point and at
+    the end), ValidationPoints and a final RunEnd. The same seed gives bit-identical weights and histories.
+    """
+    if not isinstance(model, ModelConfig):
+        raise TypeError(f"model must be a ModelConfig, got {type(model).__name__}")
+    if not isinstance(train, TrainConfig):
+        raise TypeError(f"train must be a TrainConfig, got {type(train).__name__}")
+    check_fit_args(dataset, train)
+    emit = on_event or (lambda event: None)
+    started = time.perf_counter()
+
+    x_train = np.ascontiguousarray(dataset.train.x, dtype=np.float32)
+    y_train = np.asarray(dataset.train.y)
+    x_val = np.ascontiguousarray(dataset.val.x, dtype=np.float32)
+    y_val = np.asarray(dataset.val.y)
+    num_train, input_dim = x_train.shape
+    num_classes = int(getattr(dataset, "num_classes", 10))
+
+    init_rng, shuffle_rng = make_generators(train.seed)
+    net = MLP(input_dim, model, num_classes, rng=init_rng)
+    optimizer = SGD(train.lr, train.momentum)
+    optimizer.init(net.params)
+    stopper = EarlyStopping(train.patience)
+    loss_fn = FusedSoftmaxCE(train.batch_size, num_classes)
+
+    batch = train.batch_size
+    steps_per_epoch, val_every = validation_interval(num_train, batch, train.validations_per_epoch)
+    max_steps = steps_per_epoch * train.epochs
+    onehot = np.zeros((num_train, num_classes), dtype=np.float32)
+    onehot[np.arange(num_train), y_train] = 1.0
+    # Per-epoch shuffled copies, allocated once; each batch is then a contiguous view.
+    x_epoch = np.empty_like(x_train)
+    onehot_epoch = np.empty_like(onehot)
+    ws = net._workspace(batch)
+    best_params = np.empty_like(net.params) if train.restore_best else None
+
+    losses = np.empty(max_steps, dtype=np.float32)
+    val_steps: list[int] = []
+    val_loss: list[float] = []
+    val_acc: list[float] = []
+    train_acc: list[float] = []
+    flushed = 0
+    stop_reason = "max_epochs"
+    step = 0
+    epoch = 0
+
+    def flush(upto: int) -> None:
+        nonlocal flushed
+        if upto > flushed:
+            emit(TrainLosses(np.arange(flushed, upto, dtype=np.int64), losses[flushed:upto].copy()))
+            flushed = upto
+
+    forward, backward, update = net._forward, net._backward, optimizer.step
+    params, grads = net.params, net.grads
+    while epoch < train.epochs and stop_reason == "max_epochs":
+        if train.shuffle:
+            order = shuffle_rng.permutation(num_train)
+            np.take(x_train, order, axis=0, out=x_epoch)
+            np.take(onehot, order, axis=0, out=onehot_epoch)
+        elif epoch == 0:
+            x_epoch[...] = x_train
+            onehot_epoch[...] = onehot
+        epoch += 1
+        for i in range(steps_per_epoch):
+            lo = i * batch
+            xb = x_epoch[lo : lo + batch]
+            logits = forward(xb, ws)
+            loss = loss_fn(logits, onehot_epoch[lo : lo + batch])  # logits now hold dL/dlogits
+            losses[step] = loss
+            if not math.isfinite(loss):
+                stop_reason = "diverged"
+                step += 1
+                break
+            backward(xb, ws, logits)
+            update(params, grads)
+            if step % val_every == 0:
+                vl, va = net.evaluate(x_val, y_val)
+                _, ta = net.evaluate(x_train, y_train)
+                flush(step + 1)
+                since = losses[val_steps[-1] + 1 if val_steps else 0 : step + 1]
+                val_steps.append(step)
+                val_loss.append(vl)
+                val_acc.append(va)
+                train_acc.append(ta)
+                emit(ValidationPoint(step, epoch, float(since.mean(dtype=np.float64)), ta, vl, va))
+                if not math.isfinite(vl):
+                    stop_reason = "diverged"
+                    step += 1
+                    break
+                improved, should_stop = stopper.update(vl)
+                if improved and best_params is not None:
+                    best_params[...] = params
+                if train.early_stopping and should_stop:
+                    stop_reason = "early_stopping"
+                    step += 1
+                    break
+            step += 1
+
+    if best_params is not None and val_steps and stop_reason != "diverged":
+        params[...] = best_params
+    flush(step)
+    vl_arr = np.asarray(val_loss, dtype=np.float64)
+    va_arr = np.asarray(val_acc, dtype=np.float64)
+    if len(vl_arr):
+        finite = np.where(np.isfinite(vl_arr), vl_arr, np.inf)
+        best_l = int(np.argmin(finite))
+        best_a = int(np.argmax(va_arr))
+        best = (float(vl_arr[best_l]), val_steps[best_l], float(va_arr[best_a]), val_steps[best_a])
+        final = (float(vl_arr[-1]), float(va_arr[-1]))
+    else:
+        best = (math.nan, -1, math.nan, -1)
+        final = (math.nan, math.nan)
+    result = FitResult(
+        model=net,
+        train_loss=losses[:step].copy(),
+        val_steps=np.asarray(val_steps, dtype=np.int64),
+        val_loss=vl_arr,
+        val_accuracy=va_arr,
+        train_accuracy=np.asarray(train_acc, dtype=np.float64),
+        best_val_loss=best[0],
+        best_val_loss_step=best[1],
+        best_val_accuracy=best[2],
+        best_val_accuracy_step=best[3],
+        final_val_loss=final[0],
+        final_val_accuracy=final[1],
+        stop_reason=stop_reason,
+        num_steps=step,
+        epochs=epoch,
+        steps_per_epoch=steps_per_epoch,
+        wall_time_s=time.perf_counter() - started,
+        num_parameters=net.num_parameters,
+    )
+    emit(RunEnd(result))
+    return result
