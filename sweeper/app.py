@@ -1,0 +1,301 @@
+"""`mlp-sweep` (also `python -m sweeper`): the Hydra app around mlp_core.
+
+Data flow: YAML (conf/) -> schema-checked config (sweeper.schema) -> range validation -> mlp_core's frozen
+dataclasses -> ``mlp_core.fit`` -> events -> MLflow (sweeper.tracking). The task function returns the objective,
+the best validation loss.
+
+Examples:
+    mlp-sweep experiment=task3c
+    mlp-sweep -m experiment=task2c,task3a,task3b,task3c
+    mlp-sweep -m experiment=task3c 'model.hidden_sizes=[32],[64],[128]'
+    mlp-sweep -m +sweep=task4_width
+"""
+from __future__ import annotations
+
+import csv
+import logging
+import os
+import sys
+import time
+import traceback
+from pathlib import Path
+from typing import Any
+
+import hydra
+from hydra.core.hydra_config import HydraConfig
+from hydra.errors import CompactHydraException
+from hydra.types import RunMode
+from omegaconf import DictConfig, OmegaConf
+
+from .callbacks import read_parent
+from .schema import effective_hidden_sizes, register_configs, to_core, validate, validate_against_dataset
+from .tracking import (
+    REPO_ROOT,
+    RunTracker,
+    config_hash,
+    flatten,
+    git_commit,
+    mask_credentials,
+    open_store,
+    outputs_dir,
+)
+
+log = logging.getLogger("sweeper")
+
+CONF_DIR = REPO_ROOT / "conf"
+HISTORY_COLUMNS = ("step", "train_loss", "train_accuracy", "val_loss", "val_accuracy")
+# Flush buffered metrics when this many are waiting or this many seconds passed (keeps partial history of a killed run).
+FLUSH_METRICS = 1000
+FLUSH_SECONDS = 10.0
+# Overrides that select what the run name already says (the experiment's own name) or say nothing about the model.
+RUN_NAME_SKIPPED_PREFIXES = ("experiment=", "+experiment=", "sweep=", "+sweep=", "hydra.", "hydra/", "tracking.")
+
+OmegaConf.register_new_resolver("mlp_sweeps.outputs", lambda: str(outputs_dir()), replace=True)
+register_configs()
+
+
+class DataLoadError(CompactHydraException):
+    """The dataset could not be loaded; printed as one sentence, without a traceback."""
+
+
+def _value(node: Any) -> Any:
+    return getattr(node, "value", node)
+
+
+def run_name(cfg: DictConfig, overrides: list[str]) -> str:
+    """``task3c hidden_sizes=[128]``: the experiment's name plus the job's other overrides, keys without group."""
+    parts = []
+    for override in overrides:
+        if override.startswith(RUN_NAME_SKIPPED_PREFIXES):
+            continue
+        key, sep, value = override.lstrip("+~").partition("=")
+        parts.append(f"{key.rsplit('.', 1)[-1]}{sep}{value}")
+    return " ".join([str(cfg.name), *parts])
+
+
+def parallel_workers() -> int:
+    """How many jobs of this launch run at once on this machine, from the Hydra launcher config."""
+    if not HydraConfig.initialized():
+        return 1
+    hc = HydraConfig.get()
+    if hc.mode != RunMode.MULTIRUN:
+        return 1
+    launcher = hc.launcher
+    target = str(launcher.get("_target_", ""))
+    cores = _cores()
+    if "joblib" in target:
+        n_jobs = launcher.get("n_jobs", -1)
+        return cores if n_jobs is None or n_jobs <= 0 else min(int(n_jobs), cores)
+    if "submitit" in target:
+        cpus = launcher.get("cpus_per_task")
+        return max(1, cores // int(cpus)) if cpus else cores
+    return 1
+
+
+def _cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:
+        return os.cpu_count() or 1
+
+
+def blas_threads(cfg: DictConfig) -> int:
+    """trainer.blas_threads, or cores / parallel workers so that workers x threads = cores."""
+    if cfg.trainer.blas_threads is not None:
+        return int(cfg.trainer.blas_threads)
+    return max(1, _cores() // parallel_workers())
+
+
+class _MetricSink:
+    """Receives mlp_core's events: buffers metrics for MLflow's log_batch and drives the progress bar."""
+
+    def __init__(self, tracker: RunTracker | None, progress: Any):
+        self.tracker = tracker
+        self.progress = progress
+        self.buffer: list[tuple[str, float, int]] = []
+        self.last_flush = time.monotonic()
+
+    def __call__(self, event: Any) -> None:
+        kind = type(event).__name__
+        if kind == "TrainLosses":
+            self.progress.update(len(event.steps))
+            if self.tracker is not None:
+                self.buffer.extend(
+                    ("train/loss", float(v), int(s)) for s, v in zip(event.steps.tolist(), event.losses.tolist())
+                )
+        elif kind == "ValidationPoint":
+            self.progress.set_postfix(epoch=event.epoch, step=event.step, val_acc=f"{event.val_accuracy:.4f}",
+                                      refresh=False)
+            if self.tracker is not None:
+                self.buffer += [
+                    ("train/accuracy", float(event.train_accuracy), event.step),
+                    ("val/loss", float(event.val_loss), event.step),
+                    ("val/accuracy", float(event.val_accuracy), event.step),
+                ]
+        if len(self.buffer) >= FLUSH_METRICS or time.monotonic() - self.last_flush > FLUSH_SECONDS:
+            self.flush()
+
+    def flush(self) -> None:
+        if self.tracker is not None and self.buffer:
+            self.tracker.log_metrics(self.buffer)
+        self.buffer = []
+        self.last_flush = time.monotonic()
+
+
+def _progress_bar(total: int, name: str) -> Any:
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, desc=name, unit="step", dynamic_ncols=True, leave=False,
+                disable=not sys.stderr.isatty())
+
+
+def _output_dir() -> Path:
+    if HydraConfig.initialized():
+        return Path(HydraConfig.get().runtime.output_dir)
+    path = outputs_dir() / "runs" / time.strftime("%Y-%m-%d/%H-%M-%S")
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def _write_history(result: Any, path: Path) -> None:
+    with path.open("w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=HISTORY_COLUMNS, restval="", extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows(result.history_rows())
+
+
+def write_artifacts(cfg: DictConfig, result: Any, out_dir: Path, title: str) -> list[Path]:
+    """config.yaml, history.csv, model.npz and curves.png in the job's output dir."""
+    from .plots import plot_curves
+
+    paths = [out_dir / "config.yaml", out_dir / "history.csv", out_dir / "model.npz", out_dir / "curves.png"]
+    paths[0].write_text(OmegaConf.to_yaml(cfg, resolve=True))
+    _write_history(result, paths[1])
+    result.model.save(paths[2])
+    plot_curves(result, paths[3], title)
+    return paths
+
+
+def _summary_metrics(result: Any) -> list[tuple[str, float, int]]:
+    values = {
+        "num_parameters": result.num_parameters,
+        "best/val_loss": result.best_val_loss,
+        "best/val_accuracy": result.best_val_accuracy,
+        "final/val_loss": result.final_val_loss,
+        "final/val_accuracy": result.final_val_accuracy,
+        "epochs": result.epochs,
+        "steps": result.num_steps,
+        "train_seconds": result.wall_time_s,
+    }
+    return [(key, float(value), 0) for key, value in values.items()]
+
+
+def train_and_track(cfg: DictConfig) -> float:
+    """One job: validate, open the store, load data, create the run, train, log. Returns best validation loss."""
+    from threadpoolctl import threadpool_limits
+
+    import mlp_core
+
+    validate(cfg)
+    hydra_cfg = HydraConfig.get() if HydraConfig.initialized() else None
+    overrides = list(hydra_cfg.overrides.task) if hydra_cfg else []
+    name = run_name(cfg, overrides)
+    container = OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)
+    threads = blas_threads(cfg)
+
+    client = experiment_id = parent = None
+    if cfg.tracking.enabled:
+        client, uri, experiment_id = open_store(cfg.tracking)
+        if hydra_cfg is not None and hydra_cfg.mode == RunMode.MULTIRUN:
+            parent = read_parent(hydra_cfg.sweep.dir)
+            if parent is not None and parent["tracking_uri"] == uri:
+                experiment_id = parent["experiment_id"]
+
+    try:
+        dataset = mlp_core.load_dataset(
+            name=_value(cfg.data.name), split=_value(cfg.data.split), root=cfg.data.root,
+            normalization=_value(cfg.data.normalization), allow_download=cfg.data.allow_download,
+        )
+    except ValueError as exc:  # mlp_core.DataError is a ValueError whose message names the source and the problem
+        raise DataLoadError(f"Cannot load dataset {_value(cfg.data.name)}/{_value(cfg.data.split)}: "
+                            f"{mask_credentials(exc)}") from None
+    train_size = len(dataset.train.y)
+    validate_against_dataset(cfg, train_size, f"{dataset.name}/{dataset.split}")
+    model_cfg, train_cfg = to_core(cfg)
+    num_parameters = mlp_core.num_parameters(dataset.input_dim, model_cfg, dataset.num_classes)
+    steps_per_epoch = train_size // train_cfg.batch_size
+
+    tracker = None
+    if client is not None:
+        commit, dirty = git_commit()
+        tags = {
+            "hydra.overrides": " ".join(overrides),
+            "config_hash": config_hash(_hash_view(container)),
+            "git_commit": commit,
+            "git_dirty": str(dirty).lower() if commit else None,
+            "mlflow.source.git.commit": commit,
+            "mlflow.source.name": "mlp-sweep",
+            "sweep_id": parent["sweep_id"] if parent else None,
+            "blas_threads": str(threads),
+            "hydra.output_dir": str(hydra_cfg.runtime.output_dir) if hydra_cfg else None,
+            "experiment": str(cfg.name),
+        }
+        tracker = RunTracker.start(client, experiment_id, name, {k: str(v) for k, v in tags.items() if v is not None},
+                                   parent_run_id=parent["run_id"] if parent else None)
+    try:
+        if tracker is not None:
+            params = flatten(container)
+            params["model.effective_hidden_sizes"] = list(model_cfg.hidden_sizes)
+            params["num_parameters"] = num_parameters
+            params["runtime.blas_threads"] = threads
+            tracker.log_params(params)
+            tracker.log_dataset(dataset)
+        log.info("%s: %d parameters, %d steps/epoch, %s, %d BLAS threads", name, num_parameters, steps_per_epoch,
+                 dataset.source, threads)
+        progress = _progress_bar(train_cfg.epochs * steps_per_epoch, name)
+        sink = _MetricSink(tracker, progress)
+        try:
+            with threadpool_limits(limits=threads, user_api="blas"):
+                result = mlp_core.fit(dataset, model_cfg, train_cfg, on_event=sink)
+        finally:
+            progress.close()
+        sink.flush()
+        paths = write_artifacts(cfg, result, _output_dir(), name)
+        if tracker is not None:
+            tracker.log_metrics(_summary_metrics(result))
+            tracker.set_tags({"stop_reason": result.stop_reason})
+            for path in paths:
+                tracker.log_artifact(path)
+            tracker.end("FINISHED")
+    except BaseException as exc:
+        if tracker is not None:
+            try:
+                sink_flush = locals().get("sink")
+                if sink_flush is not None:
+                    sink_flush.flush()
+                tracker.set_tags({"error": f"{type(exc).__name__}: {mask_credentials(exc)}",
+                                  "error_traceback": mask_credentials(traceback.format_exc()[-4000:])})
+                tracker.end("KILLED" if isinstance(exc, KeyboardInterrupt) else "FAILED")
+            except Exception as tracking_exc:  # never hide the job's own error behind a tracking one
+                log.warning("could not mark run %s as failed: %s", tracker.run_id, tracking_exc)
+        raise
+    log.info("%s: stop_reason=%s best val loss %.4f, best val accuracy %.4f after %d steps (%.1f s)", name,
+             result.stop_reason, result.best_val_loss, result.best_val_accuracy, result.num_steps, result.wall_time_s)
+    return float(result.best_val_loss)
+
+
+def _hash_view(container: dict) -> dict:
+    """The config as hashed: the model by its effective hidden sizes (hidden_sizes=[64] == width 64 x depth 1)."""
+    view = dict(container)
+    model = dict(view["model"])
+    model["hidden_sizes"] = list(effective_hidden_sizes(OmegaConf.create(container["model"])))
+    model.pop("width", None)
+    model.pop("depth", None)
+    view["model"] = model
+    return view
+
+
+@hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="config")
+def main(cfg: DictConfig) -> float:
+    """Hydra task function of `mlp-sweep`; returns the objective (best validation loss)."""
+    return train_and_track(cfg)

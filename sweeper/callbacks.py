@@ -1,0 +1,88 @@
+"""Hydra callbacks for sweeps: one MLflow parent run per multirun.
+
+``on_multirun_start`` runs once, in the launching process, before any job: it opens (and if needed creates) the
+sqlite store and the experiment, so parallel workers never race to migrate it, and creates the parent run with
+``MlflowClient.create_run`` (not ``mlflow.start_run``, whose active run would block the jobs' runs). The parent's
+id is handed to the jobs in a file in ``hydra.sweep.dir``, which every launcher (basic, joblib, submitit) shares.
+
+Hydra does not call ``on_multirun_end`` when a job fails, so an exit hook also terminates the parent then.
+"""
+from __future__ import annotations
+
+import atexit
+import json
+import logging
+import uuid
+from pathlib import Path
+from typing import Any
+
+from hydra.experimental.callback import Callback
+from omegaconf import DictConfig
+
+log = logging.getLogger(__name__)
+
+PARENT_FILE = "mlflow_parent.json"
+
+
+def sweep_display_name(config: DictConfig) -> str:
+    """The sweep preset's name, or "sweep" + the command-line overrides of an ad-hoc sweep."""
+    if config.get("sweep_name"):
+        return str(config.sweep_name)
+    overrides = [o for o in config.hydra.overrides.task if not o.startswith("hydra")]
+    return "sweep " + " ".join(overrides) if overrides else "sweep"
+
+
+def read_parent(sweep_dir: str | Path) -> dict | None:
+    """The parent-run handoff written by ``MlflowSweepParent``, or None outside a tracked sweep."""
+    path = Path(sweep_dir) / PARENT_FILE
+    if not path.is_file():
+        return None
+    return json.loads(path.read_text())
+
+
+class MlflowSweepParent(Callback):
+    def __init__(self) -> None:
+        self._client: Any = None
+        self._run_id: str | None = None
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        if not config.tracking.enabled:
+            return
+        from .tracking import open_store
+
+        client, uri, experiment_id = open_store(config.tracking)
+        sweep_dir = Path(str(config.hydra.sweep.dir))
+        sweep_dir.mkdir(parents=True, exist_ok=True)
+        sweep_id = f"{sweep_dir.name}-{uuid.uuid4().hex[:8]}"
+        name = sweep_display_name(config)
+        run = client.create_run(
+            experiment_id,
+            run_name=name,
+            tags={
+                "sweep_id": sweep_id,
+                "mlp_sweeps.role": "sweep_parent",
+                "hydra.overrides": " ".join(config.hydra.overrides.task),
+                "hydra.sweep_dir": str(sweep_dir),
+                "mlflow.source.name": "mlp-sweep",
+            },
+        )
+        self._client, self._run_id = client, run.info.run_id
+        handoff = {"run_id": run.info.run_id, "experiment_id": experiment_id, "tracking_uri": uri, "sweep_id": sweep_id}
+        tmp = sweep_dir / (PARENT_FILE + ".tmp")
+        tmp.write_text(json.dumps(handoff))
+        tmp.replace(sweep_dir / PARENT_FILE)
+        atexit.register(self._terminate_if_running, "FAILED")
+        log.info("MLflow parent run %r (%s) for sweep %s", name, run.info.run_id, sweep_id)
+
+    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        self._terminate_if_running("FINISHED")
+
+    def _terminate_if_running(self, status: str) -> None:
+        if self._run_id is None:
+            return
+        try:
+            if self._client.get_run(self._run_id).info.status == "RUNNING":
+                self._client.set_terminated(self._run_id, status)
+        except Exception as exc:  # at interpreter exit: report, never mask the sweep's own error
+            log.warning("could not terminate the sweep's parent run %s: %s", self._run_id, exc)
+        self._run_id = None
