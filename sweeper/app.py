@@ -27,6 +27,9 @@ from hydra.errors import CompactHydraException
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
+import mlp_core
+from mlp_core import TrainLosses, ValidationPoint
+
 from .callbacks import read_parent
 from .schema import effective_hidden_sizes, register_configs, to_core, validate, validate_against_dataset
 from .tracking import (
@@ -116,14 +119,13 @@ class _MetricSink:
         self.last_flush = time.monotonic()
 
     def __call__(self, event: Any) -> None:
-        kind = type(event).__name__
-        if kind == "TrainLosses":
+        if isinstance(event, TrainLosses):
             self.progress.update(len(event.steps))
             if self.tracker is not None:
                 self.buffer.extend(
                     ("train/loss", float(v), int(s)) for s, v in zip(event.steps.tolist(), event.losses.tolist())
                 )
-        elif kind == "ValidationPoint":
+        elif isinstance(event, ValidationPoint):
             self.progress.set_postfix(epoch=event.epoch, step=event.step, val_acc=f"{event.val_accuracy:.4f}",
                                       refresh=False)
             if self.tracker is not None:
@@ -193,8 +195,6 @@ def _summary_metrics(result: Any) -> list[tuple[str, float, int]]:
 def train_and_track(cfg: DictConfig) -> float:
     """One job: validate, open the store, load data, create the run, train, log. Returns best validation loss."""
     from threadpoolctl import threadpool_limits
-
-    import mlp_core
 
     validate(cfg)
     hydra_cfg = HydraConfig.get() if HydraConfig.initialized() else None

@@ -184,15 +184,12 @@ def validate(cfg: Any) -> None:
     if train_size is not None and t.batch_size >= 1:
         _check_sizes(errors, train_size, t.batch_size, t.validations_per_epoch, f"{data_name}/{split}")
     if not errors:
+        from mlp_core import validate_data_args
+
         try:
-            from mlp_core import validate_data_args
-        except ImportError:  # the core's data module ships separately; its own checks run at load time
-            validate_data_args = None
-        if validate_data_args is not None:
-            try:
-                validate_data_args(data_name, split, _value(cfg.data.normalization))
-            except ValueError as exc:
-                errors.append(f"data: {exc}")
+            validate_data_args(data_name, split, _value(cfg.data.normalization))
+        except ValueError as exc:
+            errors.append(f"data: {exc}")
     if errors:
         raise ConfigError("Invalid config: " + "; ".join(errors) + ".")
 
