@@ -1,7 +1,7 @@
 """Fixtures of the sweeper tests (helpers live in sweeper_helpers.py)."""
 import pytest
 
-from sweeper_helpers import sqlite_uri
+from .sweeper_helpers import sqlite_uri
 
 
 @pytest.fixture

@@ -8,7 +8,7 @@ from omegaconf import OmegaConf
 
 from sweeper.schema import effective_hidden_sizes, to_core, validate
 
-from sweeper_helpers import CONF, REPO, compose_cfg
+from .sweeper_helpers import CONF, REPO, compose_cfg
 
 GROUP_FILES = sorted(p for p in CONF.glob("*/*.yaml"))
 
