@@ -165,7 +165,7 @@ def select_runs(client, *, sweep_id: str | None = None, parent_run_id: str | Non
 
 def _hidden_label(run: Run) -> str:
     p = run.data.params
-    sizes = p.get("model.hidden_sizes")
+    sizes = p.get("model.effective_hidden_sizes") or p.get("model.hidden_sizes")
     if sizes and sizes not in ("None", "null", ""):
         items = [s.strip() for s in sizes.strip("[]()").split(",") if s.strip()]
         if len(items) > 2 and len(set(items)) == 1:

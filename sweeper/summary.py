@@ -33,6 +33,7 @@ log = logging.getLogger(__name__)
 METRIC_KEYS = ("train/loss", "train/accuracy", "val/loss", "val/accuracy")
 SEED_KEY = "trainer.seed"
 PARENT_TAG = "mlflow.parentRunId"
+PARENT_ROLE_TAG, PARENT_ROLE = "mlp_sweeps.role", "sweep_parent"  # set by sweeper.callbacks on the parent
 # Params that are not part of a run's configuration proper (results, bookkeeping), ignored when comparing configs.
 _NON_CONFIG_PARAMS = frozenset({"num_parameters"})
 _SEARCH_PAGE = 1000
@@ -92,9 +93,11 @@ def child_runs(client: MlflowClient, parent_run_id: str) -> list[Run]:
 
 
 def drop_parents(runs: Sequence[Run]) -> list[Run]:
-    """Remove runs that are the parent of another run in `runs` (a sweep's parent holds no curves)."""
+    """Remove sweep parents: runs tagged `mlp_sweeps.role=sweep_parent` or the parent of another run in `runs`
+    (a sweep's parent holds no curves)."""
     parents = {r.data.tags.get(PARENT_TAG) for r in runs}
-    return [r for r in runs if r.info.run_id not in parents]
+    return [r for r in runs
+            if r.info.run_id not in parents and r.data.tags.get(PARENT_ROLE_TAG) != PARENT_ROLE]
 
 
 def sweep_runs(client: MlflowClient, sweep_id: str) -> list[Run]:
@@ -206,8 +209,10 @@ def parse_overrides(text: str | None) -> dict[str, str]:
 
 
 def preset_name(run: Run) -> str | None:
-    """The experiment preset of a run: tag `experiment_preset`, else param `name` (ignoring the config default)."""
-    for value in (run.data.tags.get("experiment_preset"), run.data.params.get("name")):
+    """The experiment preset of a run: tag `experiment_preset` or `experiment`, else param `name` (the top-level
+    config key the presets set), ignoring the config default "default"."""
+    tags, params = run.data.tags, run.data.params
+    for value in (tags.get("experiment_preset"), tags.get("experiment"), params.get("name")):
         if value and value not in ("default", "None", "null"):
             return value
     return None
