@@ -150,8 +150,36 @@ def effective_hidden_sizes(model: Any) -> tuple[int, ...]:
     return (int(model.width),) * int(model.depth)
 
 
+def unknown_keys(cfg: Any, schema: Any = None, prefix: str = "") -> list[str]:
+    """Dotted keys of ``cfg`` that the schema does not declare.
+
+    Hydra's ``+key=value`` opens the struct flag and can add keys even to a structured config, so composition alone
+    does not stop ``+_target_=...`` or ``+model.widht=3``; this pass does.
+    """
+    from omegaconf import DictConfig, OmegaConf
+
+    schema = OmegaConf.structured(AppConfig) if schema is None else schema
+    found = []
+    for key in cfg.keys():
+        if key == "hydra" and not prefix:
+            continue
+        if key not in schema:
+            found.append(f"{prefix}{key}")
+            continue
+        child, schema_child = cfg._get_node(key), schema._get_node(key)
+        if isinstance(child, DictConfig) and isinstance(schema_child, DictConfig) and not child._is_none():
+            found += unknown_keys(child, schema_child, f"{prefix}{key}.")
+    return found
+
+
 def validate(cfg: Any) -> None:
     """Check value ranges of a composed config; raise ConfigError naming key, value and the valid range."""
+    unknown = unknown_keys(cfg)
+    if unknown:
+        raise ConfigError(
+            f"Invalid config: unknown key(s) {', '.join(unknown)} (not in the schema of sweeper/schema.py; "
+            "Hydra's _target_ is not accepted from overrides)."
+        )
     errors: list[str] = []
 
     def need(ok: bool, key: str, value: Any, valid: str) -> None:
