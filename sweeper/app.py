@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import csv
 import logging
+import math
 import os
 import sys
 import time
@@ -281,7 +282,8 @@ def train_and_track(cfg: DictConfig) -> float:
         raise
     log.info("%s: stop_reason=%s best val loss %.4f, best val accuracy %.4f after %d steps (%.1f s)", name,
              result.stop_reason, result.best_val_loss, result.best_val_accuracy, result.num_steps, result.wall_time_s)
-    return float(result.best_val_loss)
+    best = float(result.best_val_loss)
+    return best if math.isfinite(best) else float("inf")  # a diverged run is the worst objective, never NaN
 
 
 def _hash_view(container: dict) -> dict:
@@ -298,4 +300,12 @@ def _hash_view(container: dict) -> dict:
 @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="config")
 def main(cfg: DictConfig) -> float:
     """Hydra task function of `mlp-sweep`; returns the objective (best validation loss)."""
-    return train_and_track(cfg)
+    try:
+        return train_and_track(cfg)
+    except CompactHydraException as exc:
+        # A single run's setup error (config range, tracking store, data): one sentence and exit 1. Raising would
+        # make Hydra echo the overrides, which may hold credentials. In a sweep, raise: the other jobs still run.
+        if HydraConfig.initialized() and HydraConfig.get().mode == RunMode.RUN:
+            sys.stderr.write(f"Error: {mask_credentials(exc)}\n")
+            sys.exit(1)
+        raise

@@ -28,7 +28,7 @@ def sweep_display_name(config: DictConfig) -> str:
     """The sweep preset's name, or "sweep" + the command-line overrides of an ad-hoc sweep."""
     if config.get("sweep_name"):
         return str(config.sweep_name)
-    overrides = [o for o in config.hydra.overrides.task if not o.startswith("hydra")]
+    overrides = [o for o in config.hydra.overrides.task if not o.startswith(("hydra", "tracking."))]
     return "sweep " + " ".join(overrides) if overrides else "sweep"
 
 

@@ -12,8 +12,6 @@ import logging
 import os
 import re
 import subprocess
-import urllib.error
-import urllib.request
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
@@ -75,16 +73,21 @@ def check_reachable(tracking_uri: str, timeout: float = 5.0) -> None:
         return
     if not tracking_uri.startswith(("http://", "https://")):
         return
+    import requests  # an MLflow dependency; unlike urllib it takes user:password@ from the URI as basic auth
+
     health = tracking_uri.rstrip("/") + "/health"
     try:
-        with urllib.request.urlopen(health, timeout=timeout) as response:
-            if response.status != 200:
-                raise TrackingError(f"MLflow server {mask_credentials(tracking_uri)} answered /health with {response.status}")
-    except (urllib.error.URLError, OSError) as exc:
+        response = requests.get(health, timeout=timeout)
+    except requests.RequestException as exc:
         raise TrackingError(
-            f"MLflow tracking server {mask_credentials(tracking_uri)} is unreachable "
-            f"({mask_credentials(getattr(exc, 'reason', exc))}); start it or set tracking.uri / MLFLOW_TRACKING_URI"
+            f"MLflow tracking server {mask_credentials(tracking_uri)} is unreachable ({type(exc).__name__}); "
+            "start it or set tracking.uri / MLFLOW_TRACKING_URI"
         ) from None
+    if response.status_code != 200:
+        raise TrackingError(
+            f"MLflow tracking server {mask_credentials(tracking_uri)} answered GET /health with HTTP "
+            f"{response.status_code}; check the URI and credentials"
+        )
 
 
 def get_or_create_experiment(client: Any, name: str, artifact_location: str | None) -> str:

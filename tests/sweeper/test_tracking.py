@@ -1,0 +1,177 @@
+"""MLflow tracking end to end: real CLI subprocesses, a real sqlite store, read back with MlflowClient."""
+from __future__ import annotations
+
+import csv
+import io
+import json
+import re
+import socket
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from mlflow.tracking import MlflowClient
+from omegaconf import OmegaConf
+
+from mlp_core import MLP, ModelConfig, load_dataset, num_parameters
+from sweeper.tracking import config_hash, mask_credentials, resolve_tracking_uri
+
+from .sweeper_helpers import run_cli
+
+ARTIFACTS = {"config.yaml", "curves.png", "history.csv", "model.npz"}
+SUMMARY = {"num_parameters", "best/val_loss", "best/val_accuracy", "final/val_accuracy", "final/val_loss", "epochs",
+           "train_seconds"}
+
+
+def runs_of(store):
+    client = MlflowClient(store)
+    experiment = client.get_experiment_by_name("mlp-sweeps")
+    assert experiment is not None
+    return client, client.search_runs([experiment.experiment_id], max_results=1000)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def check_run(client, run, tmp_path, epochs):
+    """Histories, params, summary, tags, dataset input and artifacts of one finished digits run."""
+    run_id = run.info.run_id
+    data = load_dataset("digits")
+    steps_per_epoch = len(data.train.y) // 32
+    num_steps = int(run.data.metrics["steps"])
+    assert num_steps == epochs * steps_per_epoch  # 3 digits epochs never early-stop
+    train_loss = client.get_metric_history(run_id, "train/loss")
+    assert sorted(m.step for m in train_loss) == list(range(num_steps))
+    val_every = steps_per_epoch // 5
+    expected_val_steps = list(range(0, num_steps, val_every))
+    for key in ("val/loss", "val/accuracy", "train/accuracy"):
+        assert sorted(m.step for m in client.get_metric_history(run_id, key)) == expected_val_steps, key
+
+    params = run.data.params
+    assert params["model.hidden_sizes"] == "null" and params["model.width"] == "8"
+    assert params["model.effective_hidden_sizes"] == "[8, 8]"
+    assert params["optimizer.lr"] == "0.1" and params["data.name"] == "digits"
+    expected_params = num_parameters(data.input_dim, ModelConfig(hidden_sizes=(8, 8)))
+    assert int(params["num_parameters"]) == expected_params == int(run.data.metrics["num_parameters"])
+    assert SUMMARY <= set(run.data.metrics)
+    assert run.data.metrics["epochs"] == epochs
+    tags = run.data.tags
+    assert tags["stop_reason"] == "max_epochs"
+    assert re.fullmatch(r"[0-9a-f]{64}", tags["config_hash"])
+    assert "model.depth=2" in tags["hydra.overrides"]
+    assert re.fullmatch(r"[0-9a-f]{40}", tags["git_commit"])
+    (dataset_input,) = run.inputs.dataset_inputs
+    assert dataset_input.dataset.name == "digits-default"
+    assert dataset_input.dataset.digest == data.digest[:36]
+
+    assert {a.path for a in client.list_artifacts(run_id)} == ARTIFACTS
+    local = Path(client.download_artifacts(run_id, "", str(tmp_path / f"dl-{run_id}")))
+    model = MLP.load(local / "model.npz")
+    assert model.num_parameters == expected_params
+    assert model.predict(data.val.x[:5]).shape == (5,)
+    assert [w.shape for w in model.weights] == [(data.input_dim + 1, 8), (8, 8), (8, 10)]  # bias trick: +1 input
+    loss, accuracy = model.evaluate(data.val.x, data.val.y)
+    assert np.isfinite(loss) and accuracy > 0.1  # better than chance after 3 epochs
+    rows = list(csv.DictReader(io.StringIO((local / "history.csv").read_text())))
+    assert list(rows[0]) == ["step", "train_loss", "train_accuracy", "val_loss", "val_accuracy"]
+    assert len(rows) == num_steps
+    assert [int(r["step"]) for r in rows if r["val_loss"]] == expected_val_steps
+    stored = {m.step: m.value for m in train_loss}
+    assert all(float(r["train_loss"]) == pytest.approx(stored[int(r["step"])], rel=1e-6) for r in rows)
+    config = OmegaConf.load(local / "config.yaml")
+    assert config.model.depth == 2 and config.data.name == "digits"
+    assert (local / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_single_run_on_digits_logs_the_contract(tmp_path, store):
+    run_dir = tmp_path / "run"
+    proc = run_cli(["data=digits", "trainer.epochs=3", "model.width=8", "model.depth=2", f"tracking.uri={store}",
+                    f"hydra.run.dir={run_dir}"], tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    client, runs = runs_of(store)
+    assert len(runs) == 1
+    (run,) = runs
+    assert run.info.status == "FINISHED" and run.info.run_name == "default data=digits epochs=3 width=8 depth=2"
+    assert "mlflow.parentRunId" not in run.data.tags
+    check_run(client, run, tmp_path, epochs=3)
+    assert ARTIFACTS <= {p.name for p in run_dir.iterdir()}  # the job's output dir keeps a copy
+    assert (tmp_path / "mlartifacts").is_dir()  # artifacts next to the sqlite store, not in the cwd's ./mlruns
+    assert not (tmp_path / "mlruns").exists()
+
+
+def test_multirun_has_one_parent_and_children_carrying_its_tag(tmp_path, store):
+    proc = run_cli(["-m", "data=digits", "trainer.epochs=1", "experiment=task3c", "model.width=4,8,16",
+                    f"tracking.uri={store}", f"hydra.sweep.dir={tmp_path / 'sweep'}"], tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    client, runs = runs_of(store)
+    parents = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
+    children = [r for r in runs if "mlflow.parentRunId" in r.data.tags]
+    assert len(parents) == 1 and len(children) == 3
+    (parent,) = parents
+    assert parent.info.status == "FINISHED"
+    assert parent.info.run_name == "sweep data=digits trainer.epochs=1 experiment=task3c model.width=4,8,16"
+    assert {c.data.tags["mlflow.parentRunId"] for c in children} == {parent.info.run_id}
+    assert {c.data.tags["sweep_id"] for c in children} == {parent.data.tags["sweep_id"]}
+    assert sorted(c.info.run_name for c in children) == [
+        "task3c data=digits epochs=1 width=16", "task3c data=digits epochs=1 width=4",
+        "task3c data=digits epochs=1 width=8"]
+    assert all(c.info.status == "FINISHED" for c in children)
+    assert len({c.data.tags["config_hash"] for c in children}) == 3
+    handoff = json.loads((tmp_path / "sweep" / "mlflow_parent.json").read_text())
+    assert handoff["run_id"] == parent.info.run_id
+
+
+def test_sweep_preset_names_the_parent_and_a_failed_job_fails_the_parent_not_the_sweep(tmp_path, store):
+    sweep_dir = tmp_path / "sweep"
+    # job 1 cannot write its model.npz (a directory is in the way): it raises after training
+    (sweep_dir / "1" / "model.npz").mkdir(parents=True)
+    proc = run_cli(["-m", "+sweep=task3_tricks", "experiment=task2c,task3a,task3c", "data=digits",
+                    "trainer.epochs=1", "optimizer.lr=1e20", "model.activation=relu", f"tracking.uri={store}",
+                    f"hydra.sweep.dir={sweep_dir}"], tmp_path)
+    assert proc.returncode != 0
+    client, runs = runs_of(store)
+    (parent,) = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
+    children = {r.info.run_name: r for r in runs if "mlflow.parentRunId" in r.data.tags}
+    assert parent.info.run_name == "task3_tricks"
+    assert parent.info.status == "FAILED"  # Hydra skips on_multirun_end when a job fails; the exit hook ends it
+    assert len(children) == 3  # the sweep went on after the failure
+    failed = children["task3a data=digits epochs=1 lr=1e+20 activation=relu"]
+    assert failed.info.status == "FAILED"
+    assert failed.data.tags["error"].startswith("IsADirectoryError")
+    for name in ("task2c data=digits epochs=1 lr=1e+20 activation=relu",
+                 "task3c data=digits epochs=1 lr=1e+20 activation=relu"):
+        assert children[name].info.status == "FINISHED"
+        assert children[name].data.tags["stop_reason"] == "diverged"
+
+
+def test_unreachable_server_fails_fast_with_masked_credentials(tmp_path):
+    uri = f"http://alice:s3cret@127.0.0.1:{free_port()}"
+    started = time.monotonic()
+    proc = run_cli(["data=digits", "trainer.epochs=1", f"tracking.uri={uri}"], tmp_path, timeout=120)
+    assert proc.returncode != 0
+    assert "unreachable" in proc.stderr and "s3cret" not in proc.stderr + proc.stdout
+    assert "Traceback" not in proc.stderr
+    assert time.monotonic() - started < 60
+
+
+def test_tracking_uri_precedence_and_masking(monkeypatch, tmp_path):
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.setenv("MLP_SWEEPS_OUTPUTS", str(tmp_path))
+    assert resolve_tracking_uri(None) == f"sqlite:///{tmp_path}/mlflow.db"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://env:5000")
+    assert resolve_tracking_uri(None) == "http://env:5000"
+    assert resolve_tracking_uri("http://cfg:5000") == "http://cfg:5000"
+    monkeypatch.chdir(tmp_path)
+    assert resolve_tracking_uri("sqlite:///rel.db") == f"sqlite:///{tmp_path / 'rel.db'}"
+    assert mask_credentials("https://bob:pw@host/x?token=abc") == "https://***@host/x?token=***"
+
+
+def test_config_hash_ignores_tracking_and_labels_but_not_training_settings():
+    base = {"name": "a", "model": {"hidden_sizes": [64]}, "optimizer": {"lr": 0.1}, "tracking": {"uri": "x"}}
+    relabelled = dict(base, name="b", tracking={"uri": "y"})
+    assert config_hash(base) == config_hash(relabelled)
+    assert config_hash(base) != config_hash(dict(base, optimizer={"lr": 0.2}))
