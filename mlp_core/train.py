@@ -206,49 +206,51 @@ def fit(
 
     forward, backward, update = net._forward, net._backward, optimizer.step
     params, grads = net.params, net.grads
-    while epoch < train.epochs and stop_reason == "max_epochs":
-        if train.shuffle:
-            order = shuffle_rng.permutation(num_train)
-            np.take(x_train, order, axis=0, out=x_epoch)
-            np.take(onehot, order, axis=0, out=onehot_epoch)
-        elif epoch == 0:
-            x_epoch[...] = x_train
-            onehot_epoch[...] = onehot
-        epoch += 1
-        for i in range(steps_per_epoch):
-            lo = i * batch
-            xb = x_epoch[lo : lo + batch]
-            logits = forward(xb, ws)
-            loss = loss_fn(logits, onehot_epoch[lo : lo + batch])  # logits now hold dL/dlogits
-            losses[step] = loss
-            if not math.isfinite(loss):
-                stop_reason = "diverged"
-                step += 1
-                break
-            backward(xb, ws, logits)
-            update(params, grads)
-            if step % val_every == 0:
-                vl, va = net.evaluate(x_val, y_val)
-                _, ta = net.evaluate(x_train, y_train)
-                flush(step + 1)
-                since = losses[val_steps[-1] + 1 if val_steps else 0 : step + 1]
-                val_steps.append(step)
-                val_loss.append(vl)
-                val_acc.append(va)
-                train_acc.append(ta)
-                emit(ValidationPoint(step, epoch, float(since.mean(dtype=np.float64)), ta, vl, va))
-                if not math.isfinite(vl):
+    # A diverging run overflows on its way to a non-finite loss; that is detected and reported as stop_reason.
+    with np.errstate(over="ignore", invalid="ignore"):
+        while epoch < train.epochs and stop_reason == "max_epochs":
+            if train.shuffle:
+                order = shuffle_rng.permutation(num_train)
+                np.take(x_train, order, axis=0, out=x_epoch)
+                np.take(onehot, order, axis=0, out=onehot_epoch)
+            elif epoch == 0:
+                x_epoch[...] = x_train
+                onehot_epoch[...] = onehot
+            epoch += 1
+            for i in range(steps_per_epoch):
+                lo = i * batch
+                xb = x_epoch[lo : lo + batch]
+                logits = forward(xb, ws)
+                loss = loss_fn(logits, onehot_epoch[lo : lo + batch])  # logits now hold dL/dlogits
+                losses[step] = loss
+                if not math.isfinite(loss):
                     stop_reason = "diverged"
                     step += 1
                     break
-                improved, should_stop = stopper.update(vl)
-                if improved and best_params is not None:
-                    best_params[...] = params
-                if train.early_stopping and should_stop:
-                    stop_reason = "early_stopping"
-                    step += 1
-                    break
-            step += 1
+                backward(xb, ws, logits)
+                update(params, grads)
+                if step % val_every == 0:
+                    vl, va = net.evaluate(x_val, y_val)
+                    _, ta = net.evaluate(x_train, y_train)
+                    flush(step + 1)
+                    since = losses[val_steps[-1] + 1 if val_steps else 0 : step + 1]
+                    val_steps.append(step)
+                    val_loss.append(vl)
+                    val_acc.append(va)
+                    train_acc.append(ta)
+                    emit(ValidationPoint(step, epoch, float(since.mean(dtype=np.float64)), ta, vl, va))
+                    if not math.isfinite(vl):
+                        stop_reason = "diverged"
+                        step += 1
+                        break
+                    improved, should_stop = stopper.update(vl)
+                    if improved and best_params is not None:
+                        best_params[...] = params
+                    if train.early_stopping and should_stop:
+                        stop_reason = "early_stopping"
+                        step += 1
+                        break
+                step += 1
 
     if best_params is not None and val_steps and stop_reason != "diverged":
         params[...] = best_params

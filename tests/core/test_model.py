@@ -1,0 +1,134 @@
+"""Model structure, gradient checks, parameter counts, persistence."""
+
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from mlp_core import ACTIVATIONS, BIAS_CONVENTIONS, MLP, ModelConfig, gradient_check, num_parameters
+
+
+@pytest.mark.parametrize("activation", ACTIVATIONS)
+@pytest.mark.parametrize("bias", BIAS_CONVENTIONS)
+@pytest.mark.parametrize("hidden_sizes", [(9,), (9, 7, 8)])
+def test_gradient_check_float64(activation, bias, hidden_sizes):
+    rng = np.random.default_rng(11)
+    # unit-scale inputs keep the deep ReLU logits moderate, so the O(eps²) truncation error stays below eps²
+    x = rng.normal(size=(100, 16)) * 0.3
+    y = rng.integers(0, 10, 100)
+    report = gradient_check(x, y, ModelConfig(hidden_sizes, activation=activation, bias=bias), epsilon=1e-3)
+    assert report.passed, report.format()
+    # every parameter was checked (bias row / bias vectors included), except the counted ReLU kinks
+    assert sum(layer.count for layer in report.layers) == num_parameters(16, ModelConfig(hidden_sizes, bias=bias))
+    assert sum(layer.kinks for layer in report.layers) <= 0.15 * sum(layer.count for layer in report.layers)
+
+
+def test_gradient_check_detects_a_wrong_gradient(monkeypatch):
+    """The check can fail: a derivative off by 10 % is reported."""
+    from mlp_core import activations
+
+    original = activations.Sigmoid.backward_
+
+    def wrong(self, delta, a, tmp):
+        original(self, delta, a, tmp)
+        delta *= 1.1
+
+    monkeypatch.setattr(activations.Sigmoid, "backward_", wrong)
+    rng = np.random.default_rng(0)
+    report = gradient_check(rng.normal(size=(20, 6)), rng.integers(0, 10, 20), ModelConfig((5,)))
+    assert not report.passed
+    assert report.layers[0].max_abs_error > 1e-4  # the first layer sees the wrong derivative
+    assert report.layers[-1].max_abs_error < 1e-6  # the output layer does not
+
+
+@pytest.mark.parametrize(
+    "sizes,bias,expected",
+    [
+        ((64,), "input_only", 785 * 64 + 64 * 10),  # 50,880: the course's task2c network
+        ((64,), "per_layer", 784 * 64 + 64 + 64 * 10 + 10),  # 50,890
+        ((32,), "input_only", 785 * 32 + 32 * 10),
+        ((128,), "input_only", 785 * 128 + 128 * 10),
+        ((60, 60), "input_only", 785 * 60 + 60 * 60 + 60 * 10),  # 51,300, close to task3c's 50,880
+        ((60, 60), "per_layer", 784 * 60 + 60 + 60 * 60 + 60 + 60 * 10 + 10),
+        ((64,) * 10, "input_only", 785 * 64 + 9 * 64 * 64 + 64 * 10),
+        ((64,) * 10, "per_layer", 784 * 64 + 64 + 9 * (64 * 64 + 64) + 64 * 10 + 10),
+    ],
+)
+def test_parameter_counts_closed_form_and_allocation(sizes, bias, expected):
+    config = ModelConfig(sizes, bias=bias)
+    assert num_parameters(784, config) == expected
+    model = MLP(784, config, rng=0)
+    allocated = sum(w.size for w in model.weights) + sum(b.size for b in model.biases if b is not None)
+    assert allocated == expected == model.num_parameters == model.params.size
+
+
+def test_bias_trick_equals_explicit_constant_column():
+    rng = np.random.default_rng(1)
+    model = MLP(12, ModelConfig((5, 4), activation="tanh", bias="input_only"), rng=0, dtype=np.float64)
+    x = rng.normal(size=(7, 12))
+    augmented = np.hstack([x, np.ones((7, 1))])
+    h = np.tanh(augmented @ model.weights[0])
+    h = np.tanh(h @ model.weights[1])
+    expected = h @ model.weights[2]
+    np.testing.assert_allclose(model.predict_logits(x), expected, rtol=1e-12)
+    assert model.weights[0].shape == (13, 5) and model.biases == [None, None, None]
+
+
+def test_fan_in_counts_the_bias_input():
+    model = MLP(784, ModelConfig((64,), init="fan_in", bias="input_only"), rng=0)
+    assert model.weights[0].std() == pytest.approx(1 / np.sqrt(785), rel=0.02)
+    assert model.weights[1].std() == pytest.approx(1 / np.sqrt(64), rel=0.1)
+
+
+def test_evaluate_matches_reference_loss_and_accuracy():
+    from mlp_core import cross_entropy
+
+    rng = np.random.default_rng(2)
+    model = MLP(30, ModelConfig((16,), activation="relu", bias="per_layer", init="he"), rng=0)
+    x = rng.normal(size=(5000, 30)).astype(np.float32)
+    y = rng.integers(0, 10, 5000)
+    loss, acc = model.evaluate(x, y, chunk_size=1024)
+    logits = model.predict_logits(x).astype(np.float64)
+    assert loss == pytest.approx(cross_entropy(logits, y), rel=1e-5)
+    assert acc == pytest.approx(np.mean(logits.argmax(1) == y))
+
+
+def test_save_and_load_round_trip(tmp_path):
+    model = MLP(20, ModelConfig((6, 5), activation="improved_sigmoid", init="fan_in", bias="per_layer"), rng=3)
+    path = tmp_path / "model.npz"
+    model.save(path)
+    loaded = MLP.load(path)
+    assert loaded.config == model.config and loaded.num_parameters == model.num_parameters
+    np.testing.assert_array_equal(loaded.params, model.params)
+    x = np.random.default_rng(0).normal(size=(4, 20)).astype(np.float32)
+    np.testing.assert_array_equal(loaded.predict_logits(x), model.predict_logits(x))
+
+
+@pytest.mark.parametrize(
+    "kwargs,message",
+    [
+        ({"hidden_sizes": ()}, "non-empty"),
+        ({"hidden_sizes": (64, 0)}, "integers >= 1, got 0"),
+        ({"hidden_sizes": (-3,)}, "integers >= 1, got -3"),
+        ({"hidden_sizes": (2.5,)}, "integers >= 1, got 2.5"),
+        ({"activation": "softplus"}, "unknown activation 'softplus'; valid choices: sigmoid"),
+        ({"init": "zeros"}, "unknown init 'zeros'; valid choices: uniform, fan_in, he, xavier"),
+        ({"bias": "none"}, "unknown bias convention 'none'; valid choices: per_layer, input_only"),
+    ],
+)
+def test_model_config_rejects_bad_values(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        ModelConfig(**kwargs)
+
+
+def test_importing_mlp_core_loads_no_hydra_omegaconf_or_mlflow():
+    code = (
+        "import sys, numpy as np, mlp_core\n"
+        "from mlp_core import fit, ModelConfig, TrainConfig, load_dataset, gradient_check\n"
+        "import mlp_core.gradcheck, mlp_core.data, mlp_core.sources\n"
+        "bad = sorted(m for m in sys.modules if m.split('.')[0] in ('hydra', 'omegaconf', 'mlflow', 'sweeper'))\n"
+        "print(','.join(bad))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == ""
