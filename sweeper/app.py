@@ -232,6 +232,7 @@ def train_and_track(cfg: DictConfig) -> float:
         tags = {
             "hydra.overrides": " ".join(overrides),
             "config_hash": config_hash(_hash_view(container)),
+            "config_hash_noseed": config_hash(_hash_view(container, drop_seed=True)),
             "git_commit": commit,
             "git_dirty": str(dirty).lower() if commit else None,
             "mlflow.source.git.commit": commit,
@@ -286,9 +287,14 @@ def train_and_track(cfg: DictConfig) -> float:
     return best if math.isfinite(best) else float("inf")  # a diverged run is the worst objective, never NaN
 
 
-def _hash_view(container: dict) -> dict:
-    """The config as hashed: the model by its effective hidden sizes (hidden_sizes=[64] == width 64 x depth 1)."""
+def _hash_view(container: dict, drop_seed: bool = False) -> dict:
+    """The config as hashed: the model by its effective hidden sizes (hidden_sizes=[64] == width 64 x depth 1).
+
+    ``drop_seed`` gives the key that groups the seeds of one configuration (mean/std bands of a seed sweep).
+    """
     view = dict(container)
+    if drop_seed:
+        view["trainer"] = {k: v for k, v in view["trainer"].items() if k != "seed"}
     model = dict(view["model"])
     model["hidden_sizes"] = list(effective_hidden_sizes(OmegaConf.create(container["model"])))
     model.pop("width", None)

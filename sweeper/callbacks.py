@@ -5,7 +5,8 @@ sqlite store and the experiment, so parallel workers never race to migrate it, a
 ``MlflowClient.create_run`` (not ``mlflow.start_run``, whose active run would block the jobs' runs). The parent's
 id is handed to the jobs in a file in ``hydra.sweep.dir``, which every launcher (basic, joblib, submitit) shares.
 
-Hydra does not call ``on_multirun_end`` when a job fails, so an exit hook also terminates the parent then.
+At the end the parent gets the sweep summary of ``sweeper.summary.finalize_sweep``. Hydra does not call
+``on_multirun_end`` when a job fails, so an exit hook summarises and terminates the parent (FAILED) then.
 """
 from __future__ import annotations
 
@@ -44,6 +45,7 @@ class MlflowSweepParent(Callback):
     def __init__(self) -> None:
         self._client: Any = None
         self._run_id: str | None = None
+        self._sweep_dir: Path | None = None
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         if not config.tracking.enabled:
@@ -66,7 +68,7 @@ class MlflowSweepParent(Callback):
                 "mlflow.source.name": "mlp-sweep",
             },
         )
-        self._client, self._run_id = client, run.info.run_id
+        self._client, self._run_id, self._sweep_dir = client, run.info.run_id, sweep_dir
         handoff = {"run_id": run.info.run_id, "experiment_id": experiment_id, "tracking_uri": uri, "sweep_id": sweep_id}
         tmp = sweep_dir / (PARENT_FILE + ".tmp")
         tmp.write_text(json.dumps(handoff))
@@ -78,8 +80,15 @@ class MlflowSweepParent(Callback):
         self._terminate_if_running("FINISHED")
 
     def _terminate_if_running(self, status: str) -> None:
+        """Attach the sweep summary (comparison.png, summary.csv/md, best-child tags) and end the parent run."""
         if self._run_id is None:
             return
+        try:
+            from .summary import finalize_sweep
+
+            finalize_sweep(self._client, self._run_id, self._sweep_dir)
+        except Exception as exc:  # the summary is a convenience: never fail the sweep over it
+            log.warning("could not summarise sweep %s: %s", self._run_id, exc)
         try:
             if self._client.get_run(self._run_id).info.status == "RUNNING":
                 self._client.set_terminated(self._run_id, status)

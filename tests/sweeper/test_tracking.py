@@ -121,6 +121,10 @@ def test_multirun_has_one_parent_and_children_carrying_its_tag(tmp_path, store):
         "task3c data=digits epochs=1 width=8"]
     assert all(c.info.status == "FINISHED" for c in children)
     assert len({c.data.tags["config_hash"] for c in children}) == 3
+    assert len({c.data.tags["config_hash_noseed"] for c in children}) == 3
+    artifacts = {a.path for a in client.list_artifacts(parent.info.run_id)}
+    assert {"comparison.png", "summary.csv", "summary.md"} <= artifacts
+    assert parent.data.tags["best_child_run_id"] in {c.info.run_id for c in children}
     handoff = json.loads((tmp_path / "sweep" / "mlflow_parent.json").read_text())
     assert handoff["run_id"] == parent.info.run_id
 
@@ -138,6 +142,7 @@ def test_sweep_preset_names_the_parent_and_a_failed_job_fails_the_parent_not_the
     children = {r.info.run_name: r for r in runs if "mlflow.parentRunId" in r.data.tags}
     assert parent.info.run_name == "task3_tricks"
     assert parent.info.status == "FAILED"  # Hydra skips on_multirun_end when a job fails; the exit hook ends it
+    assert {"comparison.png", "summary.csv", "summary.md"} <= {a.path for a in client.list_artifacts(parent.info.run_id)}
     assert len(children) == 3  # the sweep went on after the failure
     failed = children["task3a data=digits epochs=1 lr=1e+20 activation=relu"]
     assert failed.info.status == "FAILED"
@@ -175,3 +180,21 @@ def test_config_hash_ignores_tracking_and_labels_but_not_training_settings():
     relabelled = dict(base, name="b", tracking={"uri": "y"})
     assert config_hash(base) == config_hash(relabelled)
     assert config_hash(base) != config_hash(dict(base, optimizer={"lr": 0.2}))
+
+
+def test_hash_view_identifies_equal_models_and_groups_seeds():
+    from omegaconf import OmegaConf as OC
+
+    from sweeper.app import _hash_view
+
+    from .sweeper_helpers import compose_cfg
+
+    def hashes(overrides):
+        container = OC.to_container(compose_cfg(overrides), resolve=True, enum_to_str=True)
+        return config_hash(_hash_view(container)), config_hash(_hash_view(container, drop_seed=True))
+
+    assert hashes(["experiment=task3c"]) == hashes(["experiment=task3c", "model.hidden_sizes=[64]"])
+    assert hashes(["experiment=task4a"]) == hashes(["experiment=task3c", "model.width=32"])
+    seed0, seed1 = hashes(["trainer.seed=0"]), hashes(["trainer.seed=1"])
+    assert seed0[0] != seed1[0] and seed0[1] == seed1[1]
+    assert hashes([])[0] != hashes(["trainer.epochs=2"])[0]
