@@ -1,0 +1,204 @@
+"""Concurrent writers on the MLflow store: sqlite direct (with/without retry) vs a local ``mlflow server``.
+
+N worker processes (spawn) start together (barrier) and each logs R runs shaped like a real training run: params, tags,
+V validation points, each with one log_batch of the train/loss steps since the last point and one of the 3 validation
+metrics, 7 summary metrics, one small artifact, set_terminated. No training happens between points unless --work-ms is
+given, so this is the worst case for lock contention. Afterwards the launcher reads back every metric history and
+counts lost points.
+
+    .venv/bin/python benchmarks/bench_store.py [--workers 4] [--runs 2] [--steps 2000] [--val-points 20]
+"""
+from __future__ import annotations
+
+import argparse
+import multiprocessing as mp
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+SUMMARY = ("num_parameters", "best/val_loss", "best/val_accuracy", "final/val_accuracy", "final/val_loss", "epochs",
+           "train_seconds")
+
+
+def run_workload(client, experiment_id, parent_id, worker, runs, steps, val_points, artifact_dir, work_s=0.0):
+    """Log ``runs`` training-shaped runs through ``client``. Returns (run_ids, attempted {run_id: {key: points}},
+    locked failures, other failures); a failed call is counted and its data is lost (no retry here)."""
+    from mlflow.entities import Metric, Param, RunTag
+
+    from sweeper.store import is_locked_error
+
+    locked = other = 0
+    run_ids, expected = [], {}
+
+    def call(fn, *args, **kwargs):
+        nonlocal locked, other
+        try:
+            fn(*args, **kwargs)
+            return True
+        except Exception as exc:  # counted, the benchmark keeps going
+            if is_locked_error(exc):
+                locked += 1
+            else:
+                other += 1
+                print(f"worker {worker}: {type(exc).__name__}: {str(exc)[:200]}", file=sys.stderr)
+            return False
+
+    for r in range(runs):
+        run = client.create_run(experiment_id, run_name=f"w{worker}-r{r}",
+                                tags={"mlflow.parentRunId": parent_id, "sweep_id": "bench"})
+        run_id = run.info.run_id
+        run_ids.append(run_id)
+        counts = expected[run_id] = {}
+        params = [Param(f"group{i // 10}.param{i}", str(i * 0.1)) for i in range(30)]
+        call(client.log_batch, run_id, params=params)
+        call(client.log_batch, run_id, tags=[RunTag(k, f"value-{worker}-{r}") for k in
+                                             ("config_hash", "git_commit", "hydra.overrides", "stop_reason")])
+        per_point = steps // val_points
+        ts = int(time.time() * 1000)
+        for p in range(val_points):
+            if work_s:
+                time.sleep(work_s)
+            lo, hi = p * per_point, (p + 1) * per_point if p < val_points - 1 else steps
+            for start in range(lo, hi, 1000):
+                chunk = [Metric("train/loss", 1.0 / (s + 1), ts, s) for s in range(start, min(hi, start + 1000))]
+                call(client.log_batch, run_id, metrics=chunk)
+                counts["train/loss"] = counts.get("train/loss", 0) + len(chunk)
+            val = [Metric(k, 0.5, ts, hi - 1) for k in ("train/accuracy", "val/loss", "val/accuracy")]
+            call(client.log_batch, run_id, metrics=val)
+            for m in val:
+                counts[m.key] = counts.get(m.key, 0) + 1
+        call(client.log_batch, run_id, metrics=[Metric(k, 1.0, ts, 0) for k in SUMMARY])
+        for k in SUMMARY:
+            counts[k] = 1
+        artifact = Path(artifact_dir) / f"history-{worker}-{r}.csv"
+        artifact.write_text("step,train_loss\n" + "".join(f"{s},{1.0 / (s + 1)}\n" for s in range(100)))
+        call(client.log_artifact, run_id, str(artifact))
+        call(client.set_terminated, run_id, "FINISHED")
+    return run_ids, expected, locked, other
+
+
+def _worker(uri, experiment_id, parent_id, worker, mode, runs, steps, val_points, artifact_dir, work_s, barrier,
+            queue):
+    """Process entry point. mode: "raw" (no retry), "retry" (sweeper.store.RetryingClient), "server" (http URI)."""
+    try:
+        from mlflow.tracking import MlflowClient
+
+        from sweeper.store import RetryingClient
+
+        retries = [0]
+        client = MlflowClient(tracking_uri=uri)
+        if mode == "retry":
+            client = RetryingClient(client, on_retry=lambda exc, attempt: retries.__setitem__(0, retries[0] + 1))
+        client.get_experiment(experiment_id)  # opens the engine before the clock starts
+        barrier.wait(timeout=120)
+        start = time.monotonic()
+        run_ids, expected, locked, other = run_workload(client, experiment_id, parent_id, worker, runs, steps,
+                                                         val_points, artifact_dir, work_s)
+        queue.put(dict(worker=worker, run_ids=run_ids, expected=expected, locked=locked, other=other,
+                       retries=retries[0], seconds=time.monotonic() - start))
+    except BaseException as exc:  # report instead of hanging the launcher
+        queue.put(dict(worker=worker, error=f"{type(exc).__name__}: {exc}"))
+
+
+def prepare_store(db_path: Path, name: str = "bench"):
+    """Create/migrate the sqlite store, the experiment and a parent run in this (launching) process."""
+    from mlflow.tracking import MlflowClient
+
+    uri = f"sqlite:///{db_path}"
+    client = MlflowClient(tracking_uri=uri)
+    exp = client.get_experiment_by_name(name)
+    experiment_id = exp.experiment_id if exp else client.create_experiment(
+        name, artifact_location=(db_path.parent / "mlartifacts").as_uri())
+    parent = client.create_run(experiment_id, run_name=f"parent-{time.time_ns()}")
+    return client, uri, experiment_id, parent.info.run_id
+
+
+def run_case(mode, uri, read_client, experiment_id, parent_id, workers, runs, steps, val_points, artifact_dir,
+             work_s=0.0):
+    ctx = mp.get_context("spawn")
+    barrier, queue = ctx.Barrier(workers + 1), ctx.Queue()
+    procs = [ctx.Process(target=_worker, args=(uri, experiment_id, parent_id, w, mode, runs, steps, val_points,
+                                               artifact_dir, work_s, barrier, queue)) for w in range(workers)]
+    for p in procs:
+        p.start()
+    barrier.wait(timeout=180)
+    start = time.monotonic()
+    results = [queue.get(timeout=600) for _ in procs]
+    wall = time.monotonic() - start
+    for p in procs:
+        p.join(timeout=30)
+    errors = [r["error"] for r in results if "error" in r]
+    if errors:
+        raise RuntimeError(f"{mode}: worker crashed: {errors}")
+    lost = expected_total = 0
+    for res in results:
+        for run_id, counts in res["expected"].items():
+            for key, attempted in counts.items():
+                expected_total += attempted
+                lost += attempted - len(read_client.get_metric_history(run_id, key))
+    return dict(mode=mode, wall=wall, locked=sum(r["locked"] for r in results), other=sum(r["other"] for r in results),
+                retries=sum(r["retries"] for r in results), lost=lost, points=expected_total,
+                runs=sum(len(r["run_ids"]) for r in results))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--workers", type=int, default=4)
+    parser.add_argument("--runs", type=int, default=2, help="runs per worker, one after the other")
+    parser.add_argument("--steps", type=int, default=2000)
+    parser.add_argument("--val-points", type=int, default=20)
+    parser.add_argument("--work-ms", type=float, default=0.0, help="simulated training time per validation point")
+    parser.add_argument("--server-workers", type=int, default=1)
+    parser.add_argument("--cases", default="raw,retry,timeout,server")
+    args = parser.parse_args()
+
+    from sweeper.store import LocalServer
+
+    cases = args.cases.split(",")
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="bench-store-") as tmp:
+        tmp = Path(tmp)
+        artifact_dir = tmp / "src"
+        artifact_dir.mkdir()
+        t0 = time.monotonic()
+        read_client, uri, experiment_id, parent_id = prepare_store(tmp / "mlflow.db")
+        print(f"store creation + migration in the launcher: {time.monotonic() - t0:.1f} s")
+        common = (read_client, experiment_id, parent_id, args.workers, args.runs, args.steps, args.val_points,
+                  str(artifact_dir), args.work_ms / 1000)
+        if "raw" in cases:
+            rows.append(run_case("raw", uri, *common) | dict(label="sqlite direct, no retry", startup=0.0))
+        if "retry" in cases:
+            rows.append(run_case("retry", uri, *common) | dict(label="sqlite direct + retrying()", startup=0.0))
+        if "timeout" in cases:
+            rows.append(run_case("raw", uri + "?timeout=60", *common)
+                        | dict(label="sqlite ?timeout=60, no retry", startup=0.0))
+        if "server" in cases:
+            with LocalServer(uri, artifacts_destination=(tmp / "mlartifacts").as_uri(), workers=args.server_workers,
+                             log_path=tmp / "server.log") as server:
+                rows.append(run_case("server", server.uri, *common)
+                            | dict(label=f"mlflow server (--workers {args.server_workers})",
+                                   startup=server.startup_seconds))
+            t_stop = time.monotonic()
+            print(f"server stopped (process group) in {time.monotonic() - t_stop:.2f} s")
+
+    print(f"\n{args.workers} workers x {args.runs} runs, {args.steps} train/loss steps + {args.val_points} validation "
+          f"points per run, work {args.work_ms:g} ms/point")
+    header = f"{'case':32} {'wall s':>7} {'startup s':>9} {'locked':>7} {'other':>6} {'retries':>7} {'lost':>6} {'points':>7}"
+    print(header)
+    print("-" * len(header))
+    for r in rows:
+        print(f"{r['label']:32} {r['wall']:7.2f} {r['startup']:9.2f} {r['locked']:7d} {r['other']:6d} "
+              f"{r['retries']:7d} {r['lost']:6d} {r['points']:7d}")
+    base = next((r for r in rows if r["mode"] == "retry"), None)
+    if base:
+        for r in rows:
+            if r is not base:
+                print(f"wall({r['label']}) / wall(retry) = {r['wall'] / base['wall']:.2f}")
+
+
+if __name__ == "__main__":
+    main()
