@@ -1,0 +1,52 @@
+# mlp-sweeps: every target installs what it needs into .venv first (Python >= 3.10 on PATH as python3).
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+SWEEP  ?= task3_tricks
+PORT   ?= 5000
+ARGS   ?=
+
+.PHONY: setup sweep run test test-fast bench ui report clean-outputs
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+## The main job: a real sweep on MNIST (the course's task 3 tricks), tracked in outputs/mlflow.db.
+sweep: setup
+	$(BIN)/mlp-sweep -m +sweep=$(SWEEP) $(ARGS)
+	@echo
+	@echo "Done. Open the MLflow UI with:  make ui   (then http://127.0.0.1:$(PORT))"
+
+## One run, e.g. make run ARGS="experiment=task3c trainer.epochs=5"
+run: setup
+	$(BIN)/mlp-sweep $(ARGS)
+
+## The whole test suite (slow and integration tests included), as CI runs it.
+test: setup
+	$(BIN)/python -m pytest $(ARGS)
+
+## Everything but the tests marked slow.
+test-fast: setup
+	$(BIN)/python -m pytest -m "not slow" $(ARGS)
+
+bench: setup
+	$(BIN)/python benchmarks/bench_core.py
+	$(BIN)/python benchmarks/bench_tracking.py
+	$(BIN)/python benchmarks/bench_sweep.py
+
+## The MLflow UI on the project's store (Ctrl-C to stop).
+ui: setup
+	$(BIN)/mlflow ui --backend-store-uri sqlite:///$(CURDIR)/outputs/mlflow.db --host 127.0.0.1 --port $(PORT)
+
+## Rebuild figures and tables from runs already in MLflow, e.g. make report ARGS="--experiment mlp-sweeps"
+report: setup
+	$(BIN)/mlp-sweep-report $(ARGS)
+
+clean-outputs:
+	rm -rf outputs/runs outputs/multiruns outputs/report
