@@ -2,8 +2,9 @@
 
 ``on_multirun_start`` runs once, in the launching process, before any job: it opens (and if needed creates) the
 sqlite store and the experiment, so parallel workers never race to migrate it, and creates the parent run with
-``MlflowClient.create_run`` (not ``mlflow.start_run``, whose active run would block the jobs' runs). The parent's
-id is handed to the jobs in a file in ``hydra.sweep.dir``, which every launcher (basic, joblib, submitit) shares.
+``MlflowClient.create_run`` (not ``mlflow.start_run``, whose active run would block the jobs' runs). Before that it
+composes and range-checks every job of the grid, so an invalid sweep starts nothing. The parent's id is handed to the
+jobs in a file in ``hydra.sweep.dir``, which every launcher (basic, joblib, submitit) shares.
 
 At the end the parent gets the sweep summary of ``sweeper.summary.finalize_sweep``. Hydra does not call
 ``on_multirun_end`` when a job fails, so an exit hook summarises and terminates the parent (FAILED) then.
@@ -13,6 +14,7 @@ from __future__ import annotations
 import atexit
 import json
 import logging
+import sys
 import uuid
 from pathlib import Path
 from typing import Any
@@ -41,6 +43,46 @@ def read_parent(sweep_dir: str | Path) -> dict | None:
     return json.loads(path.read_text())
 
 
+MAX_VALIDATED_JOBS = 500
+
+
+def expand_grid(config: DictConfig) -> list[list[str]] | None:
+    """The override lists of every job, as Hydra's BasicSweeper builds them (None for other sweepers).
+
+    Grid params of ``hydra.sweeper.params`` come first, then the command line, whose value wins for the same key.
+    """
+    if not str(config.hydra.sweeper.get("_target_", "")).endswith("BasicSweeper"):
+        return None
+    from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    params = [f"{key}={value}" for key, value in (config.hydra.sweeper.get("params") or {}).items()]
+    overrides = OverridesParser.create().parse_overrides(params + list(config.hydra.overrides.task))
+    return [job for batch in BasicSweeper.split_arguments(overrides, None) for job in batch]
+
+
+def validate_grid(config: DictConfig) -> None:
+    """Compose and range-check every job of the sweep before any job starts and before any MLflow run exists."""
+    from hydra import compose
+    from hydra.errors import ConfigCompositionException
+
+    from .schema import ConfigError, validate
+
+    jobs = expand_grid(config)
+    if jobs is None or len(jobs) > MAX_VALIDATED_JOBS:  # huge grids: each job still validates itself
+        return
+    errors = []
+    for number, job in enumerate(jobs):
+        try:
+            validate(compose(config_name=config.hydra.job.config_name, overrides=job))
+        except (ConfigError, ConfigCompositionException) as exc:
+            errors.append(f"job #{number} ({' '.join(job)}): {exc}".replace("\n", " "))
+    if errors:
+        more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
+        raise ConfigError(f"{len(errors)} of {len(jobs)} jobs of this sweep are invalid, none was started: "
+                          f"{errors[0]}{more}")
+
+
 class MlflowSweepParent(Callback):
     def __init__(self) -> None:
         self._client: Any = None
@@ -48,11 +90,20 @@ class MlflowSweepParent(Callback):
         self._sweep_dir: Path | None = None
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
-        if not config.tracking.enabled:
-            return
-        from .tracking import open_store
+        from hydra.errors import CompactHydraException
 
-        client, uri, experiment_id = open_store(config.tracking)
+        from .tracking import mask_credentials, open_store
+
+        # Hydra turns a callback's exception into a warning and launches the jobs anyway; a sweep with an invalid job
+        # or an unusable store must not start, so report in one sentence and exit (SystemExit passes through).
+        try:
+            validate_grid(config)
+            if not config.tracking.enabled:
+                return
+            client, uri, experiment_id = open_store(config.tracking)
+        except CompactHydraException as exc:
+            sys.stderr.write(f"Error: {mask_credentials(exc)}\n")
+            sys.exit(1)
         sweep_dir = Path(str(config.hydra.sweep.dir))
         sweep_dir.mkdir(parents=True, exist_ok=True)
         sweep_id = f"{sweep_dir.name}-{uuid.uuid4().hex[:8]}"

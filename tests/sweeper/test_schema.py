@@ -86,3 +86,20 @@ def test_cli_rejection_exits_nonzero_without_traceback_and_creates_no_run(tmp_pa
     assert "Traceback" not in proc.stderr, proc.stderr
     # the store is opened only after validation: no database, hence no run
     assert not (tmp_path / "mlflow.db").exists()
+
+
+@pytest.mark.parametrize(
+    "grid, expected",
+    [
+        (["optimizer.lr=0.1,0", "model.width=4,8"], "2 of 4 jobs of this sweep are invalid"),
+        (["model.widht=4,8"], "widht"),
+        (["+sweep=width_depth", "model.depth=1,0"], "model.depth=0"),
+    ],
+)
+def test_invalid_sweep_starts_no_job_and_creates_no_run(tmp_path, store, grid, expected):
+    proc = run_cli(["-m", "data=digits", "trainer.epochs=1", *grid, f"tracking.uri={store}",
+                    f"hydra.sweep.dir={tmp_path / 'sweep'}"], tmp_path, timeout=120)
+    assert proc.returncode != 0
+    assert expected in proc.stderr, proc.stderr
+    assert "Traceback" not in proc.stderr and "Launching" not in proc.stdout + proc.stderr
+    assert not (tmp_path / "mlflow.db").exists()

@@ -153,13 +153,14 @@ def test_sweep_preset_names_the_parent_and_a_failed_job_fails_the_parent_not_the
         assert children[name].data.tags["stop_reason"] == "diverged"
 
 
-def test_unreachable_server_fails_fast_with_masked_credentials(tmp_path):
+@pytest.mark.parametrize("mode", [[], ["-m", "model.width=4,8"]], ids=["run", "multirun"])
+def test_unreachable_server_fails_fast_with_masked_credentials(tmp_path, mode):
     uri = f"http://alice:s3cret@127.0.0.1:{free_port()}"
     started = time.monotonic()
-    proc = run_cli(["data=digits", "trainer.epochs=1", f"tracking.uri={uri}"], tmp_path, timeout=120)
+    proc = run_cli([*mode, "data=digits", "trainer.epochs=1", f"tracking.uri={uri}"], tmp_path, timeout=120)
     assert proc.returncode != 0
     assert "unreachable" in proc.stderr and "s3cret" not in proc.stderr + proc.stdout
-    assert "Traceback" not in proc.stderr
+    assert "Traceback" not in proc.stderr and "Launching" not in proc.stdout + proc.stderr
     assert time.monotonic() - started < 60
 
 
