@@ -12,6 +12,7 @@ import logging
 import os
 import re
 import subprocess
+import time
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
@@ -181,9 +182,8 @@ class RunTracker:
         run = client.create_run(experiment_id, run_name=run_name, tags=tags)
         return cls(client, run.info.run_id)
 
-    def _now_ms(self) -> int:
-        import time
-
+    @staticmethod
+    def _now_ms() -> int:
         return int(time.time() * 1000)
 
     def log_params(self, params: Mapping[str, Any]) -> None:
@@ -200,15 +200,12 @@ class RunTracker:
         for chunk in _chunks(items, 100):
             self.client.log_batch(self.run_id, tags=chunk)
 
-    def log_metric_series(self, key: str, steps: Iterable[int], values: Iterable[float]) -> None:
-        self.log_metrics([(key, float(v), int(s)) for s, v in zip(steps, values)])
-
-    def log_metrics(self, triples: list[tuple[str, float, int]]) -> None:
-        """(key, value, step) triples, ≤1000 per log_batch call."""
+    def log_metrics(self, items: list[tuple]) -> None:
+        """(key, value, step) or (key, value, step, timestamp_ms) tuples, at most 1000 per log_batch call."""
         from mlflow.entities import Metric
 
-        timestamp = self._now_ms()
-        metrics = [Metric(key, value, timestamp, step) for key, value, step in triples]
+        now = self._now_ms()
+        metrics = [Metric(item[0], float(item[1]), item[3] if len(item) > 3 else now, int(item[2])) for item in items]
         for chunk in _chunks(metrics, MAX_METRICS_PER_BATCH):
             self.client.log_batch(self.run_id, metrics=chunk)
 
