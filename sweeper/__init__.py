@@ -1,0 +1,1 @@
+"""sweeper: the Hydra app and MLflow tracking around mlp_core."""
