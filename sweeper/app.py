@@ -179,7 +179,7 @@ def write_artifacts(cfg: DictConfig, result: Any, out_dir: Path, title: str) -> 
     from .plots import plot_curves
 
     paths = [out_dir / "config.yaml", out_dir / "history.csv", out_dir / "model.npz", out_dir / "curves.png"]
-    paths[0].write_text(OmegaConf.to_yaml(cfg, resolve=True))
+    paths[0].write_text(mask_credentials(OmegaConf.to_yaml(cfg, resolve=True)))
     _write_history(result, paths[1])
     result.model.save(paths[2])
     plot_curves(result, paths[3], title)
@@ -237,7 +237,7 @@ def train_and_track(cfg: DictConfig) -> float:
     if client is not None:
         commit, dirty = git_commit()
         tags = {
-            "hydra.overrides": " ".join(overrides),
+            "hydra.overrides": mask_credentials(" ".join(overrides)),
             "config_hash": config_hash(_hash_view(container)),
             "config_hash_noseed": config_hash(_hash_view(container, drop_seed=True)),
             "git_commit": commit,
@@ -253,7 +253,7 @@ def train_and_track(cfg: DictConfig) -> float:
                                    parent_run_id=parent["run_id"] if parent else None)
     try:
         if tracker is not None:
-            params = flatten(container)
+            params = {k: mask_credentials(v) if isinstance(v, str) else v for k, v in flatten(container).items()}
             params["model.effective_hidden_sizes"] = list(model_cfg.hidden_sizes)
             params["num_parameters"] = num_parameters
             params["runtime.blas_threads"] = threads

@@ -114,7 +114,7 @@ class MlflowSweepParent(Callback):
             tags={
                 "sweep_id": sweep_id,
                 "mlp_sweeps.role": "sweep_parent",
-                "hydra.overrides": " ".join(config.hydra.overrides.task),
+                "hydra.overrides": mask_credentials(" ".join(config.hydra.overrides.task)),
                 "hydra.sweep_dir": str(sweep_dir),
                 "mlflow.source.name": "mlp-sweep",
             },

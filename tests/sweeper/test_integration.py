@@ -1,6 +1,7 @@
 """Integration: a real `mlflow server` on 127.0.0.1, and a course preset on real MNIST."""
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -54,7 +55,9 @@ def mlflow_server(tmp_path):
 @pytest.mark.integration
 @pytest.mark.slow
 def test_run_against_a_real_mlflow_server(tmp_path, mlflow_server):
-    proc = run_cli(["-m", "data=digits", "trainer.epochs=1", "model.width=8,16", f"tracking.uri={mlflow_server}",
+    # credentials in the URI (sent as basic auth, ignored by this server) must never reach params, tags or artifacts
+    with_credentials = mlflow_server.replace("http://", "http://alice:s3cret@")
+    proc = run_cli(["-m", "data=digits", "trainer.epochs=1", "model.width=8,16", f"tracking.uri={with_credentials}",
                     f"hydra.sweep.dir={tmp_path / 'sweep'}"], tmp_path)
     assert proc.returncode == 0, proc.stderr
     client, runs = runs_of(mlflow_server)
@@ -66,6 +69,11 @@ def test_run_against_a_real_mlflow_server(tmp_path, mlflow_server):
         assert child.info.status == "FINISHED"
         assert {a.path for a in client.list_artifacts(child.info.run_id)} == ARTIFACTS
         assert len(client.get_metric_history(child.info.run_id, "train/loss")) == child.data.metrics["steps"]
+        assert child.data.params["tracking.uri"] == mlflow_server.replace("http://", "http://***@")
+        local = Path(client.download_artifacts(child.info.run_id, "config.yaml", str(tmp_path / child.info.run_id)))
+        recorded = local.read_text() + json.dumps(child.data.params) + json.dumps(child.data.tags)
+        assert "s3cret" not in recorded
+    assert "s3cret" not in json.dumps(parent.data.tags) + parent.info.run_name
     assert any((tmp_path / "server-artifacts").rglob("model.npz"))  # proxied to the server's artifact store
 
 
