@@ -128,3 +128,13 @@ def test_outputs_are_absolute_and_outside_the_source_tree(monkeypatch):
     for key in ("hydra.run.dir", "hydra.sweep.dir"):
         path = OmegaConf.select(cfg, key)
         assert path.startswith(str(REPO / "outputs") + "/"), (key, path)
+
+
+def test_help_lists_the_presets_and_examples(tmp_path):
+    from .sweeper_helpers import run_cli
+
+    proc = run_cli(["--help"], tmp_path, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert "experiment: task2c, task3a, task3b" in proc.stdout
+    assert "sweep: task3_single_tricks, task3_tricks, task4_depth, task4_width, width_depth" in proc.stdout
+    assert "mlp-sweep -m +sweep=task4_width" in proc.stdout
