@@ -92,3 +92,19 @@ def test_course_preset_on_real_mnist_for_one_epoch(tmp_path, store):
     assert run.data.metrics["num_parameters"] == 785 * 64 + 64 * 10  # bias trick: 785 inputs, no later biases
     assert run.inputs.dataset_inputs[0].dataset.name == "mnist-assignment"
     assert run.data.metrics["best/val_accuracy"] > 0.5  # far above chance (0.1) after one epoch
+
+
+@pytest.mark.integration
+@pytest.mark.slow
+def test_joblib_workers_share_the_parent_and_split_the_blas_threads(tmp_path, store):
+    proc = run_cli(["-m", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", "data=digits", "trainer.epochs=1",
+                    "model.width=4,8", f"tracking.uri={store}", f"hydra.sweep.dir={tmp_path / 'sweep'}"], tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    client, runs = runs_of(store)
+    (parent,) = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
+    children = [r for r in runs if "mlflow.parentRunId" in r.data.tags]
+    assert len(children) == 2 and all(c.info.status == "FINISHED" for c in children)
+    assert {c.data.tags["mlflow.parentRunId"] for c in children} == {parent.info.run_id}
+    cores = len(os.sched_getaffinity(0))
+    expected = str(max(1, cores // min(2, cores)))  # workers x threads = cores
+    assert {c.data.params["runtime.blas_threads"] for c in children} == {expected}

@@ -87,6 +87,7 @@ def check_run(client, run, tmp_path, epochs):
     assert (local / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+@pytest.mark.integration
 def test_single_run_on_digits_logs_the_contract(tmp_path, store):
     run_dir = tmp_path / "run"
     proc = run_cli(["data=digits", "trainer.epochs=3", "model.width=8", "model.depth=2", f"tracking.uri={store}",
@@ -103,6 +104,7 @@ def test_single_run_on_digits_logs_the_contract(tmp_path, store):
     assert not (tmp_path / "mlruns").exists()
 
 
+@pytest.mark.integration
 def test_multirun_has_one_parent_and_children_carrying_its_tag(tmp_path, store):
     proc = run_cli(["-m", "data=digits", "trainer.epochs=1", "experiment=task3c", "model.width=4,8,16",
                     f"tracking.uri={store}", f"hydra.sweep.dir={tmp_path / 'sweep'}"], tmp_path)
@@ -129,6 +131,7 @@ def test_multirun_has_one_parent_and_children_carrying_its_tag(tmp_path, store):
     assert handoff["run_id"] == parent.info.run_id
 
 
+@pytest.mark.integration
 def test_sweep_preset_names_the_parent_and_a_failed_job_fails_the_parent_not_the_sweep(tmp_path, store):
     sweep_dir = tmp_path / "sweep"
     # job 1 cannot write its model.npz (a directory is in the way): it raises after training
