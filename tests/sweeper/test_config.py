@@ -138,3 +138,9 @@ def test_help_lists_the_presets_and_examples(tmp_path):
     assert "experiment: task2c, task3a, task3b" in proc.stdout
     assert "sweep: task3_single_tricks, task3_tricks, task4_depth, task4_width, width_depth" in proc.stdout
     assert "mlp-sweep -m +sweep=task4_width" in proc.stdout
+
+
+def test_command_line_group_choice_wins_over_the_experiment():
+    model, train = to_core(compose_cfg(["experiment=task3c", "optimizer=sgd"]))
+    assert (train.lr, train.momentum, model.activation) == (0.1, 0.0, "improved_sigmoid")
+    assert to_core(compose_cfg(["experiment=task3c", "optimizer.lr=0.05"]))[1].momentum == 0.9

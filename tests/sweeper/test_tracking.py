@@ -233,3 +233,17 @@ def test_per_step_losses_reach_mlflow_in_batches_not_one_call_per_step(tmp_path,
     assert len(history) == result.num_steps
     assert np.allclose([m.value for m in sorted(history, key=lambda m: m.step)], result.train_loss, rtol=1e-6)
     assert len(client.get_metric_history(tracker.run_id, "val/accuracy")) == points
+
+
+def test_main_returns_the_best_validation_loss(tmp_path, monkeypatch):
+    from sweeper.app import main
+
+    from .sweeper_helpers import compose_cfg
+
+    monkeypatch.setenv("MLP_SWEEPS_OUTPUTS", str(tmp_path))
+    cfg = compose_cfg(["data=digits", "trainer.epochs=2", "tracking.enabled=false"])
+    objective = main(cfg)  # a DictConfig argument bypasses Hydra's CLI and calls the task function directly
+    (history,) = tmp_path.glob("runs/*/*/history.csv")
+    val_losses = [float(r["val_loss"]) for r in csv.DictReader(history.open()) if r["val_loss"]]
+    assert len(val_losses) == len(range(0, 2 * 46, 46 // 5)) and objective == pytest.approx(min(val_losses))
+    assert not (tmp_path / "mlflow.db").exists()  # tracking.enabled=false touches no store
