@@ -118,6 +118,7 @@ class MetricSink:
     """
 
     def __init__(self, tracker: RunTracker | None, progress: Any = None):
+        # progress: a tqdm-like bar (update, set_postfix, close) or None
         self.tracker = tracker
         self.progress = progress
         self.buffer: list[tuple[str, float, int, int]] = []
@@ -235,39 +236,21 @@ def train_and_track(cfg: DictConfig) -> float:
 
     tracker = None
     if client is not None:
-        commit, dirty = git_commit()
-        tags = {
-            "hydra.overrides": mask_credentials(" ".join(overrides)),
-            "config_hash": config_hash(_hash_view(container)),
-            "config_hash_noseed": config_hash(_hash_view(container, drop_seed=True)),
-            "git_commit": commit,
-            "git_dirty": str(dirty).lower() if commit else None,
-            "mlflow.source.git.commit": commit,
-            "mlflow.source.name": "mlp-sweep",
-            "sweep_id": parent["sweep_id"] if parent else None,
-            "blas_threads": str(threads),
-            "hydra.output_dir": str(hydra_cfg.runtime.output_dir) if hydra_cfg else None,
-            "experiment": str(cfg.name),
-        }
-        tracker = RunTracker.start(client, experiment_id, name, {k: str(v) for k, v in tags.items() if v is not None},
-                                   parent_run_id=parent["run_id"] if parent else None)
+        tags = _run_tags(cfg, container, overrides, threads, parent, hydra_cfg)
+        tracker = RunTracker.start(client, experiment_id, name, tags, parent_run_id=parent["run_id"] if parent else None)
+    sink = MetricSink(tracker)
     try:
         if tracker is not None:
-            params = {k: mask_credentials(v) if isinstance(v, str) else v for k, v in flatten(container).items()}
-            params["model.effective_hidden_sizes"] = list(model_cfg.hidden_sizes)
-            params["num_parameters"] = num_parameters
-            params["runtime.blas_threads"] = threads
-            tracker.log_params(params)
+            tracker.log_params(_run_params(container, model_cfg, num_parameters, threads))
             tracker.log_dataset(dataset)
         log.info("%s: %d parameters, %d steps/epoch, %s, %d BLAS threads", name, num_parameters, steps_per_epoch,
                  dataset.source, threads)
-        progress = _progress_bar(train_cfg.epochs * steps_per_epoch, name)
-        sink = MetricSink(tracker, progress)
+        sink.progress = _progress_bar(train_cfg.epochs * steps_per_epoch, name)
         try:
             with threadpool_limits(limits=threads, user_api="blas"):
                 result = mlp_core.fit(dataset, model_cfg, train_cfg, on_event=sink)
         finally:
-            progress.close()
+            sink.progress.close()
         sink.flush()
         paths = write_artifacts(cfg, result, _output_dir(), name)
         if tracker is not None:
@@ -279,9 +262,7 @@ def train_and_track(cfg: DictConfig) -> float:
     except BaseException as exc:
         if tracker is not None:
             try:
-                sink_flush = locals().get("sink")
-                if sink_flush is not None:
-                    sink_flush.flush()
+                sink.flush()  # keep the partial history of a failed or interrupted run
                 tracker.set_tags({"error": f"{type(exc).__name__}: {mask_credentials(exc)}",
                                   "error_traceback": mask_credentials(traceback.format_exc()[-4000:])})
                 tracker.end("KILLED" if isinstance(exc, KeyboardInterrupt) else "FAILED")
@@ -292,6 +273,34 @@ def train_and_track(cfg: DictConfig) -> float:
              result.stop_reason, result.best_val_loss, result.best_val_accuracy, result.num_steps, result.wall_time_s)
     best = float(result.best_val_loss)
     return best if math.isfinite(best) else float("inf")  # a diverged run is the worst objective, never NaN
+
+
+def _run_tags(cfg: DictConfig, container: dict, overrides: list[str], threads: int, parent: dict | None,
+              hydra_cfg: Any) -> dict[str, str]:
+    commit, dirty = git_commit()
+    tags = {
+        "hydra.overrides": mask_credentials(" ".join(overrides)),
+        "config_hash": config_hash(_hash_view(container)),
+        "config_hash_noseed": config_hash(_hash_view(container, drop_seed=True)),
+        "git_commit": commit,
+        "git_dirty": str(dirty).lower() if commit else None,
+        "mlflow.source.git.commit": commit,
+        "mlflow.source.name": "mlp-sweep",
+        "sweep_id": parent["sweep_id"] if parent else None,
+        "blas_threads": threads,
+        "hydra.output_dir": hydra_cfg.runtime.output_dir if hydra_cfg else None,
+        "experiment": cfg.name,
+    }
+    return {key: str(value) for key, value in tags.items() if value is not None}
+
+
+def _run_params(container: dict, model_cfg: Any, num_parameters: int, threads: int) -> dict[str, Any]:
+    """The resolved config with dotted keys (credentials masked), plus what the config only implies."""
+    params = {k: mask_credentials(v) if isinstance(v, str) else v for k, v in flatten(container).items()}
+    params["model.effective_hidden_sizes"] = list(model_cfg.hidden_sizes)
+    params["num_parameters"] = num_parameters
+    params["runtime.blas_threads"] = threads
+    return params
 
 
 def _hash_view(container: dict, drop_seed: bool = False) -> dict:
