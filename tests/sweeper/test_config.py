@@ -59,6 +59,16 @@ def test_every_group_file_is_covered_and_composes():
     assert {p.stem for p in CONF.glob("sweep/*.yaml")} == set(SWEEPS) | {"width_depth"}
 
 
+def test_every_hydra_preset_in_conf_composes():
+    presets = sorted(CONF.glob("hydra/*/*.yaml"))
+    for path in presets:
+        group = path.parent.relative_to(CONF).as_posix()
+        cfg = compose_cfg([f"{group}={path.stem}"], return_hydra_config=True)
+        assert OmegaConf.select(cfg, group.replace("/", "."))["_target_"], path
+    assert {p.relative_to(CONF).as_posix() for p in CONF.rglob("*.yaml")} == (
+        {"config.yaml"} | {p.relative_to(CONF).as_posix() for p in GROUP_FILES + presets})
+
+
 def test_defaults_are_the_course_baseline():
     cfg = compose_cfg()
     assert effective_hidden_sizes(cfg.model) == (64,)
