@@ -93,6 +93,7 @@ def test_single_run_on_digits_logs_the_contract(tmp_path, store):
     proc = run_cli(["data=digits", "trainer.epochs=3", "model.width=8", "model.depth=2", f"tracking.uri={store}",
                     f"hydra.run.dir={run_dir}"], tmp_path)
     assert proc.returncode == 0, proc.stderr
+    assert "step/s" not in proc.stderr and "%|" not in proc.stderr  # no progress bar when stderr is not a TTY
     client, runs = runs_of(store)
     assert len(runs) == 1
     (run,) = runs
@@ -247,3 +248,33 @@ def test_main_returns_the_best_validation_loss(tmp_path, monkeypatch):
     val_losses = [float(r["val_loss"]) for r in csv.DictReader(history.open()) if r["val_loss"]]
     assert len(val_losses) == len(range(0, 2 * 46, 46 // 5)) and objective == pytest.approx(min(val_losses))
     assert not (tmp_path / "mlflow.db").exists()  # tracking.enabled=false touches no store
+
+
+def test_progress_bar_appears_on_a_terminal(tmp_path):
+    """stderr on a pseudo-terminal (120 columns): the bar shows epoch, step and the latest validation accuracy."""
+    import fcntl
+    import os
+    import struct
+    import subprocess
+    import sys
+    import termios
+
+    master, slave = os.openpty()
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 120, 0, 0))
+    env = dict(os.environ, MLP_SWEEPS_OUTPUTS=str(tmp_path))
+    proc = subprocess.Popen([sys.executable, "-m", "sweeper", "data=digits", "trainer.epochs=2", "tracking.enabled=false"],
+                            cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=slave)
+    os.close(slave)
+    chunks = []
+    while True:
+        try:
+            chunk = os.read(master, 65536)
+        except OSError:  # EIO once the child closed the terminal
+            break
+        if not chunk:
+            break
+        chunks.append(chunk)
+    os.close(master)
+    assert proc.wait(timeout=120) == 0
+    output = b"".join(chunks).decode(errors="replace")
+    assert "step/s" in output and "val_acc=" in output and "epoch=" in output, output[-2000:]
