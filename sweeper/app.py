@@ -32,7 +32,7 @@ import mlp_core
 from mlp_core import TrainLosses, ValidationPoint
 
 from .callbacks import read_parent
-from .schema import effective_hidden_sizes, register_configs, to_core, validate, validate_against_dataset
+from .schema import ConfigError, effective_hidden_sizes, register_configs, to_core, validate, validate_against_dataset
 from .tracking import (
     REPO_ROOT,
     RunTracker,
@@ -207,6 +207,10 @@ def train_and_track(cfg: DictConfig) -> float:
 
     validate(cfg)
     hydra_cfg = HydraConfig.get() if HydraConfig.initialized() else None
+    if hydra_cfg is not None and hydra_cfg.mode == RunMode.RUN and cfg.sweep_name is not None:
+        # without -m Hydra ignores hydra.sweeper.params and would silently train the default config once
+        raise ConfigError(f"sweep preset {cfg.sweep_name!r} declares a grid: run it with -m, "
+                          f"e.g. mlp-sweep -m +sweep={cfg.sweep_name}")
     overrides = list(hydra_cfg.overrides.task) if hydra_cfg else []
     name = run_name(cfg, overrides)
     container = OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)

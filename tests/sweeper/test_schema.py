@@ -77,6 +77,7 @@ def test_keys_added_with_plus_are_rejected_before_any_run(override):
         ("optimizer.momentum=1.5", "[0, 1)"),
         ("model.hidden_sizes=[]", "model.hidden_sizes"),
         ("trainer.early_stopping.patience=0", "patience"),
+        ("+sweep=task4_width", "run it with -m"),
     ],
 )
 def test_cli_rejection_exits_nonzero_without_traceback_and_creates_no_run(tmp_path, store, override, expected):
