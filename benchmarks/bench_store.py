@@ -117,8 +117,23 @@ def prepare_store(db_path: Path, name: str = "bench"):
     return client, uri, experiment_id, parent.info.run_id
 
 
+def hold_lock(db_path, after_s, hold_s):
+    """Thread body: like a long reader/backup/``sqlite3`` shell, hold an EXCLUSIVE lock on the store for hold_s."""
+    import sqlite3
+
+    time.sleep(after_s)
+    conn = sqlite3.connect(db_path, isolation_level=None)
+    conn.execute("BEGIN EXCLUSIVE")
+    time.sleep(hold_s)
+    conn.execute("ROLLBACK")
+    conn.close()
+
+
 def run_case(mode, uri, read_client, experiment_id, parent_id, workers, runs, steps, val_points, artifact_dir,
-             work_s=0.0):
+             work_s=0.0, hold=None):
+    """hold = (db_path, seconds): an EXCLUSIVE lock is taken 1 s after the workers start and held that long."""
+    import threading
+
     ctx = mp.get_context("spawn")
     barrier, queue = ctx.Barrier(workers + 1), ctx.Queue()
     procs = [ctx.Process(target=_worker, args=(uri, experiment_id, parent_id, w, mode, runs, steps, val_points,
@@ -127,10 +142,16 @@ def run_case(mode, uri, read_client, experiment_id, parent_id, workers, runs, st
         p.start()
     barrier.wait(timeout=180)
     start = time.monotonic()
-    results = [queue.get(timeout=600) for _ in procs]
+    holder = None
+    if hold:
+        holder = threading.Thread(target=hold_lock, args=(hold[0], 1.0, hold[1]))
+        holder.start()
+    results = [queue.get(timeout=900) for _ in procs]
     wall = time.monotonic() - start
     for p in procs:
         p.join(timeout=30)
+    if holder:
+        holder.join()
     errors = [r["error"] for r in results if "error" in r]
     if errors:
         raise RuntimeError(f"{mode}: worker crashed: {errors}")
@@ -153,7 +174,11 @@ def main() -> None:
     parser.add_argument("--val-points", type=int, default=20)
     parser.add_argument("--work-ms", type=float, default=0.0, help="simulated training time per validation point")
     parser.add_argument("--server-workers", type=int, default=1)
-    parser.add_argument("--cases", default="raw,retry,timeout,server")
+    parser.add_argument("--repeat", type=int, default=3,
+                        help="cases without a held lock run this often; the table shows the median wall time")
+    parser.add_argument("--hold-s", type=float, default=25.0,
+                        help="the *+hold cases hold an EXCLUSIVE lock this long (MLflow's busy_timeout is 20 s)")
+    parser.add_argument("--cases", default="raw,retry,timeout,server,raw+hold,retry+hold,timeout+hold,server+hold")
     args = parser.parse_args()
 
     from sweeper.store import LocalServer
@@ -169,35 +194,56 @@ def main() -> None:
         print(f"store creation + migration in the launcher: {time.monotonic() - t0:.1f} s")
         common = (read_client, experiment_id, parent_id, args.workers, args.runs, args.steps, args.val_points,
                   str(artifact_dir), args.work_ms / 1000)
-        if "raw" in cases:
-            rows.append(run_case("raw", uri, *common) | dict(label="sqlite direct, no retry", startup=0.0))
-        if "retry" in cases:
-            rows.append(run_case("retry", uri, *common) | dict(label="sqlite direct + retrying()", startup=0.0))
-        if "timeout" in cases:
-            rows.append(run_case("raw", uri + "?timeout=60", *common)
-                        | dict(label="sqlite ?timeout=60, no retry", startup=0.0))
-        if "server" in cases:
-            with LocalServer(uri, artifacts_destination=(tmp / "mlartifacts").as_uri(), workers=args.server_workers,
-                             log_path=tmp / "server.log") as server:
-                rows.append(run_case("server", server.uri, *common)
-                            | dict(label=f"mlflow server (--workers {args.server_workers})",
-                                   startup=server.startup_seconds))
+        db = tmp / "mlflow.db"
+        server = None
+        labels = {"raw": "sqlite direct, no retry", "retry": "sqlite direct + retrying()",
+                  "timeout": "sqlite ?timeout=60, no retry", "server": f"mlflow server --workers {args.server_workers}"}
+        for case in cases:
+            base, _, extra = case.partition("+")
+            hold = (db, args.hold_s) if extra == "hold" else None
+            label = labels[base] + (f", lock held {args.hold_s:g} s" if hold else "")
+            startup = 0.0
+            if base == "server":
+                if server is None:
+                    server = LocalServer(uri, artifacts_destination=(tmp / "mlartifacts").as_uri(),
+                                         workers=args.server_workers, log_path=tmp / "server.log").start()
+                    startup = server.startup_seconds
+                case_uri, mode = server.uri, "server"
+            else:
+                case_uri = uri + "?timeout=60" if base == "timeout" else uri
+                mode = "retry" if base == "retry" else "raw"
+            reps = [run_case(mode, case_uri, *common, hold=hold) for _ in range(1 if hold else args.repeat)]
+            walls = sorted(r["wall"] for r in reps)
+            row = {k: (sum(r[k] for r in reps) if isinstance(reps[0][k], int) else reps[0][k]) for k in reps[0]}
+            row |= dict(wall=walls[len(walls) // 2], wall_range=(walls[0], walls[-1]), label=label, startup=startup)
+            rows.append(row)
+            print(f"done: {label}", flush=True)
+        if server is not None:
             t_stop = time.monotonic()
-            print(f"server stopped (process group) in {time.monotonic() - t_stop:.2f} s")
+            server.stop()
+            print(f"server stopped (SIGTERM to its process group) in {time.monotonic() - t_stop:.2f} s")
 
     print(f"\n{args.workers} workers x {args.runs} runs, {args.steps} train/loss steps + {args.val_points} validation "
-          f"points per run, work {args.work_ms:g} ms/point")
-    header = f"{'case':32} {'wall s':>7} {'startup s':>9} {'locked':>7} {'other':>6} {'retries':>7} {'lost':>6} {'points':>7}"
+          f"points per run, work {args.work_ms:g} ms/point; cases without a held lock: median of {args.repeat} "
+          "(counts summed over the repeats)")
+    header = (f"{'case':44} {'wall s':>7} {'(min-max)':>11} {'startup s':>9} {'locked':>7} {'other':>6} {'retries':>7} "
+              f"{'lost':>6} {'points':>7}")
     print(header)
     print("-" * len(header))
     for r in rows:
-        print(f"{r['label']:32} {r['wall']:7.2f} {r['startup']:9.2f} {r['locked']:7d} {r['other']:6d} "
-              f"{r['retries']:7d} {r['lost']:6d} {r['points']:7d}")
+        lo, hi = r["wall_range"]
+        print(f"{r['label']:44} {r['wall']:7.2f} {f'{lo:.1f}-{hi:.1f}':>11} {r['startup']:9.2f} {r['locked']:7d} "
+              f"{r['other']:6d} {r['retries']:7d} {r['lost']:6d} {r['points']:7d}")
     base = next((r for r in rows if r["mode"] == "retry"), None)
     if base:
         for r in rows:
             if r is not base:
-                print(f"wall({r['label']}) / wall(retry) = {r['wall'] / base['wall']:.2f}")
+                print(f"wall / wall(sqlite direct + retrying()): {r['wall'] / base['wall']:5.2f}  {r['label']}")
+    server_rows = [r for r in rows if r["mode"] == "server"]
+    if base and server_rows:
+        cost = server_rows[0]["startup"] + server_rows[0]["wall"] - base["wall"]
+        print(f"server overhead for one sweep like this: {server_rows[0]['startup']:.1f} s startup + "
+              f"{server_rows[0]['wall'] - base['wall']:.1f} s slower logging = {cost:.1f} s")
 
 
 if __name__ == "__main__":
