@@ -31,7 +31,7 @@ from omegaconf import DictConfig, OmegaConf
 import mlp_core
 from mlp_core import TrainLosses, ValidationPoint
 
-from .callbacks import read_parent
+from .callbacks import read_parent, uri_digest
 from .schema import ConfigError, effective_hidden_sizes, register_configs, to_core, validate, validate_against_dataset
 from .tracking import (
     REPO_ROOT,
@@ -135,8 +135,8 @@ class MetricSink:
                 )
         elif isinstance(event, ValidationPoint):
             if self.progress is not None:
-                self.progress.set_postfix(epoch=event.epoch, step=event.step, val_acc=f"{event.val_accuracy:.4f}",
-                                          refresh=False)
+                # a refresh per validation point (5 per epoch) is cheap and shows the new accuracy at once
+                self.progress.set_postfix(epoch=event.epoch, step=event.step, val_acc=f"{event.val_accuracy:.4f}")
             if self.tracker is not None:
                 self.buffer += [
                     ("train/accuracy", float(event.train_accuracy), event.step, now_ms),
@@ -221,7 +221,9 @@ def train_and_track(cfg: DictConfig) -> float:
         client, uri, experiment_id = open_store(cfg.tracking)
         if hydra_cfg is not None and hydra_cfg.mode == RunMode.MULTIRUN:
             parent = read_parent(hydra_cfg.sweep.dir)
-            if parent is not None and parent["tracking_uri"] == uri:
+            if parent is not None and parent["tracking_uri_sha256"] != uri_digest(uri):
+                parent = None  # this job logs to another store than the sweep's parent (tracking.uri was swept)
+            if parent is not None:
                 experiment_id = parent["experiment_id"]
 
     try:

@@ -12,6 +12,7 @@ At the end the parent gets the sweep summary of ``sweeper.summary.finalize_sweep
 from __future__ import annotations
 
 import atexit
+import hashlib
 import json
 import logging
 import sys
@@ -33,6 +34,10 @@ def sweep_display_name(config: DictConfig) -> str:
         return str(config.sweep_name)
     overrides = [o for o in config.hydra.overrides.task if not o.startswith(("hydra", "tracking."))]
     return "sweep " + " ".join(overrides) if overrides else "sweep"
+
+
+def uri_digest(uri: str) -> str:
+    return hashlib.sha256(uri.encode()).hexdigest()
 
 
 def read_parent(sweep_dir: str | Path) -> dict | None:
@@ -84,6 +89,8 @@ def validate_grid(config: DictConfig) -> None:
 
 
 class MlflowSweepParent(Callback):
+    """Validates the grid, creates the sweep's parent run, hands its id to the jobs, finalizes it at the end."""
+
     def __init__(self) -> None:
         self._client: Any = None
         self._run_id: str | None = None
@@ -120,7 +127,9 @@ class MlflowSweepParent(Callback):
             },
         )
         self._client, self._run_id, self._sweep_dir = client, run.info.run_id, sweep_dir
-        handoff = {"run_id": run.info.run_id, "experiment_id": experiment_id, "tracking_uri": uri, "sweep_id": sweep_id}
+        # the URI itself may hold credentials: the file keeps a masked copy and a digest the jobs compare with theirs
+        handoff = {"run_id": run.info.run_id, "experiment_id": experiment_id, "sweep_id": sweep_id,
+                   "tracking_uri": mask_credentials(uri), "tracking_uri_sha256": uri_digest(uri)}
         tmp = sweep_dir / (PARENT_FILE + ".tmp")
         tmp.write_text(json.dumps(handoff))
         tmp.replace(sweep_dir / PARENT_FILE)

@@ -277,4 +277,4 @@ def test_progress_bar_appears_on_a_terminal(tmp_path):
     os.close(master)
     assert proc.wait(timeout=120) == 0
     output = b"".join(chunks).decode(errors="replace")
-    assert "step/s" in output and "val_acc=" in output and "epoch=" in output, output[-2000:]
+    assert "/92 [" in output and "val_acc=" in output and "epoch=" in output, output[-2000:]
