@@ -132,3 +132,24 @@ def test_importing_mlp_core_loads_no_hydra_omegaconf_or_mlflow():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == ""
+
+
+def test_gradcheck_command_line_on_digits():
+    out = subprocess.run(
+        [sys.executable, "-m", "mlp_core.gradcheck", "--dataset", "digits", "--hidden-sizes", "8,6",
+         "--activation", "improved_sigmoid", "--bias", "per_layer", "--samples", "100"],
+        capture_output=True, text=True, timeout=120,
+    )
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.splitlines()
+    assert lines[0].split() == ["param", "count", "max", "|num-ana|", "max", "rel", "kinks"]
+    assert [line.split()[0] for line in lines[1:-1]] == ["W0", "b0", "W1", "b1", "W2", "b2"]
+    assert lines[-1].startswith("PASSED: max abs error")
+
+
+def test_gradcheck_command_line_rejects_bad_values():
+    out = subprocess.run(
+        [sys.executable, "-m", "mlp_core.gradcheck", "--dataset", "digits", "--activation", "swish"],
+        capture_output=True, text=True, timeout=120,
+    )
+    assert out.returncode == 2 and "unknown activation 'swish'" in out.stderr
