@@ -185,6 +185,13 @@ MNIST_FILES: dict[str, str] = {
     "t10k-images-idx3-ubyte": "2646ac647ad5339dbf082846283269ea",
     "t10k-labels-idx1-ubyte": "27ae3e4e09519cfbb04c329615203637",
 }
+#: file name -> shape of the published file's array (a count mismatch between images and labels shows here)
+MNIST_SHAPES: dict[str, tuple[int, ...]] = {
+    "train-images-idx3-ubyte": (60000, 28, 28),
+    "train-labels-idx1-ubyte": (60000,),
+    "t10k-images-idx3-ubyte": (10000, 28, 28),
+    "t10k-labels-idx1-ubyte": (10000,),
+}
 #: file name + ".gz" -> MD5 of the published gzip file (as in torchvision's MNIST resources)
 MNIST_GZ_MD5: dict[str, str] = {
     "train-images-idx3-ubyte.gz": "f68b3c2dcbeaaa9fbdd348bbdeb94873",
@@ -265,9 +272,20 @@ def _cached_file(cache: Path, name: str, problems: list[str]) -> bytearray | Non
             return data
         problems.append(
             f"{candidate}: checksum mismatch (MD5 of uncompressed content {digest}, expected {MNIST_FILES[name]}; "
-            f"{len(data)} bytes)"
+            f"{len(data)} bytes{_idx_diagnosis(data, name)})"
         )
     return None
+
+
+def _idx_diagnosis(data: bytes | bytearray, name: str) -> str:
+    """What the IDX structure says about a cached file whose checksum is wrong ("" when it looks well-formed)."""
+    try:
+        array = parse_idx(data, name, IDX_IMAGES_MAGIC if "images" in name else IDX_LABELS_MAGIC)
+    except DataError as exc:
+        return "; " + str(exc).removeprefix(f"{name}: ")
+    if array.shape != MNIST_SHAPES[name]:
+        return f"; its IDX shape is {array.shape}, the published file's is {MNIST_SHAPES[name]}"
+    return ""
 
 
 def _read_cache(cache: Path) -> tuple[dict[str, bytearray], list[str]]:

@@ -12,6 +12,7 @@ Examples:
 """
 from __future__ import annotations
 
+import contextlib
 import csv
 import logging
 import math
@@ -54,7 +55,25 @@ FLUSH_SECONDS = 10.0
 # Overrides that select what the run name already says (the experiment's own name) or say nothing about the model.
 RUN_NAME_SKIPPED_PREFIXES = ("experiment=", "+experiment=", "sweep=", "+sweep=", "hydra.", "hydra/", "tracking.")
 
-OmegaConf.register_new_resolver("mlp_sweeps.outputs", lambda: str(outputs_dir()), replace=True)
+
+def _usable_outputs_dir() -> str:
+    """outputs_dir() for hydra.run.dir / hydra.sweep.dir; exits with one sentence if no directory can be made there.
+
+    Hydra creates the job's dir before our task function runs, and a failure there would end in a traceback.
+    """
+    path = outputs_dir()
+    existing = path
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
+        why = "is not a directory" if not existing.is_dir() else "is not writable"
+        sys.stderr.write(f"Error: cannot create the outputs directory {path}: {existing} {why}; "
+                         "set MLP_SWEEPS_OUTPUTS to a writable directory\n")
+        sys.exit(1)
+    return str(path)
+
+
+OmegaConf.register_new_resolver("mlp_sweeps.outputs", _usable_outputs_dir, replace=True)
 register_configs()
 
 
@@ -335,5 +354,17 @@ def main(cfg: DictConfig) -> float:
         # make Hydra echo the overrides, which may hold credentials. In a sweep, raise: the other jobs still run.
         if HydraConfig.initialized() and HydraConfig.get().mode == RunMode.RUN:
             sys.stderr.write(f"Error: {mask_credentials(exc)}\n")
+            _remove_unused_run_dir(Path(HydraConfig.get().runtime.output_dir))
             sys.exit(1)
         raise
+
+
+def _remove_unused_run_dir(run_dir: Path) -> None:
+    """A run refused before training leaves nothing behind: drop the dir if it holds only Hydra's own files."""
+    import shutil
+
+    if run_dir.is_dir() and all(p.name == ".hydra" or p.suffix == ".log" for p in run_dir.iterdir()):
+        shutil.rmtree(run_dir, ignore_errors=True)
+        for parent in (run_dir.parent, run_dir.parent.parent):  # <outputs>/runs/<date>: only if now empty
+            with contextlib.suppress(OSError):
+                parent.rmdir()

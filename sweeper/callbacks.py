@@ -74,6 +74,10 @@ def validate_grid(config: DictConfig) -> None:
     from .schema import ConfigError, validate
 
     jobs = expand_grid(config)
+    if jobs == []:  # e.g. model.width=range(5,5): Hydra would launch nothing and exit 0
+        sweeps = [o for o in config.hydra.overrides.task if not o.startswith("hydra")]
+        raise ConfigError(f"this sweep is empty: {' '.join(sweeps)} expands to no job (a sweep needs at least one "
+                          "value per swept key, e.g. model.width=32,64 or range(32,129,32))")
     if jobs is None or len(jobs) > MAX_VALIDATED_JOBS:  # huge grids: each job still validates itself
         return
     errors = []
