@@ -305,8 +305,8 @@ def _run_tags(cfg: DictConfig, container: dict, overrides: list[str], threads: i
     commit, dirty = git_commit()
     tags = {
         "hydra.overrides": mask_credentials(" ".join(overrides)),
-        "config_hash": config_hash(_hash_view(container)),
-        "config_hash_noseed": config_hash(_hash_view(container, drop_seed=True)),
+        "config_hash": config_hash(_hash_view(container, threads=threads)),
+        "config_hash_noseed": config_hash(_hash_view(container, drop_seed=True, threads=threads)),
         "git_commit": commit,
         "git_dirty": str(dirty).lower() if commit else None,
         "mlflow.source.git.commit": commit,
@@ -328,14 +328,22 @@ def _run_params(container: dict, model_cfg: Any, num_parameters: int, threads: i
     return params
 
 
-def _hash_view(container: dict, drop_seed: bool = False) -> dict:
+def _hash_view(container: dict, drop_seed: bool = False, threads: int | None = None) -> dict:
     """The config as hashed: the model by its effective hidden sizes (hidden_sizes=[64] == width 64 x depth 1).
 
     ``drop_seed`` gives the key that groups the seeds of one configuration (mean/std bands of a seed sweep).
+    ``threads``: the effective BLAS thread count replaces ``trainer.blas_threads``. The thread count changes the
+    summation order in the matmuls, so 1 and 2 threads give different loss histories from the same config and seed:
+    a different result, which a relaunch that skips finished hashes must not take for this one. The configured value
+    (null = cores / workers) would hash null for both, and 1 for a run that is bit-identical to a null one.
     """
     view = dict(container)
+    trainer = dict(view["trainer"])
     if drop_seed:
-        view["trainer"] = {k: v for k, v in view["trainer"].items() if k != "seed"}
+        trainer.pop("seed", None)
+    if threads is not None:
+        trainer["blas_threads"] = int(threads)
+    view["trainer"] = trainer
     model = dict(view["model"])
     model["hidden_sizes"] = list(effective_hidden_sizes(OmegaConf.create(container["model"])))
     model.pop("width", None)

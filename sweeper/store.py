@@ -176,6 +176,10 @@ class RetryingClient:
         return self._client
 
     def __getattr__(self, name: str) -> Any:
+        # Unpickling (a joblib worker receives the sweep callback that holds this client) looks up __setstate__
+        # before _client exists: without this guard self._client recursed into __getattr__ until RecursionError.
+        if "_client" not in self.__dict__:
+            raise AttributeError(name)
         attr = getattr(self._client, name)
         if name not in WRITE_METHODS or not callable(attr):
             return attr
