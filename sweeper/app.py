@@ -33,6 +33,7 @@ import mlp_core
 from mlp_core import TrainLosses, ValidationPoint
 
 from .callbacks import read_parent, uri_digest
+from .resume import find_finished, link_to_sweep, mark_orphaned_runs, objective_of, owner_tags, run_link
 from .schema import ConfigError, effective_hidden_sizes, register_configs, to_core, validate, validate_against_dataset
 from .tracking import (
     REPO_ROOT,
@@ -244,6 +245,13 @@ def train_and_track(cfg: DictConfig) -> float:
                 parent = None  # this job logs to another store than the sweep's parent (tracking.uri was swept)
             if parent is not None:
                 experiment_id = parent["experiment_id"]
+        if parent is None:  # in a sweep the launcher did this once, before any job started
+            mark_orphaned_runs(client, experiment_id)
+        tags = _run_tags(cfg, container, overrides, threads, parent, hydra_cfg)
+        if cfg.tracking.skip_finished:
+            existing = find_finished(client, experiment_id, tags["config_hash"])
+            if existing is not None:
+                return _reuse_finished(client, uri, existing, parent, name)
 
     try:
         dataset = mlp_core.load_dataset(
@@ -261,7 +269,7 @@ def train_and_track(cfg: DictConfig) -> float:
 
     tracker = None
     if client is not None:
-        tags = _run_tags(cfg, container, overrides, threads, parent, hydra_cfg)
+        tags.update(owner_tags())
         tracker = RunTracker.start(client, experiment_id, name, tags, parent_run_id=parent["run_id"] if parent else None)
     sink = MetricSink(tracker)
     try:
@@ -298,6 +306,16 @@ def train_and_track(cfg: DictConfig) -> float:
              result.stop_reason, result.best_val_loss, result.best_val_accuracy, result.num_steps, result.wall_time_s)
     best = float(result.best_val_loss)
     return best if math.isfinite(best) else float("inf")  # a diverged run is the worst objective, never NaN
+
+
+def _reuse_finished(client: Any, uri: str, run: Any, parent: dict | None, name: str) -> float:
+    """Skip this job: link the FINISHED run of the same config to the sweep and return its objective."""
+    link_to_sweep(client, run, parent)
+    objective = objective_of(run)
+    log.info("%s: skipped, config_hash %s already FINISHED as run %r (%s), best val loss %.4f; "
+             "tracking.skip_finished=false reruns it", name, run.data.tags["config_hash"][:12], run.info.run_name,
+             run_link(uri, run), objective)
+    return objective
 
 
 def _run_tags(cfg: DictConfig, container: dict, overrides: list[str], threads: int, parent: dict | None,

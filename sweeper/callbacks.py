@@ -103,8 +103,15 @@ class MlflowSweepParent(Callback):
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         from hydra.errors import CompactHydraException
 
+        from hydra_plugins.mlp_sweeps_dryrun.dryrun_launcher import is_dry_run
+
+        from .resume import HEARTBEAT_TAG, mark_orphaned_runs, owner_tags
         from .tracking import mask_credentials, open_store
 
+        # A dry run creates no store and no run. It also skips validate_grid: the dry-run launcher lists an invalid
+        # job in its table with the reason (and exits 1), which says more than an abort before the table.
+        if is_dry_run(config):
+            return
         # Hydra turns a callback's exception into a warning and launches the jobs anyway; a sweep with an invalid job
         # or an unusable store must not start, so report in one sentence and exit (SystemExit passes through).
         try:
@@ -115,6 +122,8 @@ class MlflowSweepParent(Callback):
         except CompactHydraException as exc:
             sys.stderr.write(f"Error: {mask_credentials(exc)}\n")
             sys.exit(1)
+        # runs left RUNNING by a killed launch are KILLED now, before this sweep's jobs decide what to rerun
+        mark_orphaned_runs(client, experiment_id)
         sweep_dir = Path(str(config.hydra.sweep.dir))
         sweep_dir.mkdir(parents=True, exist_ok=True)
         sweep_id = f"{sweep_dir.name}-{uuid.uuid4().hex[:8]}"
@@ -128,6 +137,8 @@ class MlflowSweepParent(Callback):
                 "hydra.overrides": mask_credentials(" ".join(config.hydra.overrides.task)),
                 "hydra.sweep_dir": str(sweep_dir),
                 "mlflow.source.name": "mlp-sweep",
+                # host + pid only: the parent has no heartbeat, so another host never takes a long sweep for dead
+                **{k: v for k, v in owner_tags().items() if k != HEARTBEAT_TAG},
             },
         )
         self._client, self._run_id, self._sweep_dir = client, run.info.run_id, sweep_dir

@@ -113,6 +113,7 @@ class TrackingConf:
     uri: Optional[str] = None
     artifact_location: Optional[str] = None
     experiment_name: str = "mlp-sweeps"
+    skip_finished: bool = True
 
 
 @dataclass

@@ -27,6 +27,7 @@ from mlflow.entities import Run, RunTag
 from mlflow.tracking import MlflowClient
 
 from sweeper.plots import RunHistory, plot_comparison
+from sweeper.resume import LINK_TAG_PREFIX, linked_filter
 
 log = logging.getLogger(__name__)
 
@@ -86,10 +87,18 @@ def quote_filter_value(value: str) -> str:
 
 
 def child_runs(client: MlflowClient, parent_run_id: str) -> list[Run]:
-    """Children of a parent run (tag `mlflow.parentRunId`), oldest first."""
+    """Children of a parent run (tag `mlflow.parentRunId`), oldest first, plus the FINISHED runs of earlier launches
+    that the sweep reused instead of rerunning them (tag `mlp_sweeps.sweep.<sweep_id>`, see sweeper.resume)."""
     parent = client.get_run(parent_run_id)
     by_parent = f"tags.`{PARENT_TAG}` = {quote_filter_value(parent_run_id)}"
-    return search_all_runs(client, [parent.info.experiment_id], by_parent)
+    runs = search_all_runs(client, [parent.info.experiment_id], by_parent)
+    sweep_id = parent.data.tags.get("sweep_id")
+    if sweep_id:
+        own = {r.info.run_id for r in runs}
+        linked = search_all_runs(client, [parent.info.experiment_id], linked_filter(sweep_id, parent_run_id))
+        runs += [r for r in linked if r.info.run_id not in own]
+        runs.sort(key=lambda r: r.info.start_time or 0)
+    return runs
 
 
 def drop_parents(runs: Sequence[Run]) -> list[Run]:
@@ -101,9 +110,15 @@ def drop_parents(runs: Sequence[Run]) -> list[Run]:
 
 
 def sweep_runs(client: MlflowClient, sweep_id: str) -> list[Run]:
-    """The child runs tagged `sweep_id` in any experiment (the parent run itself is dropped)."""
+    """The child runs tagged `sweep_id` in any experiment (the parent run itself is dropped), plus the runs the sweep
+    reused from earlier launches (tag `mlp_sweeps.sweep.<sweep_id>`), oldest first."""
     by_sweep = f"tags.sweep_id = {quote_filter_value(sweep_id)}"
-    runs = search_all_runs(client, all_experiment_ids(client), by_sweep)
+    experiments = all_experiment_ids(client)
+    runs = search_all_runs(client, experiments, by_sweep)
+    own = {r.info.run_id for r in runs}
+    reused = search_all_runs(client, experiments, f"tags.`{LINK_TAG_PREFIX}{sweep_id}` LIKE '%'")
+    runs += [r for r in reused if r.info.run_id not in own]
+    runs.sort(key=lambda r: r.info.start_time or 0)
     return drop_parents(runs)
 
 
@@ -455,7 +470,8 @@ def finalize_sweep(client: MlflowClient, parent_run_id: str, out_dir: str | Path
     result = write_sweep_outputs(runs, histories, out_dir, title=title)
     for path in result.files.values():
         client.log_artifact(parent_run_id, str(path))
-    tags = [RunTag("sweep_children", str(len(runs))),
+    reused = sum(r.data.tags.get(PARENT_TAG) != parent_run_id for r in runs)
+    tags = [RunTag("sweep_children", str(len(runs))), RunTag("sweep_children_reused", str(reused)),
             RunTag("sweep_children_finished", str(sum(r["status"] == "FINISHED" for r in result.rows)))]
     if result.best is not None:
         best = result.best

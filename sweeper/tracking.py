@@ -18,6 +18,8 @@ from typing import Any, Iterable, Mapping
 
 from hydra.errors import CompactHydraException
 
+from .resume import Heartbeat
+
 log = logging.getLogger(__name__)
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -114,6 +116,10 @@ def open_store(tracking_cfg: Any) -> tuple[Any, str, str]:
     uri = resolve_tracking_uri(tracking_cfg.uri)
     check_reachable(uri)
     client = MlflowClient(tracking_uri=uri)
+    if uri.startswith("sqlite:"):
+        from .store import RetryingClient
+
+        client = RetryingClient(client)  # parallel writers retry "database is locked" (see sweeper.store)
     try:
         experiment_id = get_or_create_experiment(
             client, tracking_cfg.experiment_name, default_artifact_location(uri, tracking_cfg.artifact_location)
@@ -172,6 +178,7 @@ class RunTracker:
         self.client = client
         self.run_id = run_id
         self._timestamp_ms = 0
+        self._heartbeat = Heartbeat()
 
     @classmethod
     def start(cls, client: Any, experiment_id: str, run_name: str, tags: Mapping[str, str],
@@ -202,12 +209,15 @@ class RunTracker:
 
     def log_metrics(self, items: list[tuple]) -> None:
         """(key, value, step) or (key, value, step, timestamp_ms) tuples, at most 1000 per log_batch call."""
-        from mlflow.entities import Metric
+        from mlflow.entities import Metric, RunTag
 
         now = self._now_ms()
         metrics = [Metric(item[0], float(item[1]), item[3] if len(item) > 3 else now, int(item[2])) for item in items]
+        # the owner's heartbeat (sweeper.resume) rides along in a batch that is written anyway, at most every 30 s
+        tags = [RunTag(k, v) for k, v in self._heartbeat.tags().items()] if self._heartbeat.due() else []
         for chunk in _chunks(metrics, MAX_METRICS_PER_BATCH):
-            self.client.log_batch(self.run_id, metrics=chunk)
+            self.client.log_batch(self.run_id, metrics=chunk, tags=tags)
+            tags = []
 
     def log_dataset(self, dataset: Any) -> None:
         """The dataset as a run input: name, split, digest (and where it came from)."""

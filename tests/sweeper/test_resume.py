@@ -1,0 +1,321 @@
+"""Resume and skip (sweeper.resume): relaunches reuse FINISHED configs, orphaned RUNNING runs become KILLED.
+
+Real components throughout: the CLI in a subprocess for sweeps, ``train_and_track`` in-process for single runs, temp
+sqlite stores copied from one store migrated once per module (a fresh migration costs ~7 s), digits data.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import signal
+import socket
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from mlflow.tracking import MlflowClient
+
+from sweeper import resume
+
+from .sweeper_helpers import compose_cfg, run_cli, sqlite_uri
+
+GRID = ["data=digits", "trainer.epochs=2", "model.width=4,8,16"]
+EXPERIMENT = "mlp-sweeps"
+
+
+@pytest.fixture(scope="module")
+def migrated_db(tmp_path_factory) -> Path:
+    """An empty, migrated sqlite store to copy (no experiment yet, so each copy gets its own artifact location)."""
+    path = tmp_path_factory.mktemp("template") / "mlflow.db"
+    MlflowClient(sqlite_uri(path)).search_experiments()
+    return path
+
+
+@pytest.fixture(scope="module")
+def finished_sweep(tmp_path_factory, migrated_db) -> Path:
+    """A store holding one finished 3-job sweep of GRID (widths 4, 8, 16)."""
+    root = tmp_path_factory.mktemp("finished_sweep")
+    shutil.copy(migrated_db, root / "mlflow.db")
+    proc = run_cli(["-m", *GRID, f"tracking.uri={sqlite_uri(root / 'mlflow.db')}"], root)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return root / "mlflow.db"
+
+
+def copy_store(db: Path, tmp_path: Path) -> tuple[str, MlflowClient]:
+    shutil.copy(db, tmp_path / "mlflow.db")
+    uri = sqlite_uri(tmp_path / "mlflow.db")
+    return uri, MlflowClient(uri)
+
+
+def all_runs(client: MlflowClient) -> list:
+    experiment = client.get_experiment_by_name(EXPERIMENT)
+    return [] if experiment is None else client.search_runs([experiment.experiment_id], max_results=1000)
+
+
+def children(client: MlflowClient) -> list:
+    return [r for r in all_runs(client) if "config_hash" in r.data.tags]
+
+
+def parents(client: MlflowClient) -> list:
+    return [r for r in all_runs(client) if r.data.tags.get("mlp_sweeps.role") == "sweep_parent"]
+
+
+def by_width(runs) -> dict[str, list]:
+    out: dict[str, list] = {}
+    for run in runs:
+        out.setdefault(run.data.params["model.width"], []).append(run)
+    return out
+
+
+def single_run(overrides, uri, tmp_path, monkeypatch) -> float:
+    """One job in-process, as `mlp-sweep <overrides>` would run it (no Hydra runtime: a single run)."""
+    from sweeper.app import train_and_track
+
+    monkeypatch.setenv("MLP_SWEEPS_OUTPUTS", str(tmp_path / "outputs"))
+    return train_and_track(compose_cfg([*overrides, f"tracking.uri={uri}"]))
+
+
+def dead_pid() -> int:
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    proc.wait()  # reaped: the pid names no process any more
+    return proc.pid
+
+
+# ------------------------------------------------------------------------------------------------------- skip/resume
+
+def test_relaunching_the_same_sweep_skips_every_job_and_links_the_runs(tmp_path, finished_sweep):
+    uri, client = copy_store(finished_sweep, tmp_path)
+    before = {r.info.run_id: r for r in children(client)}
+    assert len(before) == 3 and all(r.info.status == "FINISHED" for r in before.values())
+
+    proc = run_cli(["-m", *GRID, f"tracking.uri={uri}"], tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+
+    after = children(client)
+    assert {r.info.run_id for r in after} == set(before)  # no new child run
+    log_text = proc.stdout + proc.stderr
+    for run_id, run in before.items():
+        (line,) = [ln for ln in log_text.splitlines() if f"run id {run_id}" in ln]
+        assert "skipped" in line and f"config_hash {run.data.tags['config_hash'][:12]}" in line
+        assert f"best val loss {run.data.metrics['best/val_loss']:.4f}" in line
+    # the new sweep's parent lists the reused runs as its children, with a summary row each
+    new_parent = max(parents(client), key=lambda r: r.info.start_time)
+    assert new_parent.info.status == "FINISHED"
+    assert new_parent.data.tags["sweep_children"] == "3" and new_parent.data.tags["sweep_children_reused"] == "3"
+    assert new_parent.data.tags["best_child_run_id"] in before
+    link = resume.LINK_TAG_PREFIX + new_parent.data.tags["sweep_id"]
+    assert {r.data.tags.get(link) for r in after} == {new_parent.info.run_id}
+
+    from sweeper import summary
+
+    assert {r.info.run_id for r in summary.sweep_runs(client, new_parent.data.tags["sweep_id"])} == set(before)
+
+
+def test_an_overlapping_grid_runs_only_the_new_points(tmp_path, finished_sweep):
+    uri, client = copy_store(finished_sweep, tmp_path)
+    old = {r.info.run_id for r in children(client)}
+
+    proc = run_cli(["-m", "data=digits", "trainer.epochs=2", "model.width=8,16,32", f"tracking.uri={uri}"], tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+
+    runs = by_width(children(client))
+    assert sorted(runs, key=int) == ["4", "8", "16", "32"] and all(len(v) == 1 for v in runs.values())
+    (new,) = runs["32"]
+    assert new.info.run_id not in old and new.info.status == "FINISHED"
+    assert (proc.stdout + proc.stderr).count(": skipped, config_hash") == 2
+    new_parent = max(parents(client), key=lambda r: r.info.start_time)
+    assert new_parent.data.tags["sweep_children"] == "3" and new_parent.data.tags["sweep_children_reused"] == "2"
+
+
+def test_a_single_run_skips_a_finished_config_unless_forced(tmp_path, finished_sweep, monkeypatch, caplog):
+    uri, client = copy_store(finished_sweep, tmp_path)
+    (existing,) = by_width(children(client))["8"]
+    point = ["data=digits", "trainer.epochs=2", "model.width=8"]
+
+    with caplog.at_level(logging.INFO, logger="sweeper"):
+        objective = single_run(point, uri, tmp_path, monkeypatch)
+    assert objective == existing.data.metrics["best/val_loss"]
+    assert len(children(client)) == 3
+    assert f"run id {existing.info.run_id}" in caplog.text
+
+    objective = single_run([*point, "tracking.skip_finished=false"], uri, tmp_path, monkeypatch)
+    reruns = by_width(children(client))["8"]
+    assert len(reruns) == 2 and all(r.info.status == "FINISHED" for r in reruns)
+    assert len({r.data.tags["config_hash"] for r in reruns}) == 1  # tracking.* is not part of the hash
+    assert objective == existing.data.metrics["best/val_loss"]  # same config and seed: the same result
+
+
+def test_a_failed_run_is_rerun(tmp_path, finished_sweep, monkeypatch):
+    uri, client = copy_store(finished_sweep, tmp_path)
+    (failed,) = by_width(children(client))["16"]
+    client.set_terminated(failed.info.run_id, "FAILED")
+
+    single_run(["data=digits", "trainer.epochs=2", "model.width=16"], uri, tmp_path, monkeypatch)
+
+    runs = by_width(children(client))["16"]
+    assert sorted(r.info.status for r in runs) == ["FAILED", "FINISHED"]
+    assert len({r.data.tags["config_hash"] for r in runs}) == 1
+
+
+def test_http_links_point_at_the_run_page():
+    from types import SimpleNamespace
+
+    run = SimpleNamespace(info=SimpleNamespace(experiment_id="3", run_id="abc"))
+    assert resume.run_link("http://u:pw@host:5000/", run) == "http://***@host:5000/#/experiments/3/runs/abc"
+    assert resume.run_link("sqlite:////tmp/x.db", run) == "run id abc"
+
+
+# ------------------------------------------------------------------------------------------------- orphaned runs
+
+def test_a_launch_kills_orphaned_running_runs_and_leaves_live_ones(tmp_path, migrated_db, monkeypatch):
+    from mlflow.entities import Metric
+
+    from sweeper.tracking import open_store
+
+    uri, client = copy_store(migrated_db, tmp_path)
+    store_client, _, experiment_id = open_store(compose_cfg([f"tracking.uri={uri}"]).tracking)
+    assert type(store_client).__name__ == "RetryingClient"  # sqlite writers retry "database is locked"
+    host, now = socket.gethostname(), time.time()
+
+    def running(name, **owner):
+        tags = {resume.HOST_TAG: host, resume.HEARTBEAT_TAG: str(int(now - 60))}
+        tags.update({k: v for k, v in owner.items() if v is not None})
+        return client.create_run(experiment_id, run_name=name, tags=tags, start_time=int(now - 120) * 1000).info.run_id
+
+    dead = running("dead", **{resume.PID_TAG: str(dead_pid())})
+    live = running("live", **{resume.PID_TAG: str(os.getpid()),
+                              resume.PID_START_TAG: resume.process_start_time(os.getpid())})
+    recycled = running("recycled", **{resume.PID_TAG: str(os.getpid()), resume.PID_START_TAG: "1"})
+    remote_fresh = running("remote fresh", **{resume.HOST_TAG: "elsewhere", resume.PID_TAG: "1"})
+    remote_stale = running("remote stale", **{resume.HOST_TAG: "elsewhere", resume.PID_TAG: "1",
+                                              resume.HEARTBEAT_TAG: str(int(now - 2 * 3600))})
+    untagged = client.create_run(experiment_id, run_name="untagged").info.run_id
+    client.log_batch(dead, metrics=[Metric("train/loss", 2.0 - 0.1 * s, int(now * 1000), s) for s in range(7)])
+
+    single_run(["data=digits", "trainer.epochs=1"], uri, tmp_path, monkeypatch)
+
+    status = {r.info.run_name: r for r in all_runs(client)}
+    assert {name: r.info.status for name, r in status.items()} == {
+        "dead": "KILLED", "recycled": "KILLED", "remote stale": "KILLED",
+        "live": "RUNNING", "remote fresh": "RUNNING", "untagged": "RUNNING",
+        "default": "FINISHED",
+    }
+    for name in ("dead", "recycled", "remote stale"):
+        assert "owner process" in status[name].data.tags[resume.KILLED_REASON_TAG]
+    assert "is gone" in status["dead"].data.tags[resume.KILLED_REASON_TAG]
+    assert "no heartbeat for 120 min" in status["remote stale"].data.tags[resume.KILLED_REASON_TAG]
+    # its partial metrics stay, and it ends at its last heartbeat, not at the launch that found it
+    assert [m.value for m in client.get_metric_history(dead, "train/loss")] == pytest.approx(
+        [2.0 - 0.1 * s for s in range(7)])
+    assert status["dead"].info.end_time == int(now - 60) * 1000
+    # the new run names its owner: this process
+    new = status["default"].data.tags
+    assert (new[resume.HOST_TAG], new[resume.PID_TAG]) == (host, str(os.getpid()))
+    assert {live, remote_fresh, untagged} <= {r.info.run_id for r in all_runs(client) if r.info.status == "RUNNING"}
+    assert {dead, recycled, remote_stale}.isdisjoint(r.info.run_id for r in all_runs(client)
+                                                     if r.info.status == "RUNNING")
+
+
+def test_the_heartbeat_rides_along_with_metric_batches(tmp_path, migrated_db):
+    from sweeper.tracking import RunTracker, open_store
+
+    uri, _ = copy_store(migrated_db, tmp_path)
+    client, _, experiment_id = open_store(compose_cfg([f"tracking.uri={uri}"]).tracking)
+    tracker = RunTracker.start(client, experiment_id, "beat", {resume.HEARTBEAT_TAG: "0"})
+    calls = []
+    log_batch = client.log_batch
+    client.log_batch = lambda *a, **k: (calls.append(k), log_batch(*a, **k))[1]
+
+    tracker.log_metrics([("train/loss", 1.0, 0)])  # a fresh tracker's heartbeat is not due yet
+    assert client.get_run(tracker.run_id).data.tags[resume.HEARTBEAT_TAG] == "0"
+    tracker._heartbeat.last -= resume.HEARTBEAT_SECONDS
+    tracker.log_metrics([("train/loss", 0.5, s) for s in range(1, 1502)])  # 2 batches, the first carries the tag
+    beat = int(client.get_run(tracker.run_id).data.tags[resume.HEARTBEAT_TAG])
+    assert abs(beat - time.time()) < 60
+    assert [len(k.get("tags") or []) for k in calls] == [0, 1, 0]  # no extra call for the heartbeat
+    tracker.log_metrics([("train/loss", 0.25, 1502)])  # due again only after another HEARTBEAT_SECONDS
+    assert len(calls[-1].get("tags") or []) == 0
+
+
+def test_process_alive_rejects_dead_recycled_and_zombie_pids():
+    assert resume.process_alive(os.getpid(), resume.process_start_time(os.getpid()))
+    assert not resume.process_alive(dead_pid())
+    assert not resume.process_alive(os.getpid(), start_time="1")
+    zombie = subprocess.Popen([sys.executable, "-c", "pass"])
+    deadline = time.time() + 30
+    while not resume._is_zombie(zombie.pid) and time.time() < deadline:
+        time.sleep(0.05)
+    assert not resume.process_alive(zombie.pid)
+    zombie.wait()
+
+
+# -------------------------------------------------------------------------------------------------------- dry run
+
+def test_a_dry_run_prints_the_grid_and_creates_no_run_and_no_store(tmp_path):
+    db = tmp_path / "mlflow.db"
+    proc = run_cli(["-m", "+sweep=task4_width", "hydra/launcher=dryrun", f"tracking.uri={sqlite_uri(db)}"], tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    rows = [line.split() for line in proc.stdout.splitlines() if line[:1].isdigit()]
+    assert [(r[0], r[1], r[-3]) for r in rows] == [
+        ("0", "experiment=task4a", "25,440"), ("1", "experiment=task3c", "50,880"), ("2", "experiment=task4b", "101,760")]
+    assert not db.exists() and not (tmp_path / "mlartifacts").exists()
+    assert not list(tmp_path.glob("**/mlflow.db")) and not list(tmp_path.glob("**/mlflow_parent.json"))
+
+
+# ------------------------------------------------------------------------------------------ resume after a real kill
+
+@pytest.mark.slow
+@pytest.mark.integration
+def test_resume_after_a_real_kill(tmp_path, migrated_db):
+    """kill -9 a sweep after its first job FINISHED while the second runs, relaunch it: one FINISHED run per point."""
+    uri, client = copy_store(migrated_db, tmp_path)
+    grid = ["-m", "data=digits", "trainer.epochs=45", "trainer.early_stopping.enabled=false", "model.width=8,16,32",
+            f"tracking.uri={uri}"]
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "HYDRA_"))}
+    env["MLP_SWEEPS_OUTPUTS"] = str(tmp_path / "outputs")
+    with (tmp_path / "first.log").open("w") as out:
+        proc = subprocess.Popen([sys.executable, "-m", "sweeper", *grid], cwd=tmp_path, env=env, stdout=out,
+                                stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        deadline = time.time() + 240
+        while time.time() < deadline and proc.poll() is None:
+            runs = children(client)
+            finished = [r for r in runs if r.info.status == "FINISHED"]
+            training = [r for r in runs if r.info.status == "RUNNING" and "train/loss" in r.data.metrics]
+            if finished and training:
+                break
+            time.sleep(0.1)
+        else:
+            pytest.fail("the first sweep never had a FINISHED job and a second one logging:\n"
+                        + (tmp_path / "first.log").read_text()[-3000:])
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    (first_done,) = finished
+    (killed,) = training
+    killed_steps = len(client.get_metric_history(killed.info.run_id, "train/loss"))
+
+    second = run_cli(grid, tmp_path)
+    assert second.returncode == 0, second.stderr[-3000:]
+
+    runs = children(client)
+    finished_by_hash: dict[str, list] = {}
+    for run in runs:
+        if run.info.status == "FINISHED":
+            finished_by_hash.setdefault(run.data.tags["config_hash"], []).append(run.info.run_id)
+    assert len(finished_by_hash) == 3 and all(len(ids) == 1 for ids in finished_by_hash.values())
+    assert first_done.info.run_id in sum(finished_by_hash.values(), [])  # reused, not rerun
+    assert f"run id {first_done.info.run_id}" in second.stdout + second.stderr
+    assert sorted(r.info.status for r in runs) == ["FINISHED", "FINISHED", "FINISHED", "KILLED"]
+    killed_now = client.get_run(killed.info.run_id)
+    assert killed_now.info.status == "KILLED" and "is gone" in killed_now.data.tags[resume.KILLED_REASON_TAG]
+    assert len(client.get_metric_history(killed.info.run_id, "train/loss")) == killed_steps > 0
+    first_parent, second_parent = sorted(parents(client), key=lambda r: r.info.start_time)
+    assert (first_parent.info.status, second_parent.info.status) == ("KILLED", "FINISHED")
+    assert second_parent.data.tags["sweep_children"] == "3"
+    with sqlite3.connect(tmp_path / "mlflow.db") as db:
+        assert db.execute("PRAGMA integrity_check").fetchall() == [("ok",)]
