@@ -176,7 +176,11 @@ CASES: dict[str, Case] = {
     "unreachable_tracking_server": Case(DIGITS, ["MLflow tracking server http://127.0.0.1:", "is unreachable"],
                                         setup=unreachable_server),
     "file_store_uri": Case([*DIGITS, "tracking.uri=mlruns"], ["tracking.uri='mlruns'", "sqlite:///"]),
-    "outputs_dir_under_a_file": Case(DIGITS, ["afile/outputs", "MLP_SWEEPS_OUTPUTS"], setup=outputs_under_a_file),
+    "outputs_dir_under_a_file": Case(DIGITS, ["afile/outputs", "not a directory", "MLP_SWEEPS_OUTPUTS"],
+                                     setup=outputs_under_a_file),
+    "sweep_outputs_dir_under_a_file": Case(["-m", *DIGITS, "model.width=8,16"],
+                                           ["afile/outputs", "not a directory", "MLP_SWEEPS_OUTPUTS"],
+                                           setup=outputs_under_a_file),
 }
 
 
@@ -213,7 +217,7 @@ def outcomes(request, store_template, tmp_path_factory) -> dict[str, Outcome]:
         outputs = case_dir / "outputs"
         extra = case.setup(case_dir) if case.setup else {}
         env = cli_env(outputs, {**case.env, **extra.get("env", {})})
-        args = [*case.args, *extra.get("args", []), f"hydra.sweep.dir={outputs / 'sweep'}"]
+        args = list(case.args) + extra.get("args", [])
         if not any(a.startswith("tracking.uri=") for a in args):
             args.append(f"tracking.uri={sqlite_uri(db)}")
         before, artifacts_before = store_dump(db), tree(db.parent / "mlartifacts")
@@ -231,6 +235,7 @@ def test_catalogue_has_at_least_20_cases():
     assert len(CASES) >= 20
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("case_id", list(CASES))
 def test_bad_input_is_refused_cleanly(case_id, outcomes):
     outcome = outcomes[case_id]
