@@ -270,7 +270,8 @@ def train_and_track(cfg: DictConfig) -> float:
     tracker = None
     if client is not None:
         tags.update(owner_tags())
-        tracker = RunTracker.start(client, experiment_id, name, tags, parent_run_id=parent["run_id"] if parent else None)
+        tracker = RunTracker.start(client, experiment_id, name, tags, parent_run_id=parent["run_id"] if parent else None,
+                                   background_metrics=True)
     sink = MetricSink(tracker)
     try:
         if tracker is not None:
