@@ -471,9 +471,15 @@ class RunTracker:
             source=json.dumps({"source": mask_credentials(dataset.source)}),
             profile=json.dumps(profile),
         )
-        self.client.log_inputs(
-            self.run_id, datasets=[DatasetInput(entity, tags=[InputTag("mlflow.data.context", "train+validation")])]
-        )
+        inputs = [DatasetInput(entity, tags=[InputTag("mlflow.data.context", "train+validation")])]
+        try:
+            self.client.log_inputs(self.run_id, datasets=inputs)
+        except Exception as exc:
+            # Parallel jobs of one sweep insert the same dataset row at the same moment; the loser's transaction fails
+            # on the unique constraint (and is rolled back). The row exists now, so one more call links it to the run.
+            if "UNIQUE constraint" not in str(exc) and "IntegrityError" not in repr(exc):
+                raise
+            self.client.log_inputs(self.run_id, datasets=inputs)
 
     def log_artifact(self, path: Path) -> None:
         self.client.log_artifact(self.run_id, str(path))
