@@ -182,9 +182,11 @@ def fit(
     max_steps = steps_per_epoch * train.epochs
     onehot = np.zeros((num_train, num_classes), dtype=np.float32)
     onehot[np.arange(num_train), y_train] = 1.0
-    # Per-epoch shuffled copies, allocated once; each batch is then a contiguous view.
-    x_epoch = np.empty_like(x_train)
-    onehot_epoch = np.empty_like(onehot)
+    # Each step gathers its 32 rows into buffers allocated once (~9 us); shuffling the whole 20k x 784 array every
+    # epoch instead costs ~20 ms, i.e. ~30 us per step. Without shuffling, batches are views in file order.
+    x_batch = np.empty((batch, input_dim), dtype=np.float32)
+    onehot_batch = np.empty((batch, num_classes), dtype=np.float32)
+    order = np.arange(num_train)
     ws = net._workspace(batch)
     best_params = np.empty_like(net.params) if train.restore_best else None
 
@@ -211,17 +213,18 @@ def fit(
         while epoch < train.epochs and stop_reason == "max_epochs":
             if train.shuffle:
                 order = shuffle_rng.permutation(num_train)
-                np.take(x_train, order, axis=0, out=x_epoch)
-                np.take(onehot, order, axis=0, out=onehot_epoch)
-            elif epoch == 0:
-                x_epoch[...] = x_train
-                onehot_epoch[...] = onehot
             epoch += 1
             for i in range(steps_per_epoch):
                 lo = i * batch
-                xb = x_epoch[lo : lo + batch]
+                if train.shuffle:
+                    rows = order[lo : lo + batch]
+                    xb = np.take(x_train, rows, axis=0, out=x_batch)
+                    yb = np.take(onehot, rows, axis=0, out=onehot_batch)
+                else:
+                    xb = x_train[lo : lo + batch]
+                    yb = onehot[lo : lo + batch]
                 logits = forward(xb, ws)
-                loss = loss_fn(logits, onehot_epoch[lo : lo + batch])  # logits now hold dL/dlogits
+                loss = loss_fn(logits, yb)  # logits now hold dL/dlogits
                 losses[step] = loss
                 if not math.isfinite(loss):
                     stop_reason = "diverged"
