@@ -12,7 +12,7 @@ wall time. On a shared machine the A/B difference is noisy: the overhead is repo
 against the untracked run next to it) as median and range, and the trainer's own time inside the tracker's calls
 (including the final drain of the metric writer) is measured directly.
 
-``--metrics`` picks how metrics are written: ``process`` is the app's path (sweeper.tracking.MetricWriter, a spawned
+``--metrics`` picks how metrics are written: ``inline`` (the default, as in the app) is synchronous ``log_batch`` in the trainer; ``process`` is tracking.background_metrics=true (sweeper.tracking.MetricWriter, a spawned
 writer process); ``inline`` is the former synchronous ``log_batch`` in the trainer; ``mlflow-async`` is MLflow's own
 async logging (``log_batch(..., synchronous=False)``, a thread in the trainer's process, flushed before the run ends).
 """
@@ -96,7 +96,7 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=50)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--data", default="mnist_assignment")
-    parser.add_argument("--metrics", choices=("process", "inline", "mlflow-async"), default="process")
+    parser.add_argument("--metrics", choices=("process", "inline", "mlflow-async"), default="inline")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
     choose_metric_path(args.metrics)

@@ -271,7 +271,7 @@ def train_and_track(cfg: DictConfig) -> float:
     if client is not None:
         tags.update(owner_tags())
         tracker = RunTracker.start(client, experiment_id, name, tags, parent_run_id=parent["run_id"] if parent else None,
-                                   background_metrics=True)
+                                   background_metrics=bool(cfg.tracking.background_metrics))
     sink = MetricSink(tracker)
     try:
         if tracker is not None:

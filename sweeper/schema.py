@@ -114,6 +114,7 @@ class TrackingConf:
     artifact_location: Optional[str] = None
     experiment_name: str = "mlp-sweeps"
     skip_finished: bool = True
+    background_metrics: bool = False
 
 
 @dataclass

@@ -249,9 +249,9 @@ class MetricWriter:
     """Writes one run's metrics from a background process, off the trainer's critical path.
 
     Why: MLflow's sqlite store spends about 100 µs of CPU per metric point inside ``log_batch`` (ORM objects, one INSERT
-    each), so a task2c run's ~31k ``train/loss`` points cost ~3 s of the trainer's time, ~24 % of the run; batching
-    cannot remove it. The trainer's batch-32 steps barely use the second core (5794 vs 5958 steps/s on 1 vs 2 BLAS
-    threads), so the writing moves there: ``send`` only appends to an in-process queue; a feeder thread pickles each
+    each), so a task2c run's ~31k ``train/loss`` points cost ~3 s of the trainer's time; batching cannot remove it.
+    The trainer's batch-32 steps barely use the second core (5794 vs 5958 steps/s on 1 vs 2 BLAS threads), so the
+    writing can move there: ``send`` only appends to an in-process queue; a feeder thread pickles each
     batch into a pipe; a fresh interpreter (``python -c WRITER_COMMAND``, fork+exec at once: nothing of the trainer's
     BLAS or tqdm threads is inherited) imports MLflow, then calls ``log_batch`` (≤ 1000 points per call, through
     ``sweeper.store.RetryingClient`` on sqlite) in arrival order. Its startup (~1.5 s CPU importing MLflow, ~2 s opening
@@ -265,13 +265,13 @@ class MetricWriter:
     ``start_new_session=True`` puts the writer outside the terminal's foreground process group from its first
     instruction, and works the same in loky workers, submitit jobs and plain runs.
 
-    Measured with benchmarks/bench_tracking.py (task2c, 50 epochs, mnist_assignment, 2-core machine shared with other
-    test runs, load average 3-7, 2026-11): the trainer's own time inside tracker calls, final drain included, fell from
-    ~3 s (~24 %) to 0.39-1.09 s (about 2 % of the untracked run). The A/B wall time is NOT settled: in that load the
-    untracked run alone took 13-199 s, and the one pair measured with little foreign load was 13.25 s untracked vs
-    19.57 s tracked (+48 %), i.e. the writer's ~4 s of extra CPU (interpreter, MLflow import, opening the store) plus
-    ~3 s of writing competes with the trainer's 2 BLAS threads. Re-measure on a quiet machine with
-    ``--metrics process|inline|mlflow-async`` before calling the 5 % target met or choosing between them.
+    Measured with benchmarks/bench_tracking.py (task2c, 50 epochs, mnist_assignment, 2 cores, quiet machine, 2 repeats
+    each, 2026-11-24): untracked 11.4-12.4 s; this writer +80..+93 % wall time, although the trainer's own time inside
+    tracker calls fell to 0.9 s; inline ``log_batch`` +5..+28 % (2.8 s inside the calls); MLflow's async logging -20..+45 %
+    (noisy). The writer's ~7 s of CPU (interpreter, MLflow import, store, ~3 s of ORM writes) competes with the
+    trainer's two BLAS threads, whose synchronisation suffers badly from a preempted core. So the app writes inline by
+    default and this writer is opt-in (``tracking.background_metrics=true``): it pays off only with a core to spare
+    (``trainer.blas_threads=1``) or a slow remote store.
 
     Contract:
     - ``send(items)``: items are (key, value, step, timestamp_ms); order and steps are kept exactly, nothing is dropped
@@ -396,7 +396,7 @@ class MetricWriter:
 class RunTracker:
     """One MLflow run: params, batched metrics, dataset input, summary, artifacts, terminal status.
 
-    With ``background_metrics=True`` (what the app uses) metrics go through a ``MetricWriter`` process started with the
+    With ``background_metrics=True`` (``tracking.background_metrics=true``) metrics go through a ``MetricWriter`` process started with the
     run; ``end`` drains it before the terminal status is set. Without it, ``log_metrics`` calls ``log_batch`` itself.
     """
 

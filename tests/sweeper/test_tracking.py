@@ -88,10 +88,11 @@ def check_run(client, run, tmp_path, epochs):
 
 
 @pytest.mark.integration
-def test_single_run_on_digits_logs_the_contract(tmp_path, store):
+@pytest.mark.parametrize("background", ["false", "true"], ids=["inline-metrics", "background-metrics"])
+def test_single_run_on_digits_logs_the_contract(tmp_path, store, background):
     run_dir = tmp_path / "run"
     proc = run_cli(["data=digits", "trainer.epochs=3", "model.width=8", "model.depth=2", f"tracking.uri={store}",
-                    f"hydra.run.dir={run_dir}"], tmp_path)
+                    f"hydra.run.dir={run_dir}", f"tracking.background_metrics={background}"], tmp_path)
     assert proc.returncode == 0, proc.stderr
     assert "step/s" not in proc.stderr and "%|" not in proc.stderr  # no progress bar when stderr is not a TTY
     client, runs = runs_of(store)
