@@ -393,6 +393,35 @@ class MetricWriter:
             self._feeder.join(timeout=10)
 
 
+class _DeferredSigint:
+    """Hold back Ctrl-C while a store write runs, then deliver it.
+
+    A KeyboardInterrupt raised inside MLflow's sqlite transaction leaves that connection holding the database lock, and
+    the error path's own writes (flush, error tag, KILLED status) then wait on the lock for minutes. So each write runs
+    with SIGINT recorded rather than raised, and the interrupt is raised right after the write has committed. Only the
+    main thread can install signal handlers; elsewhere (and when SIGINT is ignored) this does nothing.
+    """
+
+    def __enter__(self) -> "_DeferredSigint":
+        self.previous = None
+        self.received = False
+        if threading.current_thread() is threading.main_thread():
+            handler = signal.getsignal(signal.SIGINT)
+            if handler is signal.default_int_handler:
+                self.previous = handler
+                signal.signal(signal.SIGINT, self._record)
+        return self
+
+    def _record(self, signum: int, frame: Any) -> None:
+        self.received = True
+
+    def __exit__(self, *exc: Any) -> None:
+        if self.previous is not None:
+            signal.signal(signal.SIGINT, self.previous)
+            if self.received and exc[0] is None:
+                raise KeyboardInterrupt
+
+
 class RunTracker:
     """One MLflow run: params, batched metrics, dataset input, summary, artifacts, terminal status.
 
@@ -447,9 +476,10 @@ class RunTracker:
         metrics = [Metric(item[0], float(item[1]), item[3] if len(item) > 3 else now, int(item[2])) for item in items]
         # the owner's heartbeat (sweeper.resume) rides along in a batch that is written anyway, at most every 30 s
         tags = [RunTag(k, v) for k, v in self._heartbeat.tags().items()] if self._heartbeat.due() else []
-        for chunk in _chunks(metrics, MAX_METRICS_PER_BATCH):
-            self.client.log_batch(self.run_id, metrics=chunk, tags=tags)
-            tags = []
+        with _DeferredSigint():
+            for chunk in _chunks(metrics, MAX_METRICS_PER_BATCH):
+                self.client.log_batch(self.run_id, metrics=chunk, tags=tags)
+                tags = []
 
     def log_dataset(self, dataset: Any) -> None:
         """The dataset as a run input: name, split, digest (and where it came from)."""
@@ -493,4 +523,5 @@ class RunTracker:
         writer, self.metric_writer = self.metric_writer, None
         if writer is not None:
             writer.close()
-        self.client.set_terminated(self.run_id, status)
+        with _DeferredSigint():
+            self.client.set_terminated(self.run_id, status)
