@@ -135,17 +135,22 @@ def _after_warmup(steps: np.ndarray, values: np.ndarray, last_step: float) -> np
     return tail
 
 
+def _tail_values(series: Sequence[tuple[np.ndarray, np.ndarray]]) -> np.ndarray | None:
+    """All values of every series after its warm-up, or None when there are none."""
+    last_step = max((float(s[-1]) for s, _ in series if len(s)), default=0.0)
+    tails = [_after_warmup(s, v, last_step) for s, v in series if len(s)]
+    tails = [t for t in tails if t.size]
+    return np.concatenate(tails) if tails else None
+
+
 def _loss_ylim(series: Sequence[tuple[np.ndarray, np.ndarray]]) -> tuple[float, float] | None:
     """Y-limits of a loss panel: 0 to a little above the largest value after the warm-up.
 
     The 99.5th percentile of the smoothed values keeps a single late spike of one run from setting the scale.
     """
-    last_step = max((float(s[-1]) for s, _ in series if len(s)), default=0.0)
-    tails = [_after_warmup(s, v, last_step) for s, v in series if len(s)]
-    tails = [t for t in tails if t.size]
-    if not tails:
+    values = _tail_values(series)
+    if values is None:
         return None
-    values = np.concatenate(tails)
     top = float(np.percentile(values, 99.5))
     bottom = min(0.0, float(values.min()))
     if not math.isfinite(top) or top <= bottom:
@@ -154,12 +159,9 @@ def _loss_ylim(series: Sequence[tuple[np.ndarray, np.ndarray]]) -> tuple[float, 
 
 
 def _accuracy_ylim(series: Sequence[tuple[np.ndarray, np.ndarray]]) -> tuple[float, float] | None:
-    last_step = max((float(s[-1]) for s, _ in series if len(s)), default=0.0)
-    tails = [_after_warmup(s, v, last_step) for s, v in series if len(s)]
-    tails = [t for t in tails if t.size]
-    if not tails:
+    values = _tail_values(series)
+    if values is None:
         return None
-    values = np.concatenate(tails)
     low, high = float(values.min()), float(values.max())
     span = max(high - low, 0.02)
     return max(0.0, low - 0.1 * span), min(1.0, high + 0.1 * span) + 0.005
