@@ -97,6 +97,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--data", default="mnist_assignment")
     parser.add_argument("--metrics", choices=("process", "inline", "mlflow-async"), default="inline")
+    parser.add_argument("overrides", nargs="*", help="extra config overrides for both sides, e.g. trainer.blas_threads=1")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
     choose_metric_path(args.metrics)
@@ -104,7 +105,7 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory() as tmp:
         os.environ["MLP_SWEEPS_OUTPUTS"] = tmp  # the untracked side's artifacts land here too, not in outputs/
-        base = ["experiment=task2c", f"data={args.data}", f"trainer.epochs={args.epochs}"]
+        base = ["experiment=task2c", f"data={args.data}", f"trainer.epochs={args.epochs}", *args.overrides]
         store = f"sqlite:///{Path(tmp) / 'mlflow.db'}"
         tracked = job_config(base + [f"tracking.uri={store}"])
         if "skip_finished" in tracked.tracking:  # every repeat must train, not reuse the first repeat's run
