@@ -20,12 +20,12 @@ from __future__ import annotations
 import argparse
 import logging
 import os
-import re
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 from mlflow.entities import Run
 
+from sweeper.tracking import mask_credentials, outputs_dir
 from sweeper.plots import RunHistory, plot_comparison, plot_curves
 from sweeper.summary import (
     PARENT_TAG,
@@ -44,8 +44,6 @@ from sweeper.summary import (
 )
 
 log = logging.getLogger("sweeper.report")
-
-REPO_ROOT = Path(__file__).resolve().parents[1]
 
 # The course's comparisons: output file stem, title, [(preset, legend label), ...] in drawing order.
 COURSE_FIGURES: tuple[tuple[str, str, tuple[tuple[str, str], ...]], ...] = (
@@ -78,14 +76,8 @@ class ReportError(Exception):
 
 
 def default_tracking_uri() -> str:
-    """$MLFLOW_TRACKING_URI, else the project's store `sqlite:///<repo>/outputs/mlflow.db` (never cwd-relative)."""
-    return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{REPO_ROOT / 'outputs' / 'mlflow.db'}"
-
-
-def mask_credentials(text: str) -> str:
-    """Hide `user:password@` in URIs (http, postgresql, ...) and token-like query values."""
-    text = re.sub(r"(?<=://)[^/@\s]+@", "***@", text)
-    return re.sub(r"(?i)((?:token|password|secret|key)=)[^&\s]+", r"\1***", text)
+    """$MLFLOW_TRACKING_URI, else the app's store `sqlite:///<outputs>/mlflow.db` (never cwd-relative)."""
+    return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{outputs_dir() / 'mlflow.db'}"
 
 
 def _sqlite_path(uri: str) -> Path | None:
@@ -280,7 +272,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.attach and not args.parent_run_id:
         parser.error("--attach needs --parent-run-id")
     selector = args.sweep_id or args.parent_run_id or args.experiment
-    out_dir = Path(args.out) if args.out else REPO_ROOT / "outputs" / "reports" / safe_filename(selector)
+    out_dir = Path(args.out) if args.out else outputs_dir() / "reports" / safe_filename(selector)
     uri = args.tracking_uri or default_tracking_uri()
     try:
         client = connect(uri)

@@ -269,9 +269,12 @@ def test_report_errors(store, tmp_path, capsys, monkeypatch):
     assert "cannot reach" in err and "s3cret" not in err and "***@127.0.0.1:9" in err
 
 
-def test_default_tracking_uri_points_into_the_repo(monkeypatch):
+def test_default_tracking_uri_points_into_the_repo(monkeypatch, tmp_path):
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.delenv("MLP_SWEEPS_OUTPUTS", raising=False)
     assert report.default_tracking_uri() == f"sqlite:///{REPO / 'outputs' / 'mlflow.db'}"
+    monkeypatch.setenv("MLP_SWEEPS_OUTPUTS", str(tmp_path))  # the same store the app writes to
+    assert report.default_tracking_uri() == f"sqlite:///{tmp_path / 'mlflow.db'}"
     monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://example:5000")
     assert report.default_tracking_uri() == "http://example:5000"
     assert report.mask_credentials("postgresql://u:pw@db/x?token=abc") == "postgresql://***@db/x?token=***"
