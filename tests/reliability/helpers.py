@@ -3,11 +3,12 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
 import sqlite3
 import subprocess
 import sys
 from pathlib import Path
+
+from sweeper.store import free_port
 
 REPO = Path(__file__).resolve().parents[2]
 REAL_MNIST_CACHE = Path.home() / ".cache" / "mlp-sweeps" / "mnist"
@@ -38,9 +39,7 @@ def sqlite_uri(db: Path) -> str:
 
 def closed_port() -> int:
     """A local port nobody listens on (bound, then released)."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+    return free_port()
 
 
 def make_store_with_one_finished_run(db: Path) -> str:

@@ -13,8 +13,10 @@ from pathlib import Path
 import pytest
 from mlflow.tracking import MlflowClient
 
+from sweeper.store import free_port
+
 from .sweeper_helpers import run_cli
-from .test_tracking import ARTIFACTS, free_port, runs_of
+from .test_tracking import ARTIFACTS, runs_of
 
 
 @pytest.fixture

@@ -14,6 +14,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from sweeper.tracking import MetricWriter, MetricWriterError, RunTracker
+from sweeper.store import free_port
 
 from .sweeper_helpers import REPO
 
@@ -76,11 +77,7 @@ def test_the_app_sink_through_a_background_tracker_logs_each_step_once(store, tm
 def test_a_failing_writer_raises_a_clear_masked_error(store, tmp_path, monkeypatch):
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")  # inherited by the spawned writer
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "5")
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]  # closed again: nothing listens there
+    port = free_port()  # bound, then released: nothing listens there
     writer = MetricWriter(f"http://alice:s3cr3t@127.0.0.1:{port}", "0" * 32)
     writer.send([("train/loss", 1.0, 0, 0)])
     with pytest.raises(MetricWriterError, match=r"metric writer \(pid \d+\) failed: \w+") as info:

@@ -5,7 +5,6 @@ import csv
 import io
 import json
 import re
-import socket
 import time
 from pathlib import Path
 
@@ -16,6 +15,7 @@ from omegaconf import OmegaConf
 
 from mlp_core import MLP, ModelConfig, load_dataset, num_parameters
 from sweeper.tracking import config_hash, mask_credentials, resolve_tracking_uri
+from sweeper.store import free_port
 
 from .sweeper_helpers import run_cli
 
@@ -29,12 +29,6 @@ def runs_of(store):
     experiment = client.get_experiment_by_name("mlp-sweeps")
     assert experiment is not None
     return client, client.search_runs([experiment.experiment_id], max_results=1000)
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def check_run(client, run, tmp_path, epochs):
