@@ -430,9 +430,13 @@ class RunTracker:
     """
 
     def __init__(self, client: Any, run_id: str, metric_writer: MetricWriter | None = None):
+        from .sqlite_metrics import SqliteMetricWriter
+
         self.client = client
         self.run_id = run_id
         self.metric_writer = metric_writer
+        # sqlite stores: bulk inserts (sweeper.sqlite_metrics), ~10x cheaper than log_batch; None -> log_batch
+        self.bulk_writer = SqliteMetricWriter.for_client(client) if metric_writer is None else None
         self._timestamp_ms = 0
         self._heartbeat = Heartbeat()
 
@@ -473,13 +477,40 @@ class RunTracker:
             heartbeat = list(self._heartbeat.tags().items()) if self._heartbeat.due() else []
             self.metric_writer.send([(k, float(v), int(s), t[0] if t else now) for k, v, s, *t in items], heartbeat)
             return
-        metrics = [Metric(item[0], float(item[1]), item[3] if len(item) > 3 else now, int(item[2])) for item in items]
         # the owner's heartbeat (sweeper.resume) rides along in a batch that is written anyway, at most every 30 s
         tags = [RunTag(k, v) for k, v in self._heartbeat.tags().items()] if self._heartbeat.due() else []
+        if self.bulk_writer is not None:
+            points = [(item[0], item[1], item[2], item[3] if len(item) > 3 else now) for item in items]
+            with _DeferredSigint():
+                if self._bulk_write(points):
+                    if tags:
+                        self.client.log_batch(self.run_id, tags=tags)
+                    return
+        metrics = [Metric(item[0], float(item[1]), item[3] if len(item) > 3 else now, int(item[2])) for item in items]
         with _DeferredSigint():
             for chunk in _chunks(metrics, MAX_METRICS_PER_BATCH):
                 self.client.log_batch(self.run_id, metrics=chunk, tags=tags)
                 tags = []
+
+    def _bulk_write(self, points: list[tuple]) -> bool:
+        """Write through the sqlite bulk path; False (and log_batch from now on) if that path fails.
+
+        A locked store is retried like every other write (``sweeper.store.retrying``). Any other failure rolled its
+        transaction back, so nothing is half-written: ``log_batch`` takes over, and raises the same error again if it
+        was about the run or the data (run deleted, bad metric name) rather than about this MLflow's internals.
+        """
+        from .store import StoreBusyError, retrying
+
+        try:
+            retrying(self.bulk_writer.write, self.run_id, points, what="log_metrics")
+            return True
+        except StoreBusyError:
+            raise
+        except Exception as exc:
+            log.warning("sqlite bulk metric path failed (%s); using MLflow's log_batch for the rest of this run",
+                        _describe(exc))
+            self.bulk_writer = None
+            return False
 
     def log_dataset(self, dataset: Any) -> None:
         """The dataset as a run input: name, split, digest (and where it came from)."""

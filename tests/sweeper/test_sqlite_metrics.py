@@ -1,0 +1,141 @@
+"""The sqlite bulk metric path against MLflow's own log_batch, on real sqlite stores."""
+from __future__ import annotations
+
+import logging
+import math
+import sqlite3
+import threading
+import time
+
+import pytest
+from mlflow.entities import Metric
+from mlflow.exceptions import MlflowException
+from mlflow.tracking import MlflowClient
+
+from sweeper.sqlite_metrics import SqliteMetricWriter
+from sweeper.store import RetryingClient
+from sweeper.tracking import RunTracker
+
+T0 = 1_700_000_000_000
+# Two batches as a trainer sends them, plus the awkward cases: NaN and infinities, an exact duplicate (dropped by
+# both paths), the same step logged twice with other values, a key that first appears in the second batch, and a
+# second batch whose steps are lower than the first's (the latest value must stay the one at the highest step).
+BATCH_1 = ([("train/loss", 2.5 - 0.01 * s, s, T0 + s) for s in range(0, 1500)]
+           + [("val/loss", 1.25, 0, T0), ("val/loss", float("nan"), 500, T0 + 500),
+              ("val/accuracy", float("inf"), 500, T0 + 500), ("val/accuracy", float("-inf"), 600, T0 + 600),
+              ("train/loss", 2.5, 0, T0),  # exact duplicate of the first point
+              ("train/loss", 7.0, 10, T0 + 10), ("train/loss", -7.0, 1499, T0 + 1499)])
+BATCH_2 = ([("train/loss", 0.5, s, T0 + 5000 + s) for s in range(100, 110)]
+           + [("val/loss", 0.75, 1000, T0 + 1000), ("best/val_loss", 0.75, 0, T0 + 9000)])
+
+
+def history(client, run_id, key):
+    """(step, timestamp, value) sorted; NaN as the string 'nan' so that equal histories compare equal."""
+    points = [(m.step, m.timestamp, "nan" if math.isnan(m.value) else m.value)
+              for m in client.get_metric_history(run_id, key)]
+    return sorted(points, key=lambda p: (p[0], p[1], str(p[2])))
+
+
+def latest(client, run_id):
+    return {k: "nan" if math.isnan(v) else v for k, v in client.get_run(run_id).data.metrics.items()}
+
+
+@pytest.fixture
+def client(store, tmp_path):
+    client = MlflowClient(store)
+    client.experiment_id = client.create_experiment("bulk", artifact_location=(tmp_path / "art").as_uri())
+    return client
+
+
+def log_batch_path(client, run_id, points):
+    metrics = [Metric(k, v, t, s) for k, v, s, t in points]
+    for start in range(0, len(metrics), 1000):
+        client.log_batch(run_id, metrics=metrics[start:start + 1000])
+
+
+def test_bulk_path_stores_exactly_what_log_batch_stores(client):
+    reference = client.create_run(client.experiment_id).info.run_id
+    bulk = client.create_run(client.experiment_id).info.run_id
+    writer = SqliteMetricWriter.for_client(RetryingClient(client))
+    assert writer is not None
+    for batch in (BATCH_1, BATCH_2):
+        log_batch_path(client, reference, batch)
+        assert writer.write(bulk, batch) == len(batch)
+    keys = {k for k, *_ in BATCH_1 + BATCH_2}
+    for key in keys:
+        assert history(client, bulk, key) == history(client, reference, key), key
+    assert len(history(client, bulk, "train/loss")) == 1500 + 1 + 1 + 10  # duplicate dropped, step 10 and 1499 twice
+    assert latest(client, bulk) == latest(client, reference)
+    # highest step, then newest timestamp, then (MLflow's rule) the larger value: -7.0 beats 2.5 - 14.99 at step 1499
+    assert latest(client, bulk)["train/loss"] == -7.0
+    assert latest(client, bulk)["val/accuracy"] == -1.7976931348623157e308  # -inf as MLflow stores it
+    # writing a batch again (a retried call) adds nothing
+    writer.write(bulk, BATCH_2)
+    assert history(client, bulk, "train/loss") == history(client, reference, "train/loss")
+
+
+def test_bulk_path_refuses_what_log_batch_refuses(client):
+    run_id = client.create_run(client.experiment_id).info.run_id
+    writer = SqliteMetricWriter.for_client(client)
+    with pytest.raises(MlflowException, match="Names may only contain"):
+        writer.write(run_id, [("bad\x00key", 1.0, 0, T0)])
+    client.delete_run(run_id)
+    with pytest.raises(MlflowException, match="must be in the 'active' state"):
+        writer.write(run_id, [("train/loss", 1.0, 0, T0)])
+    with pytest.raises(MlflowException, match="not found"):
+        writer.write("0" * 32, [("train/loss", 1.0, 0, T0)])
+
+
+def test_only_mlflows_sqlite_store_gets_the_bulk_path(tmp_path):
+    assert SqliteMetricWriter.for_client(MlflowClient("http://127.0.0.1:9")) is None
+    assert SqliteMetricWriter.for_client(object()) is None
+
+
+def test_tracker_uses_the_bulk_path_and_keeps_one_log_batch_free_of_metrics(client, monkeypatch):
+    calls = []
+    monkeypatch.setattr(MlflowClient, "log_batch", lambda self, *a, **k: calls.append(k) or None)
+    tracker = RunTracker.start(RetryingClient(client), client.experiment_id, "bulk", {})
+    assert tracker.bulk_writer is not None
+    tracker.log_metrics([(k, v, s, t) for k, v, s, t in BATCH_1])
+    assert all(not call.get("metrics") for call in calls)  # at most the heartbeat tags went through log_batch
+    monkeypatch.undo()
+    assert len(history(client, tracker.run_id, "train/loss")) == 1502
+
+
+def test_tracker_falls_back_to_log_batch_when_mlflow_internals_differ(client, caplog):
+    """A schema the bulk path does not expect (a renamed column): the rolled-back write goes through log_batch."""
+    tracker = RunTracker.start(client, client.experiment_id, "fallback", {})
+    reference = client.create_run(client.experiment_id).info.run_id
+    tracker.bulk_writer._insert = tracker.bulk_writer._insert.replace('"is_nan"', '"is_nan_v2"')
+    with caplog.at_level(logging.WARNING, logger="sweeper.tracking"):
+        tracker.log_metrics(BATCH_1)
+    assert tracker.bulk_writer is None and "using MLflow's log_batch" in caplog.text and "is_nan_v2" in caplog.text
+    tracker.log_metrics(BATCH_2)
+    log_batch_path(client, reference, BATCH_1)
+    log_batch_path(client, reference, BATCH_2)
+    for key in ("train/loss", "val/loss", "val/accuracy", "best/val_loss"):
+        assert history(client, tracker.run_id, key) == history(client, reference, key)
+    assert latest(client, tracker.run_id) == latest(client, reference)
+
+
+def test_tracker_on_a_deleted_run_raises_like_log_batch(client):
+    tracker = RunTracker.start(client, client.experiment_id, "deleted", {})
+    client.delete_run(tracker.run_id)
+    with pytest.raises(MlflowException, match="must be in the 'active' state"):
+        tracker.log_metrics([("train/loss", 1.0, 0, T0)])
+
+
+def test_bulk_write_waits_for_a_held_lock_and_loses_nothing(client, store):
+    run_id = client.create_run(client.experiment_id).info.run_id
+    writer = SqliteMetricWriter.for_client(client)
+    holder = sqlite3.connect(store.removeprefix("sqlite:///"), isolation_level=None, check_same_thread=False)
+    holder.execute("BEGIN EXCLUSIVE")
+    release = threading.Timer(1.0, holder.execute, ("COMMIT",))
+    release.start()
+    started = time.monotonic()
+    writer.write(run_id, BATCH_2)
+    waited = time.monotonic() - started
+    release.join()
+    holder.close()
+    assert waited >= 0.9  # it waited for the lock instead of failing
+    assert len(history(client, run_id, "train/loss")) == 10
