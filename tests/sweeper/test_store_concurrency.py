@@ -111,11 +111,17 @@ def test_retrying_client_wraps_writes_only():
 # 4 processes, one sqlite store
 # ----------------------------------------------------------------------------------------------------------------------
 
-def _writer(uri, experiment_id, parent_id, worker, barrier, queue):
-    """One training-shaped run through RetryingClient; reports failures instead of raising."""
+def _writer(uri, experiment_id, parent_id, worker, barrier, queue, path):
+    """One training-shaped run through RetryingClient; reports failures instead of raising.
+
+    path "bulk": metrics through RunTracker.log_metrics as the app writes them (sweeper.sqlite_metrics' bulk inserts);
+    "log_batch": MLflow's log_batch.
+    """
     try:
         from mlflow.entities import Metric, Param, RunTag
         from mlflow.tracking import MlflowClient
+
+        from sweeper.tracking import RunTracker
 
         retries = [0]
         client = RetryingClient(MlflowClient(tracking_uri=uri),
@@ -127,12 +133,22 @@ def _writer(uri, experiment_id, parent_id, worker, barrier, queue):
         client.log_batch(run_id, params=[Param(f"p.{i}", str(i)) for i in range(30)])
         client.log_batch(run_id, tags=[RunTag("config_hash", str(worker)), RunTag("stop_reason", "max_epochs")])
         ts, per_point = int(time.time() * 1000), STEPS // VAL_POINTS
+        tracker = RunTracker(client, run_id)
+        if path == "bulk":
+            assert tracker.bulk_writer is not None
+
+            def log(points):
+                tracker.log_metrics(points)
+        else:
+            def log(points):
+                client.log_batch(run_id, metrics=[Metric(k, v, t, s) for k, v, s, t in points])
         for p in range(VAL_POINTS):
             steps = range(p * per_point, (p + 1) * per_point)
-            client.log_batch(run_id, metrics=[Metric("train/loss", worker + 1 / (s + 1), ts, s) for s in steps])
-            client.log_batch(run_id, metrics=[Metric(k, 0.5, ts, steps[-1])
-                                              for k in ("train/accuracy", "val/loss", "val/accuracy")])
-        client.log_batch(run_id, metrics=[Metric(k, 1.0, ts, 0) for k in SUMMARY])
+            log([("train/loss", worker + 1 / (s + 1), s, ts) for s in steps])
+            log([(k, 0.5, steps[-1], ts) for k in ("train/accuracy", "val/loss", "val/accuracy")])
+        log([(k, 1.0, 0, ts) for k in SUMMARY])
+        if path == "bulk":
+            assert tracker.bulk_writer is not None  # it never fell back to log_batch
         client.set_terminated(run_id, "FINISHED")
         queue.put(("ok", worker, run_id, retries[0]))
     except BaseException as exc:
@@ -141,7 +157,8 @@ def _writer(uri, experiment_id, parent_id, worker, barrier, queue):
 
 @pytest.mark.slow
 @pytest.mark.integration
-def test_four_concurrent_writers_lose_nothing(store, tmp_path):
+@pytest.mark.parametrize("path", ["bulk", "log_batch"])
+def test_four_concurrent_writers_lose_nothing(store, tmp_path, path):
     from mlflow.tracking import MlflowClient
 
     client = MlflowClient(tracking_uri=store)  # create + migrate the store in the launching process
@@ -150,7 +167,7 @@ def test_four_concurrent_writers_lose_nothing(store, tmp_path):
 
     ctx = mp.get_context("spawn")
     barrier, queue = ctx.Barrier(WORKERS), ctx.Queue()
-    procs = [ctx.Process(target=_writer, args=(store, experiment_id, parent_id, w, barrier, queue))
+    procs = [ctx.Process(target=_writer, args=(store, experiment_id, parent_id, w, barrier, queue, path))
              for w in range(WORKERS)]
     for p in procs:
         p.start()
