@@ -131,10 +131,11 @@ def blas_threads(cfg: DictConfig) -> int:
 
 
 class MetricSink:
-    """Receives mlp_core's events: buffers metrics for MLflow's log_batch and drives the progress bar.
+    """Receives mlp_core's events: buffers metrics for the tracker and drives the progress bar.
 
     Metrics keep the wall-clock time of their event; they are written when FLUSH_METRICS are waiting or FLUSH_SECONDS
-    have passed, so a run costs about steps / 1000 log_batch calls and a killed run keeps most of its history.
+    have passed, so a run costs about steps / 1000 store writes (bulk inserts on sqlite, log_batch calls elsewhere)
+    and a killed run keeps most of its history.
     """
 
     def __init__(self, tracker: RunTracker | None, progress: Any = None):

@@ -13,7 +13,8 @@ Owner tags, written when a run is created, recognise runs left RUNNING by a kill
 - ``mlp_sweeps.host`` (``socket.gethostname()``), ``mlp_sweeps.pid`` and ``mlp_sweeps.pid_start`` (the process start
   time from /proc, so a recycled pid is not taken for the owner);
 - ``mlp_sweeps.heartbeat``: unix seconds, set at creation and refreshed at most every ``HEARTBEAT_SECONDS`` by the
-  tracker's metric flushes (it rides along in a ``log_batch`` that is written anyway, so it costs no extra call).
+  tracker's metric flushes (with ``log_batch`` it rides along in a call that is written anyway; after a bulk insert
+  on sqlite it is one small extra ``log_batch``, at most every ``HEARTBEAT_SECONDS``).
 
 ``mark_orphaned_runs`` runs at every launch before any run is created (``on_multirun_start`` for a sweep, the task
 function for a single run). A RUNNING run of the experiment is marked KILLED, with the tag ``mlp_sweeps.killed_reason``,
