@@ -32,6 +32,8 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 MAX_METRICS_PER_BATCH = 1000
 MAX_PARAMS_PER_BATCH = 100
 MAX_TAG_VALUE = 5000
+# MLflow's error codes for a write it refuses (run missing or not active, bad metric): the same from either path.
+MLFLOW_REFUSALS = ("INVALID_PARAMETER_VALUE", "RESOURCE_DOES_NOT_EXIST")
 # Keys that describe where/how a run is recorded or launched, not what is trained: excluded from the config hash.
 HASH_EXCLUDED_KEYS = ("tracking", "hydra", "launcher", "name", "sweep_name")
 
@@ -499,10 +501,13 @@ class RunTracker:
     def _bulk_write(self, points: list[tuple]) -> bool:
         """Write through the sqlite bulk path; False (and log_batch from now on) if that path fails.
 
-        A locked store is retried like every other write (``sweeper.store.retrying``). Any other failure rolled its
-        transaction back, so nothing is half-written: ``log_batch`` takes over, and raises the same error again if it
-        was about the run or the data (run deleted, bad metric name) rather than about this MLflow's internals.
+        A locked store is retried like every other write (``sweeper.store.retrying``). The errors ``log_batch`` would
+        raise too (run missing or not active, bad metric name or value: MLflow's own checks) propagate. Any other
+        failure means this MLflow differs from what the bulk path expects; its transaction was rolled back, so nothing
+        is half-written, and ``log_batch`` takes over.
         """
+        from mlflow.exceptions import MlflowException
+
         from .store import StoreBusyError, retrying
 
         try:
@@ -511,6 +516,8 @@ class RunTracker:
         except StoreBusyError:
             raise
         except Exception as exc:
+            if isinstance(exc, MlflowException) and exc.error_code in MLFLOW_REFUSALS:
+                raise
             log.warning("sqlite bulk metric path failed (%s); using MLflow's log_batch for the rest of this run",
                         _describe(exc))
             self.bulk_writer = None

@@ -118,11 +118,15 @@ def test_tracker_falls_back_to_log_batch_when_mlflow_internals_differ(client, ca
     assert latest(client, tracker.run_id) == latest(client, reference)
 
 
-def test_tracker_on_a_deleted_run_raises_like_log_batch(client):
+def test_tracker_on_a_deleted_run_raises_like_log_batch(client, caplog):
     tracker = RunTracker.start(client, client.experiment_id, "deleted", {})
     client.delete_run(tracker.run_id)
-    with pytest.raises(MlflowException, match="must be in the 'active' state"):
-        tracker.log_metrics([("train/loss", 1.0, 0, T0)])
+    with caplog.at_level(logging.WARNING, logger="sweeper.tracking"):
+        with pytest.raises(MlflowException, match="must be in the 'active' state"):
+            tracker.log_metrics([("train/loss", 1.0, 0, T0)])
+        with pytest.raises(MlflowException, match="Names may only contain"):
+            tracker.log_metrics([("bad\x00key", 1.0, 0, T0)])
+    assert tracker.bulk_writer is not None and "log_batch" not in caplog.text  # MLflow's own refusal, no fallback
 
 
 def test_bulk_write_waits_for_a_held_lock_and_loses_nothing(client, store):
