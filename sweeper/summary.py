@@ -28,6 +28,7 @@ from mlflow.tracking import MlflowClient
 
 from sweeper.plots import RunHistory, plot_comparison
 from sweeper.resume import LINK_TAG_PREFIX, linked_filter
+from sweeper.sqlite_metrics import SqliteMetrics
 
 log = logging.getLogger(__name__)
 
@@ -155,13 +156,19 @@ def history_from_metrics(metric_histories: dict[str, Iterable[Any]]) -> RunHisto
 
 
 def load_history(client: MlflowClient, run: Run | str) -> RunHistory:
-    """One `get_metric_history` per curve metric (the client follows pagination itself). Skips metrics the run
-    never logged, so a FAILED run without metrics gives an empty history."""
+    """The run's curves: one bulk read on MLflow's sqlite store (sweeper.sqlite_metrics), else one
+    `get_metric_history` per curve metric (the client follows pagination itself). Skips metrics the run never logged,
+    so a FAILED run without metrics gives an empty history."""
     if isinstance(run, str):
         run = client.get_run(run)
-    logged = set(run.data.metrics)
-    histories = {k: client.get_metric_history(run.info.run_id, k) for k in METRIC_KEYS if k in logged}
-    return history_from_metrics(histories)
+    keys = [k for k in METRIC_KEYS if k in run.data.metrics]
+    bulk = SqliteMetrics.for_client(client)
+    if bulk is not None:
+        try:
+            return history_from_metrics(bulk.history(run.info.run_id, keys))
+        except Exception as exc:  # an MLflow whose tables differ: its own reader gives the same points
+            log.debug("bulk metric read failed (%s); using get_metric_history", exc)
+    return history_from_metrics({k: client.get_metric_history(run.info.run_id, k) for k in keys})
 
 
 # ----------------------------------------------------------------------------------------------- run interpretation

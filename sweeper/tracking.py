@@ -431,18 +431,18 @@ class RunTracker:
 
     With ``background_metrics=True`` (``tracking.background_metrics=true``) metrics go through a ``MetricWriter``
     process started with the run; ``end`` drains it before the terminal status is set. Without it, ``log_metrics``
-    writes itself: through ``bulk_writer`` (``sweeper.sqlite_metrics.SqliteMetricWriter``) on MLflow's sqlite store,
+    writes itself: through ``bulk_writer`` (``sweeper.sqlite_metrics.SqliteMetrics``) on MLflow's sqlite store,
     with ``log_batch`` otherwise or once the bulk path has failed.
     """
 
     def __init__(self, client: Any, run_id: str, metric_writer: MetricWriter | None = None):
-        from .sqlite_metrics import SqliteMetricWriter
+        from .sqlite_metrics import SqliteMetrics
 
         self.client = client
         self.run_id = run_id
         self.metric_writer = metric_writer
         # sqlite stores: bulk inserts (sweeper.sqlite_metrics), ~10x cheaper than log_batch; None -> log_batch
-        self.bulk_writer = SqliteMetricWriter.for_client(client) if metric_writer is None else None
+        self.bulk_writer = SqliteMetrics.for_client(client) if metric_writer is None else None
         self._timestamp_ms = 0
         self._heartbeat = Heartbeat()
 

@@ -7,12 +7,13 @@ import sqlite3
 import threading
 import time
 
+import numpy as np
 import pytest
 from mlflow.entities import Metric
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
-from sweeper.sqlite_metrics import SqliteMetricWriter
+from sweeper.sqlite_metrics import SqliteMetrics
 from sweeper.store import RetryingClient
 from sweeper.tracking import RunTracker
 
@@ -56,7 +57,7 @@ def log_batch_path(client, run_id, points):
 def test_bulk_path_stores_exactly_what_log_batch_stores(client):
     reference = client.create_run(client.experiment_id).info.run_id
     bulk = client.create_run(client.experiment_id).info.run_id
-    writer = SqliteMetricWriter.for_client(RetryingClient(client))
+    writer = SqliteMetrics.for_client(RetryingClient(client))
     assert writer is not None
     for batch in (BATCH_1, BATCH_2):
         log_batch_path(client, reference, batch)
@@ -76,7 +77,7 @@ def test_bulk_path_stores_exactly_what_log_batch_stores(client):
 
 def test_bulk_path_refuses_what_log_batch_refuses(client):
     run_id = client.create_run(client.experiment_id).info.run_id
-    writer = SqliteMetricWriter.for_client(client)
+    writer = SqliteMetrics.for_client(client)
     with pytest.raises(MlflowException, match="Names may only contain"):
         writer.write(run_id, [("bad\x00key", 1.0, 0, T0)])
     client.delete_run(run_id)
@@ -87,8 +88,8 @@ def test_bulk_path_refuses_what_log_batch_refuses(client):
 
 
 def test_only_mlflows_sqlite_store_gets_the_bulk_path(tmp_path):
-    assert SqliteMetricWriter.for_client(MlflowClient("http://127.0.0.1:9")) is None
-    assert SqliteMetricWriter.for_client(object()) is None
+    assert SqliteMetrics.for_client(MlflowClient("http://127.0.0.1:9")) is None
+    assert SqliteMetrics.for_client(object()) is None
 
 
 def test_tracker_uses_the_bulk_path_and_keeps_one_log_batch_free_of_metrics(client, monkeypatch):
@@ -131,7 +132,7 @@ def test_tracker_on_a_deleted_run_raises_like_log_batch(client, caplog):
 
 def test_bulk_write_waits_for_a_held_lock_and_loses_nothing(client, store):
     run_id = client.create_run(client.experiment_id).info.run_id
-    writer = SqliteMetricWriter.for_client(client)
+    writer = SqliteMetrics.for_client(client)
     holder = sqlite3.connect(store.removeprefix("sqlite:///"), isolation_level=None, check_same_thread=False)
     holder.execute("BEGIN EXCLUSIVE")
     release = threading.Timer(1.0, holder.execute, ("COMMIT",))
@@ -143,3 +144,27 @@ def test_bulk_write_waits_for_a_held_lock_and_loses_nothing(client, store):
     holder.close()
     assert waited >= 0.9  # it waited for the lock instead of failing
     assert len(history(client, run_id, "train/loss")) == 10
+
+
+def test_bulk_read_returns_what_get_metric_history_returns(client):
+    from sweeper.summary import load_history
+
+    run_id = client.create_run(client.experiment_id).info.run_id
+    log_batch_path(client, run_id, BATCH_1)
+    log_batch_path(client, run_id, BATCH_2)
+    bulk = SqliteMetrics.for_client(RetryingClient(client))
+    keys = ["train/loss", "val/loss", "val/accuracy", "train/accuracy"]
+    read = bulk.history(run_id, keys)
+    assert set(read) == {"train/loss", "val/loss", "val/accuracy"}  # train/accuracy was never logged
+    for key in read:
+        mine = sorted((p.step, p.timestamp, "nan" if math.isnan(p.value) else p.value) for p in read[key])
+        assert mine == sorted(history(client, run_id, key), key=lambda p: (p[0], p[1], str(p[2]))), key
+    assert bulk.history(run_id, []) == {}
+
+    # the sweep summary's curves: the bulk read and MLflow's reader give identical arrays
+    run = client.get_run(run_id)
+    fast = load_history(client, run)
+    slow = load_history(type("NoBulk", (), {"get_metric_history": client.get_metric_history})(), run)
+    for name in ("train_loss", "val_steps", "val_loss", "val_accuracy", "train_accuracy"):
+        assert np.array_equal(getattr(fast, name), getattr(slow, name), equal_nan=True), name
+    assert len(fast.train_loss) == 1500 and fast.train_loss[10] == 7.0  # step 10 logged twice: the later one wins
