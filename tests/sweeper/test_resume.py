@@ -220,12 +220,16 @@ def test_a_launch_kills_orphaned_running_runs_and_leaves_live_ones(tmp_path, mig
                                                      if r.info.status == "RUNNING")
 
 
-def test_the_heartbeat_rides_along_with_metric_batches(tmp_path, migrated_db):
+@pytest.mark.parametrize("path", ["bulk", "log_batch"])
+def test_the_heartbeat_rides_along_with_metric_batches(tmp_path, migrated_db, path):
     from sweeper.tracking import RunTracker, open_store
 
     uri, _ = copy_store(migrated_db, tmp_path)
     client, _, experiment_id = open_store(compose_cfg([f"tracking.uri={uri}"]).tracking)
     tracker = RunTracker.start(client, experiment_id, "beat", {resume.HEARTBEAT_TAG: "0"})
+    assert tracker.bulk_writer is not None  # sqlite: the bulk path unless it is switched off below
+    if path == "log_batch":
+        tracker.bulk_writer = None
     calls = []
     log_batch = client.log_batch
     client.log_batch = lambda *a, **k: (calls.append(k), log_batch(*a, **k))[1]
@@ -233,12 +237,16 @@ def test_the_heartbeat_rides_along_with_metric_batches(tmp_path, migrated_db):
     tracker.log_metrics([("train/loss", 1.0, 0)])  # a fresh tracker's heartbeat is not due yet
     assert client.get_run(tracker.run_id).data.tags[resume.HEARTBEAT_TAG] == "0"
     tracker._heartbeat.last -= resume.HEARTBEAT_SECONDS
-    tracker.log_metrics([("train/loss", 0.5, s) for s in range(1, 1502)])  # 2 batches, the first carries the tag
+    tracker.log_metrics([("train/loss", 0.5, s) for s in range(1, 1502)])  # due now: written with this flush
     beat = int(client.get_run(tracker.run_id).data.tags[resume.HEARTBEAT_TAG])
     assert abs(beat - time.time()) < 60
-    assert [len(k.get("tags") or []) for k in calls] == [0, 1, 0]  # no extra call for the heartbeat
+    if path == "log_batch":  # 3 metric batches; the first of the due flush carries the tag, no extra call
+        assert [len(k.get("tags") or []) for k in calls] == [0, 1, 0]
+    else:  # metrics as bulk inserts; the tag alone in one small log_batch, only when due
+        assert [(len(k.get("tags") or []), len(k.get("metrics") or [])) for k in calls] == [(1, 0)]
     tracker.log_metrics([("train/loss", 0.25, 1502)])  # due again only after another HEARTBEAT_SECONDS
-    assert len(calls[-1].get("tags") or []) == 0
+    assert not (calls[-1].get("tags") if path == "log_batch" else len(calls) > 1)
+    assert len(client.get_metric_history(tracker.run_id, "train/loss")) == 1503
 
 
 def test_process_alive_rejects_dead_recycled_and_zombie_pids():
