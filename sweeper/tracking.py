@@ -483,7 +483,8 @@ class RunTracker:
             heartbeat = list(self._heartbeat.tags().items()) if self._heartbeat.due() else []
             self.metric_writer.send([(k, float(v), int(s), t[0] if t else now) for k, v, s, *t in items], heartbeat)
             return
-        # the owner's heartbeat (sweeper.resume) rides along in a batch that is written anyway, at most every 30 s
+        # the owner's heartbeat (sweeper.resume) goes with a flush, at most every 30 s: in its first log_batch call, or
+        # after a bulk insert as one small log_batch of its own
         tags = [RunTag(k, v) for k, v in self._heartbeat.tags().items()] if self._heartbeat.due() else []
         if self.bulk_writer is not None:
             points = [(item[0], item[1], item[2], item[3] if len(item) > 3 else now) for item in items]
