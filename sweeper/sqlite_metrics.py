@@ -107,7 +107,7 @@ class SqliteMetrics:
             _validate_metric_name(key)
             self._checked_keys.add(key)
 
-    def rows(self, run_id: str, points: Iterable[tuple]) -> tuple[list[tuple], dict[str, tuple]]:
+    def _rows(self, run_id: str, points: Iterable[tuple]) -> tuple[list[tuple], dict[str, tuple]]:
         """The rows to insert and the newest (step, timestamp, value, is_nan) per key."""
         rows: list[tuple] = []
         newest: dict[str, tuple] = {}
@@ -121,17 +121,17 @@ class SqliteMetrics:
             else:
                 is_nan, value = sanitize(value)
             rows.append((key, value, timestamp, step, is_nan, run_id))
-            rank = (step, timestamp, value, is_nan)
             best = newest.get(key)
-            if best is None or rank[:3] > best[:3]:
-                if best is None:
-                    self._validate_key(key)
-                newest[key] = rank
+            if best is None:
+                self._validate_key(key)
+                newest[key] = (step, timestamp, value, is_nan)
+            elif (step, timestamp, value) > best[:3]:  # MLflow's order for "latest": step, then timestamp, then value
+                newest[key] = (step, timestamp, value, is_nan)
         return rows, newest
 
     def write(self, run_id: str, points: Iterable[tuple]) -> int:
         """Insert the points (one transaction) and update the run's latest values; returns the number of rows given."""
-        rows, newest = self.rows(run_id, points)
+        rows, newest = self._rows(run_id, points)
         if not rows:
             return 0
         store = self.store
