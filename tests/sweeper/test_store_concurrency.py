@@ -134,13 +134,12 @@ def _writer(uri, experiment_id, parent_id, worker, barrier, queue, path):
         client.log_batch(run_id, tags=[RunTag("config_hash", str(worker)), RunTag("stop_reason", "max_epochs")])
         ts, per_point = int(time.time() * 1000), STEPS // VAL_POINTS
         tracker = RunTracker(client, run_id)
-        if path == "bulk":
-            assert tracker.bulk_writer is not None
+        assert tracker.bulk_writer is not None
 
-            def log(points):
+        def log(points):
+            if path == "bulk":
                 tracker.log_metrics(points)
-        else:
-            def log(points):
+            else:
                 client.log_batch(run_id, metrics=[Metric(k, v, t, s) for k, v, s, t in points])
         for p in range(VAL_POINTS):
             steps = range(p * per_point, (p + 1) * per_point)
