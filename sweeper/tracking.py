@@ -179,6 +179,45 @@ def _chunks(items: list, size: int) -> Iterable[list]:
         yield items[start:start + size]
 
 
+def write_metrics(client: Any, run_id: str, points: list[tuple], tags: list[tuple[str, str]],
+                  bulk: Any = None) -> Any:
+    """Write (key, value, step, timestamp_ms) points and (key, value) run tags; returns the bulk path for the next call.
+
+    With ``bulk`` (a ``sweeper.sqlite_metrics.SqliteMetrics``) the points go in as one bulk insert, retried like every
+    other write while the store is locked (``sweeper.store.retrying``), and the tags (the owner's heartbeat) follow in
+    one small ``log_batch``. The errors ``log_batch`` would raise too (run missing or not active, bad metric name or
+    value: MLflow's own checks) propagate. Any other failure means this MLflow differs from what the bulk path expects:
+    its transaction was rolled back, so nothing is half-written, and ``log_batch`` takes over for this call and, as the
+    returned None says, for the rest of the run. Without ``bulk``: ``log_batch`` calls of at most 1000 points, the tags
+    riding along in the first.
+    """
+    from mlflow.entities import Metric, RunTag
+    from mlflow.exceptions import MlflowException
+
+    from .store import StoreBusyError, retrying
+
+    run_tags = [RunTag(key, value) for key, value in tags]
+    if bulk is not None:
+        try:
+            retrying(bulk.write, run_id, points, what="log_metrics")
+        except StoreBusyError:
+            raise
+        except Exception as exc:
+            if isinstance(exc, MlflowException) and exc.error_code in MLFLOW_REFUSALS:
+                raise
+            log.warning("sqlite bulk metric path failed (%s); using MLflow's log_batch for the rest of this run",
+                        _describe(exc))
+        else:
+            if run_tags:
+                client.log_batch(run_id, tags=run_tags)
+            return bulk
+    metrics = [Metric(key, value, timestamp, step) for key, value, step, timestamp in points]
+    for chunk in _chunks(metrics, MAX_METRICS_PER_BATCH):
+        client.log_batch(run_id, metrics=chunk, tags=run_tags)
+        run_tags = []
+    return None
+
+
 class MetricWriterError(RuntimeError):
     """The background metric writer failed or died: some metrics of the run did not reach the store."""
 
@@ -207,14 +246,16 @@ def _writer_main(data_fd: int, status_fd: int) -> None:
     written, failed = 0, False
     try:
         tracking_uri, run_id = data_conn.recv()
-        from mlflow.entities import Metric, RunTag
         from mlflow.tracking import MlflowClient
+
+        from .sqlite_metrics import SqliteMetrics
 
         client = MlflowClient(tracking_uri=tracking_uri)
         if tracking_uri.startswith("sqlite:"):
             from .store import RetryingClient
 
             client = RetryingClient(client)
+        bulk = SqliteMetrics.for_client(client)
     except EOFError:
         return
     except Exception as exc:
@@ -233,12 +274,8 @@ def _writer_main(data_fd: int, status_fd: int) -> None:
             continue
         try:
             items, tags = message
-            metrics = [Metric(key, value, timestamp, step) for key, value, step, timestamp in items]
-            run_tags = [RunTag(key, value) for key, value in tags]
-            for chunk in _chunks(metrics, MAX_METRICS_PER_BATCH):
-                client.log_batch(run_id, metrics=chunk, tags=run_tags)
-                run_tags = []
-            written += len(metrics)
+            bulk = write_metrics(client, run_id, items, tags, bulk)
+            written += len(items)
         except Exception as exc:
             status_conn.send(("error", _describe(exc)))
             failed = True
@@ -256,8 +293,8 @@ class MetricWriter:
     The trainer's batch-32 steps barely use the second core (5794 vs 5958 steps/s on 1 vs 2 BLAS threads), so the
     writing can move there: ``send`` only appends to an in-process queue; a feeder thread pickles each
     batch into a pipe; a fresh interpreter (``python -c WRITER_COMMAND``, fork+exec at once: nothing of the trainer's
-    BLAS or tqdm threads is inherited) imports MLflow, then calls ``log_batch`` (≤ 1000 points per call, through
-    ``sweeper.store.RetryingClient`` on sqlite) in arrival order. Its startup (~1.5 s CPU importing MLflow, ~2 s opening
+    BLAS or tqdm threads is inherited) imports MLflow, then writes each batch with ``write_metrics`` in arrival order
+    (the sqlite bulk path, or ``log_batch`` calls through ``sweeper.store.RetryingClient``). Its startup (~1.5 s CPU importing MLflow, ~2 s opening
     the store) overlaps training; the feeder thread holds the points meanwhile, so the trainer never blocks on a full
     pipe. It runs at nice +5 with 1 BLAS thread.
 
@@ -476,53 +513,15 @@ class RunTracker:
 
     def log_metrics(self, items: list[tuple]) -> None:
         """(key, value, step) or (key, value, step, timestamp_ms) tuples: one bulk insert, or log_batch calls of 1000."""
-        from mlflow.entities import Metric, RunTag
-
         now = self._now_ms()
+        points = [(k, float(v), int(s), t[0] if t else now) for k, v, s, *t in items]
+        # the owner's heartbeat (sweeper.resume) goes with a flush, at most every 30 s
+        heartbeat = list(self._heartbeat.tags().items()) if self._heartbeat.due() else []
         if self.metric_writer is not None:
-            heartbeat = list(self._heartbeat.tags().items()) if self._heartbeat.due() else []
-            self.metric_writer.send([(k, float(v), int(s), t[0] if t else now) for k, v, s, *t in items], heartbeat)
+            self.metric_writer.send(points, heartbeat)
             return
-        # the owner's heartbeat (sweeper.resume) goes with a flush, at most every 30 s: in its first log_batch call, or
-        # after a bulk insert as one small log_batch of its own
-        tags = [RunTag(k, v) for k, v in self._heartbeat.tags().items()] if self._heartbeat.due() else []
-        if self.bulk_writer is not None:
-            points = [(item[0], item[1], item[2], item[3] if len(item) > 3 else now) for item in items]
-            with _DeferredSigint():
-                if self._bulk_write(points):
-                    if tags:
-                        self.client.log_batch(self.run_id, tags=tags)
-                    return
-        metrics = [Metric(item[0], float(item[1]), item[3] if len(item) > 3 else now, int(item[2])) for item in items]
         with _DeferredSigint():
-            for chunk in _chunks(metrics, MAX_METRICS_PER_BATCH):
-                self.client.log_batch(self.run_id, metrics=chunk, tags=tags)
-                tags = []
-
-    def _bulk_write(self, points: list[tuple]) -> bool:
-        """Write through the sqlite bulk path; False (and log_batch from now on) if that path fails.
-
-        A locked store is retried like every other write (``sweeper.store.retrying``). The errors ``log_batch`` would
-        raise too (run missing or not active, bad metric name or value: MLflow's own checks) propagate. Any other
-        failure means this MLflow differs from what the bulk path expects; its transaction was rolled back, so nothing
-        is half-written, and ``log_batch`` takes over.
-        """
-        from mlflow.exceptions import MlflowException
-
-        from .store import StoreBusyError, retrying
-
-        try:
-            retrying(self.bulk_writer.write, self.run_id, points, what="log_metrics")
-            return True
-        except StoreBusyError:
-            raise
-        except Exception as exc:
-            if isinstance(exc, MlflowException) and exc.error_code in MLFLOW_REFUSALS:
-                raise
-            log.warning("sqlite bulk metric path failed (%s); using MLflow's log_batch for the rest of this run",
-                        _describe(exc))
-            self.bulk_writer = None
-            return False
+            self.bulk_writer = write_metrics(self.client, self.run_id, points, heartbeat, self.bulk_writer)
 
     def log_dataset(self, dataset: Any) -> None:
         """The dataset as a run input: name, split, digest (and where it came from)."""
