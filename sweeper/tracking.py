@@ -295,8 +295,8 @@ class MetricWriter:
     batch into a pipe; a fresh interpreter (``python -c WRITER_COMMAND``, fork+exec at once: nothing of the trainer's
     BLAS or tqdm threads is inherited) imports MLflow, then writes each batch with ``write_metrics`` in arrival order
     (the sqlite bulk path, or ``log_batch`` calls through ``sweeper.store.RetryingClient``). Its startup (~1.5 s CPU
-    importing MLflow, ~2 s opening the store) overlaps training; the feeder thread holds the points meanwhile, so the trainer never blocks on a full
-    pipe. It runs at nice +5 with 1 BLAS thread.
+    importing MLflow, ~2 s opening the store) overlaps training; the feeder thread holds the points meanwhile, so the
+    trainer never blocks on a full pipe. It runs at nice +5 with 1 BLAS thread.
 
     Why not ``multiprocessing`` (spawn or forkserver): its child bootstraps (unpickling, re-importing the parent's
     ``__main__``) before user code can ignore SIGINT, so a Ctrl-C in that window killed the writer (exit -2, points
