@@ -1,23 +1,20 @@
 """Figures in the course's style, drawn on `matplotlib.figure.Figure` objects (Agg canvas, no pyplot state).
 
-Two figures:
-
-- `plot_curves`: one run, two panels. Left: training loss as a 10-step trailing moving average plus validation
+- `curves_figure`: one run, two panels. Left: training loss as a 10-step trailing moving average plus validation
   loss vs step. Right: training and validation accuracy vs step.
-- `plot_comparison`: one curve per group (experiment, sweep child, or several seeds of one config). Left: smoothed
+- `comparison_figure`: one curve per group (experiment, sweep child, or several seeds of one config). Left: smoothed
   training loss (optionally dashed validation loss). Right: validation accuracy. A group holding several runs is drawn
   as its mean with a +-1 std band (see `aggregate_curves` for how runs of different lengths are combined).
 
+Both return the Figure; `save_figure` writes it as a PNG, and `plot_curves` / `plot_comparison` do both.
 A "history" is any object with the attributes of mlp_core's `FitResult` that matter here: `train_loss` (per step,
-step = index), `val_steps`, `val_loss`, `val_accuracy`, `train_accuracy` (one value per validation point).
-`RunHistory` is that shape, built from MLflow metric histories by `sweeper.summary`.
+step = index), `val_steps`, `val_loss`, `val_accuracy`, `train_accuracy` (one value per validation point), such as
+`sweeper.reporting.history.RunHistory`.
 """
-
 from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -31,26 +28,6 @@ FIGSIZE = (12.0, 4.6)  # inches -> 1440 x 552 px at DPI 120
 # The first part of a run (loss falling from ~2.3 or more) would flatten the rest of the loss panel; the y-limits are
 # computed from the values after this fraction of the steps.
 _WARMUP_FRACTION = 0.05
-
-
-@dataclass
-class RunHistory:
-    """The curves of one run, in the shape of mlp_core's FitResult.
-
-    train_loss: (num_steps,) per-step mini-batch loss, step = index (NaN where a step was not logged).
-    val_steps: (P,) int64 global step of each validation point.
-    val_loss, val_accuracy, train_accuracy: (P,) float64, NaN where a metric is missing at that point.
-    """
-
-    train_loss: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.float64))
-    val_steps: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
-    val_loss: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.float64))
-    val_accuracy: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.float64))
-    train_accuracy: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.float64))
-
-    @property
-    def is_empty(self) -> bool:
-        return len(self.train_loss) == 0 and len(self.val_steps) == 0
 
 
 def moving_average(values: Any, window: int = SMOOTHING_WINDOW) -> np.ndarray:
@@ -179,7 +156,8 @@ def _new_figure() -> tuple[Figure, Any, Any]:
     return fig, ax_loss, ax_acc
 
 
-def _save(fig: Figure, path: str | Path) -> Path:
+def save_figure(fig: Figure, path: str | Path) -> Path:
+    """Write `fig` as a PNG to `path` (parent directories created) and return the path."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=DPI, format="png")
@@ -190,11 +168,12 @@ def _marker(n_points: int) -> str | None:
     return "o" if n_points <= 20 else None  # few points (or a single one) must stay visible
 
 
-def plot_curves(history: Any, path: str | Path, title: str | None = None) -> Path:
-    """Write the course's two-panel figure of one run to `path` (PNG) and return the path.
+def curves_figure(history: Any, title: str | None = None) -> Figure:
+    """The course's two-panel figure of one run.
 
-    Left: training loss, 10-step trailing moving average, and validation loss vs step. Right: training and validation
-    accuracy vs step. Copes with diverged runs (NaN/inf), runs with no or one validation point, and empty histories.
+    axes[0]: training loss as a 10-step trailing moving average, and validation loss vs step. axes[1]: training and
+    validation accuracy vs step. Copes with diverged runs (NaN/inf), runs with no or one validation point, and empty
+    histories.
     """
     train_loss, val_steps, val_loss, val_acc, train_acc = _arrays(history)
     fig, ax_loss, ax_acc = _new_figure()
@@ -235,7 +214,12 @@ def plot_curves(history: Any, path: str | Path, title: str | None = None) -> Pat
     for ax in (ax_loss, ax_acc):
         if ax.get_legend_handles_labels()[0]:
             ax.legend(loc="best", fontsize=9)
-    return _save(fig, path)
+    return fig
+
+
+def plot_curves(history: Any, path: str | Path, title: str | None = None) -> Path:
+    """`curves_figure` written as a PNG to `path`; returns the path."""
+    return save_figure(curves_figure(history, title), path)
 
 
 def _normalise_groups(groups: Any) -> list[tuple[str, list[Any]]]:
@@ -257,14 +241,15 @@ def _colors(n: int) -> list[Any]:
     return [cmap(i / max(n - 1, 1)) if n > 20 else cmap(i) for i in range(n)]
 
 
-def plot_comparison(groups: Any, path: str | Path, title: str | None = None, show_val_loss: bool = True) -> Path:
-    """Overlay one curve per group and write the PNG to `path`.
+def comparison_figure(groups: Any, title: str | None = None, show_val_loss: bool = True) -> Figure:
+    """One curve per group, overlaid.
 
     groups: mapping label -> history or list of histories (or a sequence of (label, histories) pairs). The label is
     shown in the legend, so callers pass the swept values, e.g. "hidden_sizes=[128]". A group with several histories
     (seeds) is drawn as its mean with a +-1 std band, aggregated by `aggregate_curves` (mean over the runs available
     at each step); the legend then says how many runs it holds.
-    Left: smoothed training loss (solid) and, if `show_val_loss`, validation loss (dashed). Right: validation accuracy.
+    axes[0]: per group its smoothed training loss (solid) and, if `show_val_loss`, its validation loss (dashed, no
+    legend entry). axes[1]: validation accuracy. A group without any curve (a run that failed early) draws nothing.
     """
     items = _normalise_groups(groups)
     fig, ax_loss, ax_acc = _new_figure()
@@ -317,4 +302,9 @@ def plot_comparison(groups: Any, path: str | Path, title: str | None = None, sho
         ax_acc.legend(loc="lower right", fontsize=fontsize)
     elif ax_loss.get_legend_handles_labels()[0]:
         ax_loss.legend(loc="upper right", fontsize=fontsize)
-    return _save(fig, path)
+    return fig
+
+
+def plot_comparison(groups: Any, path: str | Path, title: str | None = None, show_val_loss: bool = True) -> Path:
+    """`comparison_figure` written as a PNG to `path`; returns the path."""
+    return save_figure(comparison_figure(groups, title, show_val_loss), path)

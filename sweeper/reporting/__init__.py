@@ -1,0 +1,1 @@
+"""Reading runs back from MLflow: run selection, curves, tables, figures, the sweep summary and the report CLI."""

@@ -1,0 +1,89 @@
+"""A sweep's summary: comparison.png, summary.csv and summary.md, attached to its parent run with the best child.
+
+`finalize_sweep(client, parent_run_id, out_dir)` is what the sweep callback calls at the end of a sweep (and the
+report command with --attach). It covers the runs `select_runs(parent_run_id=...)` selects, so the summary and a later
+report of the same sweep list the same runs. It works when children FAILED or logged nothing.
+"""
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from sweeper import names
+
+from .history import RunHistory, load_history
+from .plots import plot_comparison
+from .selection import select_runs
+from .tables import Group, best_row, group_rows, run_name, summary_markdown, summary_rows, write_summary_csv
+
+if TYPE_CHECKING:
+    from mlflow.entities import Run
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class SweepSummary:
+    """What `write_sweep_outputs` and `finalize_sweep` produced."""
+
+    rows: list[dict[str, Any]]
+    keys: list[str]
+    groups: list[Group]
+    best: dict[str, Any] | None
+    files: dict[str, Path]
+
+
+def write_sweep_outputs(runs: Sequence[Run], histories: dict[str, RunHistory], out_dir: str | Path,
+                        title: str | None = None) -> SweepSummary:
+    """comparison.png (seeds of one config as mean ± std), summary.csv and summary.md for `runs` into `out_dir`
+    (no MLflow writes)."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    keys, rows = summary_rows(runs, histories)
+    groups = group_rows(rows, keys)
+    best = best_row(rows)
+    plotted = {g.label: [histories[r["run_id"]] for r in g.rows
+                         if r["run_id"] in histories and not histories[r["run_id"]].is_empty] for g in groups}
+    plotted = {label: hs for label, hs in plotted.items() if hs}
+    files = {
+        "comparison.png": plot_comparison(plotted, out_dir / "comparison.png", title=title),
+        "summary.csv": write_summary_csv(rows, keys, out_dir / "summary.csv"),
+    }
+    md = out_dir / "summary.md"
+    md.write_text(summary_markdown(rows, keys, groups, title=title, best=best))
+    files["summary.md"] = md
+    return SweepSummary(rows=rows, keys=keys, groups=groups, best=best, files=files)
+
+
+def finalize_sweep(client: Any, parent_run_id: str, out_dir: str | Path) -> SweepSummary:
+    """Summarise a sweep's runs and attach the result to its parent run.
+
+    Writes comparison.png, summary.csv and summary.md into `out_dir`, logs them as artifacts of the parent, and tags
+    the parent with the number of runs (`names.SWEEP_CHILDREN`, of which `names.SWEEP_CHILDREN_REUSED` reused from
+    earlier launches and `names.SWEEP_CHILDREN_FINISHED` FINISHED) and, when a FINISHED run has a finite best
+    validation loss, with the best one (`names.BEST_CHILD_RUN_ID`, `names.BEST_CHILD_NAME`, `names.BEST_VAL_LOSS`,
+    `names.BEST_VAL_ACCURACY`). Runs that FAILED or logged no metrics still get a row.
+    """
+    from mlflow.entities import RunTag
+
+    parent = client.get_run(parent_run_id)
+    runs, _ = select_runs(client, parent_run_id=parent_run_id)
+    histories = {r.info.run_id: load_history(client, r) for r in runs}
+    result = write_sweep_outputs(runs, histories, out_dir, title=f"sweep {run_name(parent)}")
+    for path in result.files.values():
+        client.log_artifact(parent_run_id, str(path))
+    reused = sum(r.data.tags.get(names.PARENT_RUN_ID) != parent_run_id for r in runs)
+    tags = [RunTag(names.SWEEP_CHILDREN, str(len(runs))), RunTag(names.SWEEP_CHILDREN_REUSED, str(reused)),
+            RunTag(names.SWEEP_CHILDREN_FINISHED, str(sum(r["status"] == "FINISHED" for r in result.rows)))]
+    best = result.best
+    if best is not None:
+        tags += [RunTag(names.BEST_CHILD_RUN_ID, best["run_id"]), RunTag(names.BEST_CHILD_NAME, best["run_name"]),
+                 RunTag(names.BEST_VAL_LOSS, repr(best["best_val_loss"]))]
+        if best["best_val_accuracy"] is not None:
+            tags.append(RunTag(names.BEST_VAL_ACCURACY, repr(best["best_val_accuracy"])))
+    client.log_batch(parent_run_id, tags=tags)
+    log.info("finalised sweep %s: %d runs, best %s", parent_run_id, len(runs), best["run_name"] if best else "none")
+    return result

@@ -1,0 +1,133 @@
+"""The report directory of a selection of runs: the sweep summary, each run's curves and the course's figures.
+
+Written into the output directory: `comparison.png` (every selected run, seeds grouped into mean ± std),
+`summary.csv`, `summary.md`, `report.md` (the table plus links to every figure), `curves/<run>.png` (the two-panel
+figure of each run), and the course's figures whose runs exist: `task2c_curves.png`, `task3_tricks.png`
+(2c → 3a → 3b → 3c), `task4_width.png` (3c / 4a / 4b) and `task4_depth.png` (3c / 4d / 4e / 4f). A course comparison
+is drawn when at least two of its presets have runs; several runs of one preset (seeds) become a mean ± std band.
+"""
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from sweeper import names
+
+from .finalize import write_sweep_outputs
+from .history import RunHistory, load_history
+from .plots import plot_comparison, plot_curves
+from .tables import best_row, preset_name, run_name, safe_filename, summary_row
+
+if TYPE_CHECKING:
+    from mlflow.entities import Run
+
+# The course's comparisons: output file stem, title, [(preset, legend label), ...] in drawing order.
+COURSE_FIGURES: tuple[tuple[str, str, tuple[tuple[str, str], ...]], ...] = (
+    ("task3_tricks", "Task 3: tricks added one at a time", (
+        ("task2c", "task2c baseline"),
+        ("task3a", "task3a + improved init"),
+        ("task3b", "task3b + improved sigmoid"),
+        ("task3c", "task3c + momentum"),
+    )),
+    ("task4_width", "Task 4: hidden layer width", (
+        ("task4a", "task4a"),
+        ("task3c", "task3c"),
+        ("task4b", "task4b"),
+    )),
+    ("task4_depth", "Task 4: depth", (
+        ("task3c", "task3c"),
+        ("task4d", "task4d"),
+        ("task4e", "task4e"),
+        ("task4f", "task4f"),
+    )),
+)
+BASELINE_PRESET = "task2c"
+
+
+def _hidden_label(run: Run) -> str:
+    """`[64]`, `[32, 64]` or `3×64` from the run's hidden sizes (else its width and depth), "" when unknown."""
+    p = run.data.params
+    sizes = p.get(names.EFFECTIVE_HIDDEN_SIZES_PARAM) or p.get("model.hidden_sizes")
+    if sizes and sizes not in ("None", "null", ""):
+        items = [s.strip() for s in sizes.strip("[]()").split(",") if s.strip()]
+        if len(items) > 2 and len(set(items)) == 1:
+            return f"{len(items)}×{items[0]}"
+        return "[" + ", ".join(items) + "]"
+    width, depth = p.get("model.width"), p.get("model.depth")
+    if width and depth:
+        return f"{depth}×{width}" if depth != "1" else f"[{width}]"
+    return ""
+
+
+def _course_label(run: Run, base: str, figure: str) -> str:
+    if figure == "task3_tricks":
+        return base
+    parts = [base]
+    hidden = _hidden_label(run)
+    if hidden:
+        parts.append(f"hidden {hidden}")
+    activation = run.data.params.get("model.activation")
+    if figure == "task4_depth" and activation:
+        parts.append(activation)
+    return ", ".join(parts)
+
+
+def _course_figures(runs: Sequence[Run], histories: dict[str, RunHistory], out_dir: Path) -> dict[str, Path]:
+    presets: dict[str, list[Run]] = {}
+    for run in runs:
+        preset = preset_name(run)
+        if preset and not histories[run.info.run_id].is_empty:
+            presets.setdefault(preset, []).append(run)
+    files: dict[str, Path] = {}
+    if BASELINE_PRESET in presets:
+        by_id = {r.info.run_id: r for r in presets[BASELINE_PRESET]}
+        rows = [summary_row(r, []) for r in presets[BASELINE_PRESET]]
+        run = by_id[(best_row(rows) or rows[0])["run_id"]]
+        files[f"{BASELINE_PRESET}_curves.png"] = plot_curves(
+            histories[run.info.run_id], out_dir / f"{BASELINE_PRESET}_curves.png",
+            title=f"{BASELINE_PRESET} baseline: {run_name(run)}")
+    for stem, title, members in COURSE_FIGURES:
+        present = [(preset, label) for preset, label in members if preset in presets]
+        if len(present) < 2:
+            continue
+        groups = {_course_label(presets[preset][0], label, stem): [histories[r.info.run_id] for r in presets[preset]]
+                  for preset, label in present}
+        files[f"{stem}.png"] = plot_comparison(groups, out_dir / f"{stem}.png", title=title)
+    return files
+
+
+def write_report(client: Any, runs: Sequence[Run], out_dir: str | Path, title: str = "mlp-sweeps report",
+                 searched: str = "") -> dict[str, Path]:
+    """Write every figure and table for `runs` into `out_dir`; returns {name: path}."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    histories: dict[str, RunHistory] = {r.info.run_id: load_history(client, r) for r in runs}
+    result = write_sweep_outputs(runs, histories, out_dir, title=title)
+    files: dict[str, Path] = dict(result.files)
+
+    used_names: set[str] = set()
+    for run in runs:
+        history = histories[run.info.run_id]
+        if history.is_empty:
+            continue
+        name = safe_filename(run_name(run))
+        if name in used_names:
+            name = f"{name}_{run.info.run_id[:8]}"
+        used_names.add(name)
+        files[f"curves/{name}.png"] = plot_curves(history, out_dir / "curves" / f"{name}.png", title=run_name(run))
+    files.update(_course_figures(runs, histories, out_dir))
+
+    figure_links = [f"![{name}]({name})" for name in files if name.endswith(".png") and not name.startswith("curves/")]
+    curve_links = [f"- [{name}]({name})" for name in files if name.startswith("curves/")]
+    text = f"# {title}\n\n"
+    if searched:
+        text += f"Runs: {searched} ({len(runs)} runs).\n\n"
+    text += "\n\n".join(figure_links) + "\n\n"
+    text += result.files["summary.md"].read_text().split("\n", 2)[-1]  # without its own title line
+    if curve_links:
+        text += "\n## Curves of each run\n\n" + "\n".join(curve_links) + "\n"
+    report_md = out_dir / "report.md"
+    report_md.write_text(text)
+    files["report.md"] = report_md
+    return files
