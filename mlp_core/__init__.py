@@ -9,14 +9,14 @@ Pure NumPy and the standard library (scikit-learn is imported lazily, only for t
 """
 
 from .activations import ACTIVATIONS
-from .data import Dataset, Split, load_dataset, validate_data_args
+from .data import Dataset, Split, SplitSizes, load_dataset, split_sizes, validate_data_args
 from .early_stopping import EarlyStopping
 from .gradcheck import GradCheckReport, gradient_check
 from .init import INITS
 from .losses import cross_entropy, softmax
 from .model import BIAS_CONVENTIONS, MLP, ModelConfig, num_parameters
 from .optim import SGD
-from .sources import DataError, read_idx, write_idx
+from .idx import DataError, read_idx, write_idx
 from .train import (
     STOP_REASONS,
     FitResult,
@@ -44,6 +44,7 @@ __all__ = [
     "RunEnd",
     "SGD",
     "Split",
+    "SplitSizes",
     "TrainConfig",
     "TrainLosses",
     "ValidationPoint",
@@ -55,6 +56,7 @@ __all__ = [
     "num_parameters",
     "read_idx",
     "softmax",
+    "split_sizes",
     "validate_data_args",
     "validation_interval",
     "write_idx",

@@ -25,18 +25,17 @@ from pathlib import Path
 
 import numpy as np
 
-from mlp_core.sources import (
+from mlp_core.idx import (
     IDX_IMAGES_MAGIC,
     IDX_LABELS_MAGIC,
     DataError,
     check_idx_pair,
-    ensure_mnist,
-    load_mnist_files,
     parse_idx,
     read_idx,
     read_idx_pair,
     write_idx,
 )
+from mlp_core.sources import ensure_mnist, load_mnist_files
 
 __all__ = [
     "DATASETS",
@@ -59,6 +58,8 @@ DATASETS = ("mnist", "digits")
 SPLITS = {"mnist": ("assignment", "standard"), "digits": ("default", "assignment")}
 NORMALIZATIONS = ("train", "per_split", "full_train", "none")
 
+MNIST_TRAIN_IMAGES, MNIST_TEST_IMAGES, MNIST_INPUT_DIM = 60_000, 10_000, 784
+DIGITS_IMAGES, DIGITS_INPUT_DIM = 1_797, 64
 ASSIGNMENT_TRAIN_SIZE = 20_000
 STANDARD_VAL_SIZE = 5_000
 DIGITS_TRAIN_SIZE = 1_500
@@ -90,6 +91,27 @@ class Dataset:
     @property
     def input_dim(self) -> int:
         return int(self.train.x.shape[1])
+
+
+@dataclass(frozen=True)
+class SplitSizes:
+    """What ``load_dataset`` will return, known without loading: examples per split and the input width."""
+
+    train: int
+    val: int
+    test: int  # 0 where the split has no test set
+    input_dim: int
+    num_classes: int = 10
+
+
+def split_sizes(name: str, split: str) -> SplitSizes:
+    """The sizes of ``load_dataset(name, split)``'s splits (the one place they are defined; ValueError if unknown)."""
+    validate_data_args(name, split, "train")
+    if name == "digits":
+        return SplitSizes(DIGITS_TRAIN_SIZE, DIGITS_IMAGES - DIGITS_TRAIN_SIZE, 0, DIGITS_INPUT_DIM)
+    if split == "assignment":
+        return SplitSizes(ASSIGNMENT_TRAIN_SIZE, MNIST_TEST_IMAGES, 0, MNIST_INPUT_DIM)
+    return SplitSizes(MNIST_TRAIN_IMAGES - STANDARD_VAL_SIZE, STANDARD_VAL_SIZE, MNIST_TEST_IMAGES, MNIST_INPUT_DIM)
 
 
 def validate_data_args(name: str, split: str, normalization: str) -> None:
@@ -211,11 +233,10 @@ def _mnist_arrays(root, allow_download: bool) -> tuple[dict[str, np.ndarray], st
 def _load_mnist(split: str, root, normalization: str, allow_download: bool) -> Dataset:
     a, source = _mnist_arrays(root, allow_download)
     train_x, train_y, test_x, test_y = a["train_images"], a["train_labels"], a["t10k_images"], a["t10k_labels"]
+    n = split_sizes("mnist", split).train
     if split == "assignment":
-        n = ASSIGNMENT_TRAIN_SIZE
         parts = {"train": (train_x[:n], train_y[:n]), "val": (test_x, test_y), "test": None}
     else:  # standard
-        n = train_x.shape[0] - STANDARD_VAL_SIZE
         parts = {"train": (train_x[:n], train_y[:n]), "val": (train_x[n:], train_y[n:]), "test": (test_x, test_y)}
     return _build("mnist", split, normalization, parts, train_x, 255, source)
 
@@ -232,7 +253,7 @@ def _load_digits(normalization: str) -> Dataset:
     bunch = load_digits()
     images = bunch.data.astype(np.uint8)  # values are integers 0..16
     labels = bunch.target.astype(np.uint8)
-    n = DIGITS_TRAIN_SIZE
+    n = split_sizes("digits", "default").train
     parts = {"train": (images[:n], labels[:n]), "val": (images[n:], labels[n:]), "test": None}
     return _build("digits", "default", normalization, parts, images, 16, "sklearn:load_digits")
 

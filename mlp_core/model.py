@@ -234,9 +234,6 @@ class MLP:
             x = x.astype(self.dtype)
         return x
 
-    def copy_parameters_from(self, other: "MLP") -> None:
-        self.params[...] = other.params
-
     def save(self, path: str | Path) -> None:
         """Write an .npz with every weight/bias array and the architecture as JSON metadata."""
         meta = {

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from mlp_core import data, sources
+from mlp_core import data, idx, sources
 from mlp_core.data import DataError, load_dataset, pixel_stats, read_idx, read_idx_pair, validate_data_args, write_idx
 
 NAMES = list(sources.MNIST_FILES)
@@ -50,7 +50,7 @@ def fake_mnist(n_train: int, n_test: int, seed: int = 0) -> dict[str, np.ndarray
 
 def install_fake_checksums(monkeypatch, arrays: dict[str, np.ndarray], gz: bool = False) -> dict[str, bytes]:
     """Make the module's MD5 tables describe the fake arrays (gz: also the mirrors' .gz table); returns IDX bytes."""
-    files = {name: sources.idx_bytes(a) for name, a in arrays.items()}
+    files = {name: idx.idx_bytes(a) for name, a in arrays.items()}
     monkeypatch.setattr(sources, "MNIST_FILES", {n: md5(b) for n, b in files.items()})
     if gz:
         gz_md5 = {f"{n}.gz": md5(gzip.compress(b, mtime=0)) for n, b in files.items()}
@@ -218,7 +218,7 @@ def test_labels_file_where_images_expected(tmp_path):
     path = tmp_path / "labels"
     write_idx(path, np.zeros(5, np.uint8))
     with pytest.raises(DataError, match=r"labels: bad IDX magic value 0x00000801, expected 0x00000803"):
-        read_idx(path, sources.IDX_IMAGES_MAGIC)
+        read_idx(path, idx.IDX_IMAGES_MAGIC)
 
 
 def test_wrong_dtype_byte(tmp_path):
@@ -643,3 +643,15 @@ def test_validate_accepts_all_valid_combinations():
         for split in splits:
             for normalization in data.NORMALIZATIONS:
                 validate_data_args(name, split, normalization)
+
+
+def test_split_sizes_are_what_load_dataset_returns():
+    """The one place split sizes live: the schema and the dry run read them without loading anything."""
+    loaded = load_dataset("digits")
+    sizes = data.split_sizes("digits", "default")
+    assert (sizes.train, sizes.val, sizes.test, sizes.input_dim, sizes.num_classes) == (
+        len(loaded.train), len(loaded.val), 0, loaded.input_dim, loaded.num_classes)
+    assert data.split_sizes("mnist", "assignment") == data.SplitSizes(20_000, 10_000, 0, 784)
+    assert data.split_sizes("mnist", "standard") == data.SplitSizes(55_000, 5_000, 10_000, 784)
+    with pytest.raises(ValueError, match="unknown split 'default' for dataset 'mnist'"):
+        data.split_sizes("mnist", "default")

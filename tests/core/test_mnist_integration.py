@@ -12,7 +12,7 @@ import shutil
 import numpy as np
 import pytest
 
-from mlp_core import sources
+from mlp_core import idx, sources
 from mlp_core.data import load_dataset
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -36,7 +36,7 @@ def test_assignment_split(mnist_dir):
     assert d.input_dim == 784
     assert np.bincount(d.train.y, minlength=10).tolist() == ASSIGNMENT_TRAIN_CLASS_COUNTS
     assert np.bincount(d.val.y, minlength=10).tolist() == [980, 1135, 1032, 1010, 982, 892, 958, 1028, 974, 1009]
-    raw = sources.read_idx(mnist_dir / "train-images-idx3-ubyte")[:20_000].astype(np.float64)
+    raw = idx.read_idx(mnist_dir / "train-images-idx3-ubyte")[:20_000].astype(np.float64)
     assert d.mean == pytest.approx(raw.mean(), rel=1e-13)
     assert d.std == pytest.approx(raw.std(), rel=1e-13)
     assert d.mean == pytest.approx(33.5527455357, abs=1e-9)
