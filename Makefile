@@ -39,6 +39,8 @@ bench: setup
 	$(BIN)/python benchmarks/bench_core.py
 	$(BIN)/python benchmarks/bench_tracking.py
 	$(BIN)/python benchmarks/bench_sweep.py
+	$(BIN)/python benchmarks/bench_store.py
+	$(BIN)/python benchmarks/bench_startup.py
 
 ## The MLflow UI on the project's store (Ctrl-C to stop).
 ui: setup

@@ -29,7 +29,7 @@ def run_workload(client, experiment_id, parent_id, worker, runs, steps, val_poin
     locked failures, other failures); a failed call is counted and its data is lost (no retry here)."""
     from mlflow.entities import Metric, Param, RunTag
 
-    from sweeper.store import is_locked_error
+    from sweeper.tracking.store import is_locked_error
 
     locked = other = 0
     run_ids, expected = [], {}
@@ -83,11 +83,11 @@ def run_workload(client, experiment_id, parent_id, worker, runs, steps, val_poin
 
 def _worker(uri, experiment_id, parent_id, worker, mode, runs, steps, val_points, artifact_dir, work_s, barrier,
             queue):
-    """Process entry point. mode: "raw" (no retry), "retry" (sweeper.store.RetryingClient), "server" (http URI)."""
+    """Process entry point. mode: "raw" (no retry), "retry" (sweeper.tracking.store.RetryingClient), "server" (http URI)."""
     try:
         from mlflow.tracking import MlflowClient
 
-        from sweeper.store import RetryingClient
+        from sweeper.tracking.store import RetryingClient
 
         retries = [0]
         client = MlflowClient(tracking_uri=uri)
@@ -181,7 +181,7 @@ def main() -> None:
     parser.add_argument("--cases", default="raw,retry,timeout,server,raw+hold,retry+hold,timeout+hold,server+hold")
     args = parser.parse_args()
 
-    from sweeper.store import LocalServer
+    from tests.servers import LocalServer
 
     cases = args.cases.split(",")
     rows = []

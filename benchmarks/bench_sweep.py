@@ -59,7 +59,7 @@ def create_store(uri: str, experiment_names: list[str]) -> None:
     """Migrate the sqlite store (about 7 s here) and create the experiments, before any timed sweep."""
     from omegaconf import OmegaConf
 
-    from sweeper.tracking import open_store
+    from sweeper.tracking.store import open_store
 
     for name in experiment_names:
         open_store(OmegaConf.create({"uri": uri, "experiment_name": name, "artifact_location": None,
@@ -72,8 +72,10 @@ from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 from threadpoolctl import threadpool_limits
 import mlp_core
-from sweeper.app import CONF_DIR
-from sweeper.schema import to_core
+from sweeper.app import register
+from sweeper.paths import CONF_DIR
+from sweeper.config.checks import to_core
+register()
 with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
     cfg = compose("config", overrides=["experiment=task3c", "trainer.epochs=" + sys.argv[1], "data=" + sys.argv[2],
                                        "trainer.early_stopping.enabled=false"])

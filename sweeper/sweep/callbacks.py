@@ -6,7 +6,7 @@ sqlite store and the experiment, so parallel workers never race to migrate it, a
 composes and range-checks every job of the grid, so an invalid sweep starts nothing. The parent's id is handed to the
 jobs in a file in ``hydra.sweep.dir``, which every launcher (basic, joblib, submitit) shares.
 
-At the end the parent gets the sweep summary of ``sweeper.summary.finalize_sweep``. Hydra does not call
+At the end the parent gets the sweep summary of ``sweeper.reporting.finalize.finalize_sweep``. Hydra does not call
 ``on_multirun_end`` when a job fails, so an exit hook summarises and terminates the parent (FAILED) then.
 """
 from __future__ import annotations
@@ -23,10 +23,9 @@ from typing import Any
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
+from .. import names
+
 log = logging.getLogger(__name__)
-
-PARENT_FILE = "mlflow_parent.json"
-
 
 def sweep_display_name(config: DictConfig) -> str:
     """The sweep preset's name, or "sweep" + the command-line overrides of an ad-hoc sweep."""
@@ -42,54 +41,10 @@ def uri_digest(uri: str) -> str:
 
 def read_parent(sweep_dir: str | Path) -> dict | None:
     """The parent-run handoff written by ``MlflowSweepParent``, or None outside a tracked sweep."""
-    path = Path(sweep_dir) / PARENT_FILE
+    path = Path(sweep_dir) / names.PARENT_FILE
     if not path.is_file():
         return None
     return json.loads(path.read_text())
-
-
-MAX_VALIDATED_JOBS = 500
-
-
-def expand_grid(config: DictConfig) -> list[list[str]] | None:
-    """The override lists of every job, as Hydra's BasicSweeper builds them (None for other sweepers).
-
-    Grid params of ``hydra.sweeper.params`` come first, then the command line, whose value wins for the same key.
-    """
-    if not str(config.hydra.sweeper.get("_target_", "")).endswith("BasicSweeper"):
-        return None
-    from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
-    from hydra.core.override_parser.overrides_parser import OverridesParser
-
-    params = [f"{key}={value}" for key, value in (config.hydra.sweeper.get("params") or {}).items()]
-    overrides = OverridesParser.create().parse_overrides(params + list(config.hydra.overrides.task))
-    return [job for batch in BasicSweeper.split_arguments(overrides, None) for job in batch]
-
-
-def validate_grid(config: DictConfig) -> None:
-    """Compose and range-check every job of the sweep before any job starts and before any MLflow run exists."""
-    from hydra import compose
-    from hydra.errors import ConfigCompositionException
-
-    from .schema import ConfigError, validate
-
-    jobs = expand_grid(config)
-    if jobs == []:  # e.g. model.width=range(5,5): Hydra would launch nothing and exit 0
-        sweeps = [o for o in config.hydra.overrides.task if not o.startswith("hydra")]
-        raise ConfigError(f"this sweep is empty: {' '.join(sweeps)} expands to no job (a sweep needs at least one "
-                          "value per swept key, e.g. model.width=32,64 or range(32,129,32))")
-    if jobs is None or len(jobs) > MAX_VALIDATED_JOBS:  # huge grids: each job still validates itself
-        return
-    errors = []
-    for number, job in enumerate(jobs):
-        try:
-            validate(compose(config_name=config.hydra.job.config_name, overrides=job))
-        except (ConfigError, ConfigCompositionException) as exc:
-            errors.append(f"job #{number} ({' '.join(job)}): {exc}".replace("\n", " "))
-    if errors:
-        more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
-        raise ConfigError(f"{len(errors)} of {len(jobs)} jobs of this sweep are invalid, none was started: "
-                          f"{errors[0]}{more}")
 
 
 class MlflowSweepParent(Callback):
@@ -103,10 +58,11 @@ class MlflowSweepParent(Callback):
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         from hydra.errors import CompactHydraException
 
-        from hydra_plugins.mlp_sweeps_dryrun.dryrun_launcher import is_dry_run
-
-        from .resume import HEARTBEAT_TAG, mark_orphaned_runs, owner_tags
-        from .tracking import mask_credentials, open_store
+        from ..config.checks import validate_grid
+        from ..redact import mask_credentials
+        from ..tracking.liveness import mark_orphaned_runs, owner_tags
+        from ..tracking.store import open_store
+        from .dryrun import is_dry_run
 
         # A dry run creates no store and no run. It also skips validate_grid: the dry-run launcher lists an invalid
         # job in its table with the reason (and exits 1), which says more than an abort before the table.
@@ -132,22 +88,22 @@ class MlflowSweepParent(Callback):
             experiment_id,
             run_name=name,
             tags={
-                "sweep_id": sweep_id,
-                "mlp_sweeps.role": "sweep_parent",
-                "hydra.overrides": mask_credentials(" ".join(config.hydra.overrides.task)),
-                "hydra.sweep_dir": str(sweep_dir),
-                "mlflow.source.name": "mlp-sweep",
+                names.SWEEP_ID: sweep_id,
+                names.ROLE: names.ROLE_SWEEP_PARENT,
+                names.OVERRIDES: mask_credentials(" ".join(config.hydra.overrides.task)),
+                names.SWEEP_DIR: str(sweep_dir),
+                names.SOURCE_NAME: names.SOURCE_NAME_VALUE,
                 # host + pid only: the parent has no heartbeat, so another host never takes a long sweep for dead
-                **{k: v for k, v in owner_tags().items() if k != HEARTBEAT_TAG},
+                **owner_tags(heartbeat=False),
             },
         )
         self._client, self._run_id, self._sweep_dir = client, run.info.run_id, sweep_dir
         # the URI itself may hold credentials: the file keeps a masked copy and a digest the jobs compare with theirs
-        handoff = {"run_id": run.info.run_id, "experiment_id": experiment_id, "sweep_id": sweep_id,
+        handoff = {"run_id": run.info.run_id, "experiment_id": experiment_id, names.SWEEP_ID: sweep_id,
                    "tracking_uri": mask_credentials(uri), "tracking_uri_sha256": uri_digest(uri)}
-        tmp = sweep_dir / (PARENT_FILE + ".tmp")
+        tmp = sweep_dir / (names.PARENT_FILE + ".tmp")
         tmp.write_text(json.dumps(handoff))
-        tmp.replace(sweep_dir / PARENT_FILE)
+        tmp.replace(sweep_dir / names.PARENT_FILE)
         atexit.register(self._terminate_if_running, "FAILED")
         log.info("MLflow parent run %r (%s) for sweep %s", name, run.info.run_id, sweep_id)
 
@@ -159,7 +115,7 @@ class MlflowSweepParent(Callback):
         if self._run_id is None:
             return
         try:
-            from .summary import finalize_sweep
+            from ..reporting.finalize import finalize_sweep
 
             finalize_sweep(self._client, self._run_id, self._sweep_dir)
         except Exception as exc:  # the summary is a convenience: never fail the sweep over it

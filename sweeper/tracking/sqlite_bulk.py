@@ -1,47 +1,23 @@
-"""Bulk metric writes into MLflow's own sqlite store and bulk reads back: what ``log_batch`` writes and
-``get_metric_history`` returns, at about a tenth of their cost.
+"""The ONE module that touches MLflow internals: bulk metric writes into MLflow's own sqlite store, and bulk reads.
 
-Why: MLflow's ``SqlAlchemyStore.log_batch`` builds one ORM object per metric point, flushes them one INSERT at a
-time and compares every point against ``latest_metrics`` in Python: about 100-130 µs of the trainer's CPU per point
-here. A task2c run logs ~27k ``train/loss`` points, so tracking cost ~3 s of a 12 s run (issue 3's target is <= 5 %).
-Batching more points per call cannot help; the cost is per point.
+Writes insert exactly the rows ``log_batch`` would and update ``latest_metrics`` the same way, in one transaction of
+the store's own session (so MLflow's busy timeout and lock-error wrapping apply); reads return what
+``get_metric_history`` returns. Both cost about a tenth of MLflow's per-point ORM path (measurements and the full
+argument: docs/decisions.md, "Metric writes on sqlite").
 
-What this does instead, per call and in one transaction of the store's own ``ManagedSessionMaker`` (so MLflow's
-``PRAGMA busy_timeout`` and its lock-error wrapping apply, and ``sweeper.store.retrying`` retries a locked store):
-
-1. the run must exist and be active (``store._get_run`` and ``store._check_run_is_active``, the checks ``log_batch``
-   makes, same errors);
-2. one ``executemany`` of ``INSERT OR IGNORE`` into the ``metrics`` table, with the column names read from MLflow's
-   own ``SqlMetric`` table; values are sanitised by ``store.sanitize_metric_value`` (NaN -> 0 with ``is_nan``,
-   +-inf -> +-max double), exactly as ``log_batch`` stores them. ``OR IGNORE`` drops exact duplicates of the primary
-   key, which is what ``log_batch`` does on its ``IntegrityError`` path, so a retried call never duplicates a point;
-3. ``latest_metrics`` is updated by the store's own ``_update_latest_metrics_if_necessary``, given only the newest
-   point per key by (step, timestamp, value): that function keeps the maximum of what it is given and what is stored,
-   so the result equals passing every point.
-
-The session is opened with ``read_only=False`` where MLflow has that flag, as its own write methods do.
-
-Measured (benchmarks/bench_tracking.py and a 27k-point micro benchmark, 2026-11-24): ``log_batch`` 133 µs per point,
-this path ~10 µs (raw ``sqlite3.executemany`` with a commit per 1000 points: 7.4 µs). tests/sweeper/test_sqlite_metrics.py
-checks that both paths leave identical histories and latest values, NaN and infinities included.
-
-Reads (``history``): one ``SELECT`` of the run's points for the asked keys, returned as ``get_metric_history`` returns
-them (NaN for ``is_nan`` rows, infinities as the stored +-max double). The sweep summary and the report read every
-child's curves this way: ``get_metric_history`` builds an ORM object per point (~35 µs), 1.6 s of a 4-job sweep's
-2.3 s summary here.
-
-It relies on MLflow internals (3.x): ``client._tracking_client.store``, ``SqlAlchemyStore.ManagedSessionMaker``,
-``_get_run``, ``_check_run_is_active``, ``sanitize_metric_value``, ``_update_latest_metrics_if_necessary`` and the
-``SqlMetric`` model. ``SqliteMetrics.for_client`` checks all of them and returns None when anything differs, and
-``RunTracker`` then uses ``log_batch``; a write that fails for any reason other than a locked store or MLflow's own
-refusal also switches the tracker to ``log_batch`` for the rest of the run (the failed transaction was rolled back, so
-nothing is half-written). A failed read falls back to ``get_metric_history`` (``sweeper.summary.load_history``).
+Internals used: ``client._tracking_client.store``, ``SqlAlchemyStore.ManagedSessionMaker``, ``_get_run``,
+``_check_run_is_active``, ``sanitize_metric_value``, ``_update_latest_metrics_if_necessary``,
+``mlflow.utils.validation._validate_metric_name`` and the ``SqlMetric`` model, verified against MLflow
+``VERIFIED_MLFLOW`` (pyproject pins ``mlflow<4``). ``SqliteMetrics.for_client`` checks every one of them and returns
+None when anything differs; callers then use MLflow's public API (``log_batch``, ``get_metric_history``).
 """
 from __future__ import annotations
 
 import inspect
 import math
 from typing import Any, Iterable, NamedTuple
+
+VERIFIED_MLFLOW = "3.17.2"
 
 METRIC_COLUMNS = ("key", "value", "timestamp", "step", "is_nan", "run_uuid")
 _STORE_METHODS = ("ManagedSessionMaker", "_get_run", "_check_run_is_active", "sanitize_metric_value",
@@ -57,7 +33,7 @@ class Point(NamedTuple):
 
 
 def _store_of(client: Any) -> Any:
-    client = getattr(client, "wrapped", client)  # sweeper.store.RetryingClient
+    client = getattr(client, "wrapped", client)  # sweeper.tracking.store.RetryingClient
     tracking_client = getattr(client, "_tracking_client", None)
     return getattr(tracking_client, "store", None)
 

@@ -8,7 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from sweeper.store import free_port
+from ..servers import free_port
 
 REPO = Path(__file__).resolve().parents[2]
 REAL_MNIST_CACHE = Path.home() / ".cache" / "mlp-sweeps" / "mnist"

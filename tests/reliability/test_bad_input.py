@@ -123,7 +123,7 @@ CASES: dict[str, Case] = {
     "hidden_sizes_scalar": Case([*DIGITS, "model.hidden_sizes=64"], ["model.hidden_sizes", "64", "List"]),
     "hidden_sizes_non_integer_item": Case([*DIGITS, "model.hidden_sizes=[64,x]"],
                                           ["model.hidden_sizes[1]", "'x'", "Integer"]),
-    # config: ranges (sweeper.schema.validate names key, value and the valid range)
+    # config: ranges (sweeper.config.checks.validate names key, value and the valid range)
     "width_negative": Case([*DIGITS, "model.width=-8"], ["model.width=-8", "an integer >= 1"]),
     "hidden_size_zero": Case([*DIGITS, "model.hidden_sizes=[64,0]"], ["model.hidden_sizes=[64, 0]", ">= 1"]),
     "depth_zero": Case([*DIGITS, "model.depth=0"], ["model.depth=0", ">= 1"]),

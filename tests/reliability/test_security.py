@@ -14,7 +14,7 @@ import pytest
 
 from mlp_core import sources
 from mlp_core.sources import DataError
-from sweeper.tracking import mask_credentials
+from sweeper.redact import mask_credentials
 from tests.core.test_data import (
     _RunsCommand,
     fake_mnist,

@@ -6,14 +6,26 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 
-import sweeper.app  # noqa: F401  (registers the schema and the outputs resolver)
+from sweeper.app import register
 
 REPO = Path(__file__).resolve().parents[2]
 CONF = REPO / "conf"
+ARTIFACTS = {"config.yaml", "curves.png", "history.csv", "model.npz"}  # what every trained run logs
+
+register()  # the schema and the outputs resolver, as the entry point does before Hydra composes
+
+
+def runs_of(store: str):
+    """(client, every run of the experiment mlp-sweeps) of a store URI."""
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(store)
+    experiment = client.get_experiment_by_name("mlp-sweeps")
+    assert experiment is not None
+    return client, client.search_runs([experiment.experiment_id], max_results=1000)
 
 
 def compose_cfg(overrides=(), return_hydra_config=False):

@@ -11,12 +11,10 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-from mlflow.tracking import MlflowClient
+from sweeper import names
 
-from sweeper.store import free_port
-
-from .sweeper_helpers import run_cli
-from .test_tracking import ARTIFACTS, runs_of
+from ..servers import free_port
+from .sweeper_helpers import ARTIFACTS, run_cli, runs_of
 
 
 @pytest.fixture
@@ -64,13 +62,13 @@ def test_run_against_a_real_mlflow_server(tmp_path, mlflow_server):
     assert proc.returncode == 0, proc.stderr
     client, runs = runs_of(mlflow_server)
     assert len(runs) == 3
-    (parent,) = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
-    children = [r for r in runs if "mlflow.parentRunId" in r.data.tags]
-    assert all(c.data.tags["mlflow.parentRunId"] == parent.info.run_id for c in children)
+    (parent,) = [r for r in runs if names.PARENT_RUN_ID not in r.data.tags]
+    children = [r for r in runs if names.PARENT_RUN_ID in r.data.tags]
+    assert all(c.data.tags[names.PARENT_RUN_ID] == parent.info.run_id for c in children)
     for child in children:
         assert child.info.status == "FINISHED"
         assert {a.path for a in client.list_artifacts(child.info.run_id)} == ARTIFACTS
-        assert len(client.get_metric_history(child.info.run_id, "train/loss")) == child.data.metrics["steps"]
+        assert len(client.get_metric_history(child.info.run_id, names.TRAIN_LOSS)) == child.data.metrics["steps"]
         assert child.data.params["tracking.uri"] == mlflow_server.replace("http://", "http://***@")
         local = Path(client.download_artifacts(child.info.run_id, "config.yaml", str(tmp_path / child.info.run_id)))
         recorded = local.read_text() + json.dumps(child.data.params) + json.dumps(child.data.tags)
@@ -88,12 +86,12 @@ def test_course_preset_on_real_mnist_for_one_epoch(tmp_path, store):
     client, (run,) = runs_of(store)
     assert run.info.run_name == "task2c epochs=1"
     assert run.data.metrics["steps"] == 625  # 20,000 / 32, last partial batch dropped
-    assert len(client.get_metric_history(run.info.run_id, "train/loss")) == 625
-    assert [m.step for m in client.get_metric_history(run.info.run_id, "val/accuracy")] == [0, 125, 250, 375, 500]
+    assert len(client.get_metric_history(run.info.run_id, names.TRAIN_LOSS)) == 625
+    assert [m.step for m in client.get_metric_history(run.info.run_id, names.VAL_ACCURACY)] == [0, 125, 250, 375, 500]
     assert run.data.params["data.split"] == "assignment"
-    assert run.data.metrics["num_parameters"] == 785 * 64 + 64 * 10  # bias trick: 785 inputs, no later biases
+    assert run.data.metrics[names.NUM_PARAMETERS] == 785 * 64 + 64 * 10  # bias trick: 785 inputs, no later biases
     assert run.inputs.dataset_inputs[0].dataset.name == "mnist-assignment"
-    assert run.data.metrics["best/val_accuracy"] > 0.5  # far above chance (0.1) after one epoch
+    assert run.data.metrics[names.BEST_VAL_ACCURACY] > 0.5  # far above chance (0.1) after one epoch
 
 
 @pytest.mark.integration
@@ -103,10 +101,10 @@ def test_joblib_workers_share_the_parent_and_split_the_blas_threads(tmp_path, st
                     "model.width=4,8", f"tracking.uri={store}", f"hydra.sweep.dir={tmp_path / 'sweep'}"], tmp_path)
     assert proc.returncode == 0, proc.stderr
     client, runs = runs_of(store)
-    (parent,) = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
-    children = [r for r in runs if "mlflow.parentRunId" in r.data.tags]
+    (parent,) = [r for r in runs if names.PARENT_RUN_ID not in r.data.tags]
+    children = [r for r in runs if names.PARENT_RUN_ID in r.data.tags]
     assert len(children) == 2 and all(c.info.status == "FINISHED" for c in children)
-    assert {c.data.tags["mlflow.parentRunId"] for c in children} == {parent.info.run_id}
+    assert {c.data.tags[names.PARENT_RUN_ID] for c in children} == {parent.info.run_id}
     cores = len(os.sched_getaffinity(0))
     expected = str(max(1, cores // min(2, cores)))  # workers x threads = cores
-    assert {c.data.params["runtime.blas_threads"] for c in children} == {expected}
+    assert {c.data.params[names.BLAS_THREADS_PARAM] for c in children} == {expected}

@@ -4,9 +4,9 @@ from __future__ import annotations
 import pytest
 from hydra.errors import ConfigCompositionException
 
-from sweeper.schema import ConfigError, validate, validate_against_dataset
+from sweeper.config.checks import ConfigError, validate
 
-from .sweeper_helpers import compose_cfg, run_cli
+from ..sweeper_helpers import compose_cfg, run_cli
 
 RANGE_ERRORS = [
     ("optimizer.lr=0", "optimizer.lr", "> 0"),
@@ -40,11 +40,10 @@ def test_range_error_names_key_value_and_valid_range(override, key, valid):
     assert override.split("=", 1)[1] in message.replace("'", "").replace(" ", ""), message
 
 
-def test_batch_size_checked_against_the_loaded_training_set():
-    cfg = compose_cfg(["data=digits", "trainer.batch_size=2000"])
-    validate(cfg)  # the digits split size is the core's business: checked once the data is loaded
-    with pytest.raises(ConfigError, match=r"trainer.batch_size=2000 .* <= the 1500 training images"):
-        validate_against_dataset(cfg, 1500, "digits/default")
+def test_batch_size_checked_against_the_training_set_before_loading_it():
+    cfg = compose_cfg(["data=digits", "trainer.batch_size=2000"])  # sizes come from mlp_core.split_sizes
+    with pytest.raises(ConfigError, match=r"trainer.batch_size=2000 .* <= the 1500 training images of digits"):
+        validate(cfg)
 
 
 @pytest.mark.parametrize(

@@ -2,13 +2,13 @@
 from __future__ import annotations
 
 import pytest
-from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
 from hydra.core.override_parser.overrides_parser import OverridesParser
-from omegaconf import OmegaConf
+from omegaconf import OmegaConf, open_dict
 
-from sweeper.schema import effective_hidden_sizes, to_core, validate
+from sweeper.config.checks import expand_grid, to_core, validate
+from sweeper.config.identity import effective_hidden_sizes
 
-from .sweeper_helpers import CONF, REPO, compose_cfg
+from ..sweeper_helpers import CONF, REPO, compose_cfg
 
 GROUP_FILES = sorted(p for p in CONF.glob("*/*.yaml"))
 
@@ -37,14 +37,21 @@ SWEEPS = {
 
 
 def expand(cli_overrides):
-    """The job override lists Hydra's basic sweeper would launch for this command line (sweep files included)."""
+    """The job override lists of this command line, from the production ``expand_grid`` (sweep files included): the
+    command line's fixed overrides compose the config, which then carries the whole command line as Hydra's does."""
     parser = OverridesParser.create()
     fixed = [o.input_line for o in parser.parse_overrides(list(cli_overrides)) if not o.is_sweep_override()]
     cfg = compose_cfg(fixed, return_hydra_config=True)
-    swept = [f"{key}={value}" for key, value in (cfg.hydra.sweeper.params or {}).items()]
-    # as BasicSweeper.sweep does: grid params first, then the command line, whose value wins for the same key
-    batches = BasicSweeper.split_arguments(parser.parse_overrides(swept + list(cli_overrides)), None)
-    return [list(job) for batch in batches for job in batch]
+    with open_dict(cfg):
+        cfg.hydra.overrides.task = list(cli_overrides)
+    return expand_grid(cfg)
+
+
+def test_expand_grid_puts_the_command_line_after_the_sweep_file_and_lets_it_win():
+    jobs = expand(["+sweep=width_depth", "model.depth=2"])
+    # the command line's model.depth=2 replaces the file's 1,2,3 in place: 3 jobs, not 9
+    assert jobs == [["experiment=task3c", f"model.width={w}", "model.depth=2", "+sweep=width_depth"]
+                    for w in (32, 64, 128)]
 
 
 def test_every_group_file_is_covered_and_composes():
@@ -141,7 +148,7 @@ def test_outputs_are_absolute_and_outside_the_source_tree(monkeypatch):
 
 
 def test_help_lists_the_presets_and_examples(tmp_path):
-    from .sweeper_helpers import run_cli
+    from ..sweeper_helpers import run_cli
 
     proc = run_cli(["--help"], tmp_path, timeout=120)
     assert proc.returncode == 0, proc.stderr

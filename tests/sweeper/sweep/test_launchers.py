@@ -10,15 +10,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from omegaconf import OmegaConf
+from sweeper import names
 
-from sweeper.app import _hash_view
-from sweeper.tracking import config_hash
+from ..sweeper_helpers import compose_cfg, run_cli, runs_of, sqlite_uri
 
-from .sweeper_helpers import compose_cfg, run_cli, sqlite_uri
-from .test_tracking import runs_of
-
-CURVES = ("train/loss", "val/loss", "val/accuracy")
+CURVES = (names.TRAIN_LOSS, names.VAL_LOSS, names.VAL_ACCURACY)
 GRID = ["data=digits", "trainer.epochs=2", "model.width=4,8", "trainer.blas_threads=1"]
 
 
@@ -29,11 +25,11 @@ def sweep(tmp_path: Path, name: str, args: list[str], timeout=600):
     proc = run_cli(["-m", *args, f"tracking.uri={store}", f"hydra.sweep.dir={tmp_path / name / 'sweep'}"],
                    tmp_path / name, timeout=timeout)
     client, runs = runs_of(store)
-    parents = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
+    parents = [r for r in runs if names.PARENT_RUN_ID not in r.data.tags]
     assert len(parents) == 1, proc.stderr
-    children = {r.info.run_name: r for r in runs if "mlflow.parentRunId" in r.data.tags}
+    children = {r.info.run_name: r for r in runs if names.PARENT_RUN_ID in r.data.tags}
     assert len(children) == len(runs) - 1
-    assert {c.data.tags["mlflow.parentRunId"] for c in children.values()} == {parents[0].info.run_id}
+    assert {c.data.tags[names.PARENT_RUN_ID] for c in children.values()} == {parents[0].info.run_id}
     return proc, client, parents[0], children
 
 
@@ -53,15 +49,15 @@ def assert_same_bits_as_basic(tmp_path, launcher_args):
     for name, child in children.items():
         base = base_children[name]
         assert child.info.status == base.info.status == "FINISHED"
-        assert child.data.tags["blas_threads"] == child.data.params["runtime.blas_threads"] == "1"
-        assert child.data.tags["config_hash"] == base.data.tags["config_hash"]
+        assert child.data.tags[names.BLAS_THREADS] == child.data.params[names.BLAS_THREADS_PARAM] == "1"
+        assert child.data.tags[names.CONFIG_HASH] == base.data.tags[names.CONFIG_HASH]
         got, expected = histories(client, child), histories(base_client, base)
-        assert len(expected["train/loss"]) == int(base.data.metrics["steps"]) > 0
+        assert len(expected[names.TRAIN_LOSS]) == int(base.data.metrics["steps"]) > 0
         for key in CURVES:
             assert [s for s, _ in got[key]] == [s for s, _ in expected[key]], key
             assert [v for _, v in got[key]] == [v for _, v in expected[key]], key  # exact float equality
     # the two widths really differ, so equal histories are not an artefact of reading the same run twice
-    widths = [histories(client, children[n])["train/loss"] for n in sorted(children)]
+    widths = [histories(client, children[n])[names.TRAIN_LOSS] for n in sorted(children)]
     assert widths[0] != widths[1]
     return children
 
@@ -78,7 +74,7 @@ def test_submitit_local_reproduces_the_serial_histories_bit_for_bit(tmp_path):
     children = assert_same_bits_as_basic(tmp_path, [
         "hydra/launcher=submitit_local", "hydra.launcher.timeout_min=10", "hydra.launcher.cpus_per_task=1"])
     for child in children.values():  # each job ran in its own submitit process, logging into the sweep dir
-        out_dir = Path(child.data.tags["hydra.output_dir"])
+        out_dir = Path(child.data.tags[names.OUTPUT_DIR])
         assert (out_dir / "history.csv").is_file()
     assert any((tmp_path / "parallel" / "sweep" / ".submitit").rglob("*_log.out"))
 
@@ -89,27 +85,14 @@ def test_the_sweep_callback_and_its_retrying_client_survive_pickling(tmp_path):
 
     from mlflow.tracking import MlflowClient
 
-    from sweeper.callbacks import MlflowSweepParent
-    from sweeper.store import RetryingClient
+    from sweeper.sweep.callbacks import MlflowSweepParent
+    from sweeper.tracking.store import RetryingClient
 
     callback = MlflowSweepParent()
     callback._client = RetryingClient(MlflowClient(sqlite_uri(tmp_path / "mlflow.db")))
     copy = pickle.loads(pickle.dumps(callback))
     assert copy._client.tracking_uri == callback._client.tracking_uri
     assert copy._client.log_batch.__name__ == "log_batch"  # writes still go through the retrying wrapper
-
-
-def test_config_hash_holds_the_effective_blas_thread_count():
-    """null (cores / workers) and an explicit count hash alike when the effective count is equal, and differ when
-    it is not: the thread count changes the bits, so a run at 2 threads is not a finished run at 1 thread."""
-    def hashes(overrides, threads):
-        container = OmegaConf.to_container(compose_cfg(overrides), resolve=True, enum_to_str=True)
-        return (config_hash(_hash_view(container, threads=threads)),
-                config_hash(_hash_view(container, drop_seed=True, threads=threads)))
-
-    assert hashes([], 1) == hashes(["trainer.blas_threads=1"], 1)
-    assert hashes([], 1)[0] != hashes([], 2)[0] and hashes([], 1)[1] != hashes([], 2)[1]
-    assert hashes(["trainer.seed=1"], 1)[1] == hashes([], 1)[1]
 
 
 @pytest.mark.integration
@@ -140,9 +123,9 @@ def test_parallel_sweep_with_a_failed_job_still_summarises_the_parent(tmp_path):
     finished = [r for r in rows if r["status"] == "FINISHED"]
     best = min(finished, key=lambda r: float(r["best_val_loss"]))
     tags = parent.data.tags
-    assert tags["best_child_run_id"] == best["run_id"] and tags["best_child_name"] == best["run_name"]
-    assert float(tags["best/val_loss"]) == float(best["best_val_loss"])
-    assert tags["sweep_children"] == "3" and tags["sweep_children_finished"] == "2"
+    assert tags[names.BEST_CHILD_RUN_ID] == best["run_id"] and tags[names.BEST_CHILD_NAME] == best["run_name"]
+    assert float(tags[names.BEST_VAL_LOSS]) == float(best["best_val_loss"])
+    assert tags[names.SWEEP_CHILDREN] == "3" and tags[names.SWEEP_CHILDREN_FINISHED] == "2"
 
 
 @pytest.mark.integration
@@ -154,12 +137,12 @@ def test_seed_sweep_groups_children_by_config_without_seed_and_reports_mean_and_
     assert len(children) == 4
     by_group: dict[str, list] = {}
     for child in children.values():
-        by_group.setdefault(child.data.tags["config_hash_noseed"], []).append(child)
+        by_group.setdefault(child.data.tags[names.CONFIG_HASH_NOSEED], []).append(child)
     assert len(by_group) == 2 and all(len(g) == 2 for g in by_group.values())
     for group in by_group.values():
         assert {c.data.params["model.width"] for c in group} == {group[0].data.params["model.width"]}
         assert {c.data.params["trainer.seed"] for c in group} == {"0", "1"}
-        assert len({c.data.tags["config_hash"] for c in group}) == 2
+        assert len({c.data.tags[names.CONFIG_HASH] for c in group}) == 2
 
     local = Path(client.download_artifacts(parent.info.run_id, "", str(tmp_path / "parent-artifacts")))
     rows = list(csv.DictReader(io.StringIO((local / "summary.csv").read_text())))
@@ -170,7 +153,7 @@ def test_seed_sweep_groups_children_by_config_without_seed_and_reports_mean_and_
     assert "## Mean ± std over seeds" in md
     for group in by_group.values():
         width = group[0].data.params["model.width"]
-        accuracies = np.array([c.data.metrics["best/val_accuracy"] for c in group])
+        accuracies = np.array([c.data.metrics[names.BEST_VAL_ACCURACY] for c in group])
         assert sorted(float(r["best_val_accuracy"]) for r in rows if r["model.width"] == width) == sorted(accuracies)
         line = next(l for l in md.splitlines() if l.startswith(f"| width={width} |"))
         cells = [c.strip() for c in line.strip("|").split("|")]
@@ -204,4 +187,4 @@ def test_parallel_preset_runs_one_worker_per_core_end_to_end(tmp_path):
     assert all(c.info.status == "FINISHED" for c in children.values())
     assert "Joblib.Parallel(n_jobs=-1" in proc.stdout + proc.stderr  # the joblib launcher ran the jobs
     # n_jobs=-1 is one worker per core, so each job gets cores / cores = 1 BLAS thread
-    assert {c.data.tags["blas_threads"] for c in children.values()} == {"1"}
+    assert {c.data.tags[names.BLAS_THREADS] for c in children.values()} == {"1"}

@@ -13,10 +13,12 @@ import numpy as np
 import pytest
 from mlflow.tracking import MlflowClient
 
-from sweeper.tracking import MetricWriter, MetricWriterError, RunTracker
-from sweeper.store import free_port
+from sweeper.tracking.background import MetricWriter, MetricWriterError
+from sweeper.tracking.run import RunTracker
+from sweeper import names
 
-from .sweeper_helpers import REPO
+from ...servers import free_port
+from ..sweeper_helpers import REPO
 
 
 def new_run(store, tmp_path):
@@ -36,24 +38,24 @@ def test_every_point_arrives_exactly_once_with_its_value_step_and_timestamp(stor
     losses = rng.standard_normal(2600).astype(np.float32).tolist()
     step = 0
     for size in (1, 999, 1000, 1, 599):  # sends below, at and above the 1000-point log_batch limit
-        writer.send([("train/loss", losses[s], s, 1_700_000_000_000 + s) for s in range(step, step + size)])
+        writer.send([(names.TRAIN_LOSS, losses[s], s, 1_700_000_000_000 + s) for s in range(step, step + size)])
         step += size
-    writer.send([("val/loss", 0.5, 0, 1_700_000_000_000), ("val/loss", 0.25, 2599, 1_700_000_000_001)])
+    writer.send([(names.VAL_LOSS, 0.5, 0, 1_700_000_000_000), (names.VAL_LOSS, 0.25, 2599, 1_700_000_000_001)])
     assert writer.close() == 2600 + 2
 
-    history = client.get_metric_history(run_id, "train/loss")
+    history = client.get_metric_history(run_id, names.TRAIN_LOSS)
     assert [m.step for m in sorted(history, key=lambda m: m.step)] == list(range(2600))  # no gap, no duplicate
     by_step = {m.step: m for m in history}
     assert [by_step[s].value for s in range(2600)] == losses  # float32 values survive bit for bit
     assert all(by_step[s].timestamp == 1_700_000_000_000 + s for s in range(2600))
-    assert [(m.step, m.value) for m in client.get_metric_history(run_id, "val/loss")] == [(0, 0.5), (2599, 0.25)]
+    assert [(m.step, m.value) for m in client.get_metric_history(run_id, names.VAL_LOSS)] == [(0, 0.5), (2599, 0.25)]
 
 
 def test_the_app_sink_through_a_background_tracker_logs_each_step_once(store, tmp_path):
     """A real fit's events, the app's MetricSink, RunTracker(background_metrics=True): history == training history."""
     from mlp_core import ModelConfig, TrainConfig, fit, load_dataset
 
-    from sweeper.app import MetricSink
+    from sweeper.tracking.run import MetricSink
 
     client = MlflowClient(store)
     experiment_id = client.create_experiment("sink", artifact_location=(tmp_path / "art").as_uri())
@@ -68,10 +70,10 @@ def test_the_app_sink_through_a_background_tracker_logs_each_step_once(store, tm
     assert tracker.metric_writer is None
     run = client.get_run(tracker.run_id)
     assert run.info.status == "FINISHED" and run.data.metrics["epochs"] == 30
-    history = sorted(client.get_metric_history(tracker.run_id, "train/loss"), key=lambda m: m.step)
+    history = sorted(client.get_metric_history(tracker.run_id, names.TRAIN_LOSS), key=lambda m: m.step)
     assert [m.step for m in history] == list(range(result.num_steps))
     assert np.array_equal([m.value for m in history], result.train_loss)
-    assert steps_of(client, tracker.run_id, "val/accuracy") == list(result.val_steps)
+    assert steps_of(client, tracker.run_id, names.VAL_ACCURACY) == list(result.val_steps)
 
 
 def test_a_failing_writer_raises_a_clear_masked_error(store, tmp_path, monkeypatch):
@@ -79,22 +81,22 @@ def test_a_failing_writer_raises_a_clear_masked_error(store, tmp_path, monkeypat
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "5")
     port = free_port()  # bound, then released: nothing listens there
     writer = MetricWriter(f"http://alice:s3cr3t@127.0.0.1:{port}", "0" * 32)
-    writer.send([("train/loss", 1.0, 0, 0)])
+    writer.send([(names.TRAIN_LOSS, 1.0, 0, 0)])
     with pytest.raises(MetricWriterError, match=r"metric writer \(pid \d+\) failed: \w+") as info:
         writer.close(timeout=120)
     assert "s3cr3t" not in str(info.value)
     with pytest.raises(MetricWriterError):
-        writer.send([("train/loss", 1.0, 1, 0)])  # closed
+        writer.send([(names.TRAIN_LOSS, 1.0, 1, 0)])  # closed
 
 
 def test_an_unknown_run_fails_at_the_next_send_and_end_leaves_the_status_to_the_error_path(store, tmp_path):
     client, run_id = new_run(store, tmp_path)
     tracker = RunTracker(client, "f" * 32, MetricWriter(store, "f" * 32))  # no such run
-    tracker.log_metrics([("train/loss", 1.0, 0)])
+    tracker.log_metrics([(names.TRAIN_LOSS, 1.0, 0)])
     deadline = time.monotonic() + 120
     with pytest.raises(MetricWriterError, match="failed"):
         while time.monotonic() < deadline:  # the error surfaces at a later send once the writer reported it
-            tracker.log_metrics([("train/loss", 1.0, 1)])
+            tracker.log_metrics([(names.TRAIN_LOSS, 1.0, 1)])
             time.sleep(0.2)
     with pytest.raises(MetricWriterError):
         tracker.end("FINISHED")
@@ -103,13 +105,13 @@ def test_an_unknown_run_fails_at_the_next_send_and_end_leaves_the_status_to_the_
 
 CHILD = textwrap.dedent("""
     import os, sys, time
-    from sweeper.tracking import MetricWriter
+    from sweeper.tracking.background import MetricWriter
     store, run_id, mode = sys.argv[1:4]
     writer = MetricWriter(store, run_id)
     print(writer.pid, flush=True)
     try:
         for start in range(0, 3000, 500):
-            writer.send([("train/loss", float(s), s, 0) for s in range(start, start + 500)])
+            writer.send([(names.TRAIN_LOSS, float(s), s, 0) for s in range(start, start + 500)])
         if mode == "kill":
             os.kill(os.getpid(), 9)
         sys.stdin.readline()  # the test sends SIGINT now
@@ -139,7 +141,7 @@ def test_ctrl_c_to_the_process_group_leaves_the_writer_alive_to_drain(store, tmp
     os.killpg(child.pid, signal.SIGINT)  # a terminal's Ctrl-C: the trainer's group (the writer has its own session)
     out, _ = child.communicate(timeout=180)
     assert child.returncode == 0 and out.split() == ["interrupted", "3000"]
-    assert steps_of(client, run_id, "train/loss") == list(range(3000))
+    assert steps_of(client, run_id, names.TRAIN_LOSS) == list(range(3000))
     assert not pid_running(writer_pid)
 
 
@@ -162,5 +164,5 @@ def test_the_writer_exits_at_eof_when_the_trainer_is_killed(store, tmp_path):
         time.sleep(0.2)
     assert not pid_running(writer_pid)
     # what reached the pipe before the kill was written, each point at most once
-    steps = steps_of(client, run_id, "train/loss")
+    steps = steps_of(client, run_id, names.TRAIN_LOSS)
     assert steps == sorted(set(steps)) and set(steps) <= set(range(3000))

@@ -1,4 +1,4 @@
-"""Resume and skip (sweeper.resume): relaunches reuse FINISHED configs, orphaned RUNNING runs become KILLED.
+"""Resume and skip (sweeper.tracking.resume, .liveness): relaunches reuse FINISHED configs, orphaned RUNNING runs become KILLED.
 
 Real components throughout: the CLI in a subprocess for sweeps, ``train_and_track`` in-process for single runs, temp
 sqlite stores copied from one store migrated once per module (a fresh migration costs ~7 s), digits data.
@@ -19,9 +19,11 @@ from pathlib import Path
 import pytest
 from mlflow.tracking import MlflowClient
 
-from sweeper import resume
+from sweeper import names
+from sweeper.reporting.selection import select_runs
+from sweeper.tracking import liveness, resume
 
-from .sweeper_helpers import compose_cfg, run_cli, sqlite_uri
+from ..sweeper_helpers import compose_cfg, run_cli, sqlite_uri
 
 GRID = ["data=digits", "trainer.epochs=2", "model.width=4,8,16"]
 EXPERIMENT = "mlp-sweeps"
@@ -57,11 +59,11 @@ def all_runs(client: MlflowClient) -> list:
 
 
 def children(client: MlflowClient) -> list:
-    return [r for r in all_runs(client) if "config_hash" in r.data.tags]
+    return [r for r in all_runs(client) if names.CONFIG_HASH in r.data.tags]
 
 
 def parents(client: MlflowClient) -> list:
-    return [r for r in all_runs(client) if r.data.tags.get("mlp_sweeps.role") == "sweep_parent"]
+    return [r for r in all_runs(client) if r.data.tags.get(names.ROLE) == "sweep_parent"]
 
 
 def by_width(runs) -> dict[str, list]:
@@ -100,19 +102,19 @@ def test_relaunching_the_same_sweep_skips_every_job_and_links_the_runs(tmp_path,
     log_text = proc.stdout + proc.stderr
     for run_id, run in before.items():
         (line,) = [ln for ln in log_text.splitlines() if f"run id {run_id}" in ln]
-        assert "skipped" in line and f"config_hash {run.data.tags['config_hash'][:12]}" in line
-        assert f"best val loss {run.data.metrics['best/val_loss']:.4f}" in line
+        assert "skipped" in line and f"config_hash {run.data.tags[names.CONFIG_HASH][:12]}" in line
+        assert f"best val loss {run.data.metrics[names.BEST_VAL_LOSS]:.4f}" in line
     # the new sweep's parent lists the reused runs as its children, with a summary row each
     new_parent = max(parents(client), key=lambda r: r.info.start_time)
     assert new_parent.info.status == "FINISHED"
-    assert new_parent.data.tags["sweep_children"] == "3" and new_parent.data.tags["sweep_children_reused"] == "3"
-    assert new_parent.data.tags["best_child_run_id"] in before
-    link = resume.LINK_TAG_PREFIX + new_parent.data.tags["sweep_id"]
+    assert new_parent.data.tags[names.SWEEP_CHILDREN] == "3" and new_parent.data.tags[names.SWEEP_CHILDREN_REUSED] == "3"
+    assert new_parent.data.tags[names.BEST_CHILD_RUN_ID] in before
+    link = names.sweep_link_tag(new_parent.data.tags[names.SWEEP_ID])
     assert {r.data.tags.get(link) for r in after} == {new_parent.info.run_id}
 
-    from sweeper import summary
-
-    assert {r.info.run_id for r in summary.sweep_runs(client, new_parent.data.tags["sweep_id"])} == set(before)
+    # what a report of the new sweep covers: the same reused runs
+    for selector in ({names.SWEEP_ID: new_parent.data.tags[names.SWEEP_ID]}, {"parent_run_id": new_parent.info.run_id}):
+        assert {r.info.run_id for r in select_runs(client, **selector)[0]} == set(before)
 
 
 def test_an_overlapping_grid_runs_only_the_new_points(tmp_path, finished_sweep):
@@ -128,7 +130,7 @@ def test_an_overlapping_grid_runs_only_the_new_points(tmp_path, finished_sweep):
     assert new.info.run_id not in old and new.info.status == "FINISHED"
     assert (proc.stdout + proc.stderr).count(": skipped, config_hash") == 2
     new_parent = max(parents(client), key=lambda r: r.info.start_time)
-    assert new_parent.data.tags["sweep_children"] == "3" and new_parent.data.tags["sweep_children_reused"] == "2"
+    assert new_parent.data.tags[names.SWEEP_CHILDREN] == "3" and new_parent.data.tags[names.SWEEP_CHILDREN_REUSED] == "2"
 
 
 def test_a_single_run_skips_a_finished_config_unless_forced(tmp_path, finished_sweep, monkeypatch, caplog):
@@ -138,15 +140,15 @@ def test_a_single_run_skips_a_finished_config_unless_forced(tmp_path, finished_s
 
     with caplog.at_level(logging.INFO, logger="sweeper"):
         objective = single_run(point, uri, tmp_path, monkeypatch)
-    assert objective == existing.data.metrics["best/val_loss"]
+    assert objective == existing.data.metrics[names.BEST_VAL_LOSS]
     assert len(children(client)) == 3
     assert f"run id {existing.info.run_id}" in caplog.text
 
     objective = single_run([*point, "tracking.skip_finished=false"], uri, tmp_path, monkeypatch)
     reruns = by_width(children(client))["8"]
     assert len(reruns) == 2 and all(r.info.status == "FINISHED" for r in reruns)
-    assert len({r.data.tags["config_hash"] for r in reruns}) == 1  # tracking.* is not part of the hash
-    assert objective == existing.data.metrics["best/val_loss"]  # same config and seed: the same result
+    assert len({r.data.tags[names.CONFIG_HASH] for r in reruns}) == 1  # tracking.* is not part of the hash
+    assert objective == existing.data.metrics[names.BEST_VAL_LOSS]  # same config and seed: the same result
 
 
 def test_a_failed_run_is_rerun(tmp_path, finished_sweep, monkeypatch):
@@ -158,7 +160,7 @@ def test_a_failed_run_is_rerun(tmp_path, finished_sweep, monkeypatch):
 
     runs = by_width(children(client))["16"]
     assert sorted(r.info.status for r in runs) == ["FAILED", "FINISHED"]
-    assert len({r.data.tags["config_hash"] for r in runs}) == 1
+    assert len({r.data.tags[names.CONFIG_HASH] for r in runs}) == 1
 
 
 def test_http_links_point_at_the_run_page():
@@ -174,7 +176,7 @@ def test_http_links_point_at_the_run_page():
 def test_a_launch_kills_orphaned_running_runs_and_leaves_live_ones(tmp_path, migrated_db, monkeypatch):
     from mlflow.entities import Metric
 
-    from sweeper.tracking import open_store
+    from sweeper.tracking.store import open_store
 
     uri, client = copy_store(migrated_db, tmp_path)
     store_client, _, experiment_id = open_store(compose_cfg([f"tracking.uri={uri}"]).tracking)
@@ -182,19 +184,19 @@ def test_a_launch_kills_orphaned_running_runs_and_leaves_live_ones(tmp_path, mig
     host, now = socket.gethostname(), time.time()
 
     def running(name, **owner):
-        tags = {resume.HOST_TAG: host, resume.HEARTBEAT_TAG: str(int(now - 60))}
+        tags = {names.HOST: host, names.HEARTBEAT: str(int(now - 60))}
         tags.update({k: v for k, v in owner.items() if v is not None})
         return client.create_run(experiment_id, run_name=name, tags=tags, start_time=int(now - 120) * 1000).info.run_id
 
-    dead = running("dead", **{resume.PID_TAG: str(dead_pid())})
-    live = running("live", **{resume.PID_TAG: str(os.getpid()),
-                              resume.PID_START_TAG: resume.process_start_time(os.getpid())})
-    recycled = running("recycled", **{resume.PID_TAG: str(os.getpid()), resume.PID_START_TAG: "1"})
-    remote_fresh = running("remote fresh", **{resume.HOST_TAG: "elsewhere", resume.PID_TAG: "1"})
-    remote_stale = running("remote stale", **{resume.HOST_TAG: "elsewhere", resume.PID_TAG: "1",
-                                              resume.HEARTBEAT_TAG: str(int(now - 2 * 3600))})
+    dead = running("dead", **{names.PID: str(dead_pid())})
+    live = running("live", **{names.PID: str(os.getpid()),
+                              names.PID_START: liveness.process_start_time(os.getpid())})
+    recycled = running("recycled", **{names.PID: str(os.getpid()), names.PID_START: "1"})
+    remote_fresh = running("remote fresh", **{names.HOST: "elsewhere", names.PID: "1"})
+    remote_stale = running("remote stale", **{names.HOST: "elsewhere", names.PID: "1",
+                                              names.HEARTBEAT: str(int(now - 2 * 3600))})
     untagged = client.create_run(experiment_id, run_name="untagged").info.run_id
-    client.log_batch(dead, metrics=[Metric("train/loss", 2.0 - 0.1 * s, int(now * 1000), s) for s in range(7)])
+    client.log_batch(dead, metrics=[Metric(names.TRAIN_LOSS, 2.0 - 0.1 * s, int(now * 1000), s) for s in range(7)])
 
     single_run(["data=digits", "trainer.epochs=1"], uri, tmp_path, monkeypatch)
 
@@ -205,16 +207,16 @@ def test_a_launch_kills_orphaned_running_runs_and_leaves_live_ones(tmp_path, mig
         "default": "FINISHED",
     }
     for name in ("dead", "recycled", "remote stale"):
-        assert "owner process" in status[name].data.tags[resume.KILLED_REASON_TAG]
-    assert "is gone" in status["dead"].data.tags[resume.KILLED_REASON_TAG]
-    assert "no heartbeat for 120 min" in status["remote stale"].data.tags[resume.KILLED_REASON_TAG]
+        assert "owner process" in status[name].data.tags[names.KILLED_REASON]
+    assert "is gone" in status["dead"].data.tags[names.KILLED_REASON]
+    assert "no heartbeat for 120 min" in status["remote stale"].data.tags[names.KILLED_REASON]
     # its partial metrics stay, and it ends at its last heartbeat, not at the launch that found it
-    assert [m.value for m in client.get_metric_history(dead, "train/loss")] == pytest.approx(
+    assert [m.value for m in client.get_metric_history(dead, names.TRAIN_LOSS)] == pytest.approx(
         [2.0 - 0.1 * s for s in range(7)])
     assert status["dead"].info.end_time == int(now - 60) * 1000
     # the new run names its owner: this process
     new = status["default"].data.tags
-    assert (new[resume.HOST_TAG], new[resume.PID_TAG]) == (host, str(os.getpid()))
+    assert (new[names.HOST], new[names.PID]) == (host, str(os.getpid()))
     assert {live, remote_fresh, untagged} <= {r.info.run_id for r in all_runs(client) if r.info.status == "RUNNING"}
     assert {dead, recycled, remote_stale}.isdisjoint(r.info.run_id for r in all_runs(client)
                                                      if r.info.status == "RUNNING")
@@ -222,11 +224,12 @@ def test_a_launch_kills_orphaned_running_runs_and_leaves_live_ones(tmp_path, mig
 
 @pytest.mark.parametrize("path", ["bulk", "log_batch"])
 def test_the_heartbeat_rides_along_with_metric_batches(tmp_path, migrated_db, path):
-    from sweeper.tracking import RunTracker, open_store
+    from sweeper.tracking.run import RunTracker
+    from sweeper.tracking.store import open_store
 
     uri, _ = copy_store(migrated_db, tmp_path)
     client, _, experiment_id = open_store(compose_cfg([f"tracking.uri={uri}"]).tracking)
-    tracker = RunTracker.start(client, experiment_id, "beat", {resume.HEARTBEAT_TAG: "0"})
+    tracker = RunTracker.start(client, experiment_id, "beat", {names.HEARTBEAT: "0"})
     assert tracker.bulk_writer is not None  # sqlite: the bulk path unless it is switched off below
     if path == "log_batch":
         tracker.bulk_writer = None
@@ -234,30 +237,30 @@ def test_the_heartbeat_rides_along_with_metric_batches(tmp_path, migrated_db, pa
     log_batch = client.log_batch
     client.log_batch = lambda *a, **k: (calls.append(k), log_batch(*a, **k))[1]
 
-    tracker.log_metrics([("train/loss", 1.0, 0)])  # a fresh tracker's heartbeat is not due yet
-    assert client.get_run(tracker.run_id).data.tags[resume.HEARTBEAT_TAG] == "0"
-    tracker._heartbeat.last -= resume.HEARTBEAT_SECONDS
-    tracker.log_metrics([("train/loss", 0.5, s) for s in range(1, 1502)])  # due now: written with this flush
-    beat = int(client.get_run(tracker.run_id).data.tags[resume.HEARTBEAT_TAG])
+    tracker.log_metrics([(names.TRAIN_LOSS, 1.0, 0)])  # a fresh tracker's heartbeat is not due yet
+    assert client.get_run(tracker.run_id).data.tags[names.HEARTBEAT] == "0"
+    tracker._heartbeat.last -= liveness.HEARTBEAT_SECONDS
+    tracker.log_metrics([(names.TRAIN_LOSS, 0.5, s) for s in range(1, 1502)])  # due now: written with this flush
+    beat = int(client.get_run(tracker.run_id).data.tags[names.HEARTBEAT])
     assert abs(beat - time.time()) < 60
     if path == "log_batch":  # 3 metric batches; the first of the due flush carries the tag, no extra call
         assert [len(k.get("tags") or []) for k in calls] == [0, 1, 0]
     else:  # metrics as bulk inserts; the tag alone in one small log_batch, only when due
         assert [(len(k.get("tags") or []), len(k.get("metrics") or [])) for k in calls] == [(1, 0)]
-    tracker.log_metrics([("train/loss", 0.25, 1502)])  # due again only after another HEARTBEAT_SECONDS
+    tracker.log_metrics([(names.TRAIN_LOSS, 0.25, 1502)])  # due again only after another HEARTBEAT_SECONDS
     assert not (calls[-1].get("tags") if path == "log_batch" else len(calls) > 1)
-    assert len(client.get_metric_history(tracker.run_id, "train/loss")) == 1503
+    assert len(client.get_metric_history(tracker.run_id, names.TRAIN_LOSS)) == 1503
 
 
 def test_process_alive_rejects_dead_recycled_and_zombie_pids():
-    assert resume.process_alive(os.getpid(), resume.process_start_time(os.getpid()))
-    assert not resume.process_alive(dead_pid())
-    assert not resume.process_alive(os.getpid(), start_time="1")
+    assert liveness.process_alive(os.getpid(), liveness.process_start_time(os.getpid()))
+    assert not liveness.process_alive(dead_pid())
+    assert not liveness.process_alive(os.getpid(), start_time="1")
     zombie = subprocess.Popen([sys.executable, "-c", "pass"])
     deadline = time.time() + 30
-    while not resume._is_zombie(zombie.pid) and time.time() < deadline:
+    while not liveness._is_zombie(zombie.pid) and time.time() < deadline:
         time.sleep(0.05)
-    assert not resume.process_alive(zombie.pid)
+    assert not liveness.process_alive(zombie.pid)
     zombie.wait()
 
 
@@ -296,7 +299,7 @@ def test_resume_after_a_real_kill(tmp_path, migrated_db, launcher):
         while time.time() < deadline and proc.poll() is None:
             runs = children(client)
             finished = [r for r in runs if r.info.status == "FINISHED"]
-            training = [r for r in runs if r.info.status == "RUNNING" and "train/loss" in r.data.metrics]
+            training = [r for r in runs if r.info.status == "RUNNING" and names.TRAIN_LOSS in r.data.metrics]
             if finished and training:
                 break
             time.sleep(0.1)
@@ -307,7 +310,7 @@ def test_resume_after_a_real_kill(tmp_path, migrated_db, launcher):
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()
     first_done = finished[0]
-    killed_steps = {r.info.run_id: len(client.get_metric_history(r.info.run_id, "train/loss")) for r in training}
+    killed_steps = {r.info.run_id: len(client.get_metric_history(r.info.run_id, names.TRAIN_LOSS)) for r in training}
 
     second = run_cli(grid, tmp_path)
     assert second.returncode == 0, second.stderr[-3000:]
@@ -316,7 +319,7 @@ def test_resume_after_a_real_kill(tmp_path, migrated_db, launcher):
     finished_by_hash: dict[str, list] = {}
     for run in runs:
         if run.info.status == "FINISHED":
-            finished_by_hash.setdefault(run.data.tags["config_hash"], []).append(run.info.run_id)
+            finished_by_hash.setdefault(run.data.tags[names.CONFIG_HASH], []).append(run.info.run_id)
     assert len(finished_by_hash) == 3 and all(len(ids) == 1 for ids in finished_by_hash.values())
     assert first_done.info.run_id in sum(finished_by_hash.values(), [])  # reused, not rerun
     assert f"run id {first_done.info.run_id}" in second.stdout + second.stderr
@@ -324,10 +327,31 @@ def test_resume_after_a_real_kill(tmp_path, migrated_db, launcher):
     assert statuses.count("FINISHED") == 3 and set(statuses) <= {"FINISHED", "KILLED"}
     for run_id, steps in killed_steps.items():
         killed_now = client.get_run(run_id)
-        assert killed_now.info.status == "KILLED" and "is gone" in killed_now.data.tags[resume.KILLED_REASON_TAG]
-        assert len(client.get_metric_history(run_id, "train/loss")) == steps > 0
+        assert killed_now.info.status == "KILLED" and "is gone" in killed_now.data.tags[names.KILLED_REASON]
+        assert len(client.get_metric_history(run_id, names.TRAIN_LOSS)) == steps > 0
     first_parent, second_parent = sorted(parents(client), key=lambda r: r.info.start_time)
     assert (first_parent.info.status, second_parent.info.status) == ("KILLED", "FINISHED")
-    assert second_parent.data.tags["sweep_children"] == "3"
+    assert second_parent.data.tags[names.SWEEP_CHILDREN] == "3"
     with sqlite3.connect(tmp_path / "mlflow.db") as db:
         assert db.execute("PRAGMA integrity_check").fetchall() == [("ok",)]
+
+
+@pytest.mark.integration
+def test_runs_logged_by_release_0_1_0_are_still_reused(tmp_path):
+    """A store written by the previous release (tests/fixtures/store_v0.1.0.db.gz: two digits sweeps and a single
+    momentum run, with the optimizer label still in their hashes): relaunching its configs trains nothing."""
+    import gzip
+
+    db = tmp_path / "mlflow.db"
+    db.write_bytes(gzip.decompress((Path(__file__).parents[2] / "fixtures" / "store_v0.1.0.db.gz").read_bytes()))
+    uri = sqlite_uri(db)
+    client = MlflowClient(uri)
+    trained_before = {r.info.run_id for r in all_runs(client) if names.CONFIG_HASH in r.data.tags}
+    assert len(trained_before) == 4
+
+    proc = run_cli(["-m", "data=digits", "trainer.epochs=1", "model.width=16,48", f"tracking.uri={uri}"], tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert (proc.stdout + proc.stderr).count(": skipped, config_hash") == 2
+    proc = run_cli(["data=digits", "trainer.epochs=1", "optimizer=momentum", f"tracking.uri={uri}"], tmp_path)
+    assert proc.returncode == 0 and ": skipped, config_hash" in proc.stdout + proc.stderr, proc.stderr[-3000:]
+    assert {r.info.run_id for r in all_runs(client) if names.CONFIG_HASH in r.data.tags} == trained_before

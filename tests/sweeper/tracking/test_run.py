@@ -14,21 +14,15 @@ from mlflow.tracking import MlflowClient
 from omegaconf import OmegaConf
 
 from mlp_core import MLP, ModelConfig, load_dataset, num_parameters
-from sweeper.tracking import config_hash, mask_credentials, resolve_tracking_uri
-from sweeper.store import free_port
+from sweeper.redact import mask_credentials
+from sweeper.tracking.store import resolve_tracking_uri
+from sweeper import names
 
-from .sweeper_helpers import run_cli
+from ...servers import free_port
+from ..sweeper_helpers import ARTIFACTS, compose_cfg, run_cli, runs_of
 
-ARTIFACTS = {"config.yaml", "curves.png", "history.csv", "model.npz"}
-SUMMARY = {"num_parameters", "best/val_loss", "best/val_accuracy", "final/val_accuracy", "final/val_loss", "epochs",
-           "train_seconds"}
-
-
-def runs_of(store):
-    client = MlflowClient(store)
-    experiment = client.get_experiment_by_name("mlp-sweeps")
-    assert experiment is not None
-    return client, client.search_runs([experiment.experiment_id], max_results=1000)
+SUMMARY = {names.NUM_PARAMETERS, names.BEST_VAL_LOSS, names.BEST_VAL_ACCURACY, names.FINAL_VAL_ACCURACY, names.FINAL_VAL_LOSS, "epochs",
+           names.TRAIN_SECONDS}
 
 
 def check_run(client, run, tmp_path, epochs):
@@ -38,26 +32,26 @@ def check_run(client, run, tmp_path, epochs):
     steps_per_epoch = len(data.train.y) // 32
     num_steps = int(run.data.metrics["steps"])
     assert num_steps == epochs * steps_per_epoch  # 3 digits epochs never early-stop
-    train_loss = client.get_metric_history(run_id, "train/loss")
+    train_loss = client.get_metric_history(run_id, names.TRAIN_LOSS)
     assert sorted(m.step for m in train_loss) == list(range(num_steps))
     val_every = steps_per_epoch // 5
     expected_val_steps = list(range(0, num_steps, val_every))
-    for key in ("val/loss", "val/accuracy", "train/accuracy"):
+    for key in (names.VAL_LOSS, names.VAL_ACCURACY, names.TRAIN_ACCURACY):
         assert sorted(m.step for m in client.get_metric_history(run_id, key)) == expected_val_steps, key
 
     params = run.data.params
     assert params["model.hidden_sizes"] == "null" and params["model.width"] == "8"
-    assert params["model.effective_hidden_sizes"] == "[8, 8]"
+    assert params[names.EFFECTIVE_HIDDEN_SIZES_PARAM] == "[8, 8]"
     assert params["optimizer.lr"] == "0.1" and params["data.name"] == "digits"
     expected_params = num_parameters(data.input_dim, ModelConfig(hidden_sizes=(8, 8)))
-    assert int(params["num_parameters"]) == expected_params == int(run.data.metrics["num_parameters"])
+    assert int(params[names.NUM_PARAMETERS]) == expected_params == int(run.data.metrics[names.NUM_PARAMETERS])
     assert SUMMARY <= set(run.data.metrics)
     assert run.data.metrics["epochs"] == epochs
     tags = run.data.tags
-    assert tags["stop_reason"] == "max_epochs"
-    assert re.fullmatch(r"[0-9a-f]{64}", tags["config_hash"])
-    assert "model.depth=2" in tags["hydra.overrides"]
-    assert re.fullmatch(r"[0-9a-f]{40}", tags["git_commit"])
+    assert tags[names.STOP_REASON] == "max_epochs"
+    assert re.fullmatch(r"[0-9a-f]{64}", tags[names.CONFIG_HASH])
+    assert "model.depth=2" in tags[names.OVERRIDES]
+    assert re.fullmatch(r"[0-9a-f]{40}", tags[names.GIT_COMMIT])
     (dataset_input,) = run.inputs.dataset_inputs
     assert dataset_input.dataset.name == "digits-default"
     assert dataset_input.dataset.digest == data.digest[:36]
@@ -93,7 +87,7 @@ def test_single_run_on_digits_logs_the_contract(tmp_path, store, background):
     assert len(runs) == 1
     (run,) = runs
     assert run.info.status == "FINISHED" and run.info.run_name == "default data=digits epochs=3 width=8 depth=2"
-    assert "mlflow.parentRunId" not in run.data.tags
+    assert names.PARENT_RUN_ID not in run.data.tags
     check_run(client, run, tmp_path, epochs=3)
     assert ARTIFACTS <= {p.name for p in run_dir.iterdir()}  # the job's output dir keeps a copy
     assert (tmp_path / "mlartifacts").is_dir()  # artifacts next to the sqlite store, not in the cwd's ./mlruns
@@ -106,24 +100,24 @@ def test_multirun_has_one_parent_and_children_carrying_its_tag(tmp_path, store):
                     f"tracking.uri={store}", f"hydra.sweep.dir={tmp_path / 'sweep'}"], tmp_path)
     assert proc.returncode == 0, proc.stderr
     client, runs = runs_of(store)
-    parents = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
-    children = [r for r in runs if "mlflow.parentRunId" in r.data.tags]
+    parents = [r for r in runs if names.PARENT_RUN_ID not in r.data.tags]
+    children = [r for r in runs if names.PARENT_RUN_ID in r.data.tags]
     assert len(parents) == 1 and len(children) == 3
     (parent,) = parents
     assert parent.info.status == "FINISHED"
     assert parent.info.run_name == "sweep data=digits trainer.epochs=1 experiment=task3c model.width=4,8,16"
-    assert {c.data.tags["mlflow.parentRunId"] for c in children} == {parent.info.run_id}
-    assert {c.data.tags["sweep_id"] for c in children} == {parent.data.tags["sweep_id"]}
+    assert {c.data.tags[names.PARENT_RUN_ID] for c in children} == {parent.info.run_id}
+    assert {c.data.tags[names.SWEEP_ID] for c in children} == {parent.data.tags[names.SWEEP_ID]}
     assert sorted(c.info.run_name for c in children) == [
         "task3c data=digits epochs=1 width=16", "task3c data=digits epochs=1 width=4",
         "task3c data=digits epochs=1 width=8"]
     assert all(c.info.status == "FINISHED" for c in children)
-    assert len({c.data.tags["config_hash"] for c in children}) == 3
-    assert len({c.data.tags["config_hash_noseed"] for c in children}) == 3
+    assert len({c.data.tags[names.CONFIG_HASH] for c in children}) == 3
+    assert len({c.data.tags[names.CONFIG_HASH_NOSEED] for c in children}) == 3
     artifacts = {a.path for a in client.list_artifacts(parent.info.run_id)}
     assert {"comparison.png", "summary.csv", "summary.md"} <= artifacts
-    assert parent.data.tags["best_child_run_id"] in {c.info.run_id for c in children}
-    handoff = json.loads((tmp_path / "sweep" / "mlflow_parent.json").read_text())
+    assert parent.data.tags[names.BEST_CHILD_RUN_ID] in {c.info.run_id for c in children}
+    handoff = json.loads((tmp_path / "sweep" / names.PARENT_FILE).read_text())
     assert handoff["run_id"] == parent.info.run_id
 
 
@@ -137,8 +131,8 @@ def test_sweep_preset_names_the_parent_and_a_failed_job_fails_the_parent_not_the
                     f"hydra.sweep.dir={sweep_dir}"], tmp_path)
     assert proc.returncode != 0
     client, runs = runs_of(store)
-    (parent,) = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
-    children = {r.info.run_name: r for r in runs if "mlflow.parentRunId" in r.data.tags}
+    (parent,) = [r for r in runs if names.PARENT_RUN_ID not in r.data.tags]
+    children = {r.info.run_name: r for r in runs if names.PARENT_RUN_ID in r.data.tags}
     assert parent.info.run_name == "task3_tricks"
     assert parent.info.status == "FAILED"  # Hydra skips on_multirun_end when a job fails; the exit hook ends it
     assert {"comparison.png", "summary.csv", "summary.md"} <= {a.path for a in client.list_artifacts(parent.info.run_id)}
@@ -149,7 +143,7 @@ def test_sweep_preset_names_the_parent_and_a_failed_job_fails_the_parent_not_the
     for name in ("task2c data=digits epochs=1 lr=1e+20 activation=relu",
                  "task3c data=digits epochs=1 lr=1e+20 activation=relu"):
         assert children[name].info.status == "FINISHED"
-        assert children[name].data.tags["stop_reason"] == "diverged"
+        assert children[name].data.tags[names.STOP_REASON] == "diverged"
 
 
 @pytest.mark.parametrize("mode", [[], ["-m", "model.width=4,8"]], ids=["run", "multirun"])
@@ -175,38 +169,12 @@ def test_tracking_uri_precedence_and_masking(monkeypatch, tmp_path):
     assert mask_credentials("https://bob:pw@host/x?token=abc") == "https://***@host/x?token=***"
 
 
-def test_config_hash_ignores_tracking_and_labels_but_not_training_settings():
-    base = {"name": "a", "model": {"hidden_sizes": [64]}, "optimizer": {"lr": 0.1}, "tracking": {"uri": "x"}}
-    relabelled = dict(base, name="b", tracking={"uri": "y"})
-    assert config_hash(base) == config_hash(relabelled)
-    assert config_hash(base) != config_hash(dict(base, optimizer={"lr": 0.2}))
-
-
-def test_hash_view_identifies_equal_models_and_groups_seeds():
-    from omegaconf import OmegaConf as OC
-
-    from sweeper.app import _hash_view
-
-    from .sweeper_helpers import compose_cfg
-
-    def hashes(overrides):
-        container = OC.to_container(compose_cfg(overrides), resolve=True, enum_to_str=True)
-        return config_hash(_hash_view(container)), config_hash(_hash_view(container, drop_seed=True))
-
-    assert hashes(["experiment=task3c"]) == hashes(["experiment=task3c", "model.hidden_sizes=[64]"])
-    assert hashes(["experiment=task4a"]) == hashes(["experiment=task3c", "model.width=32"])
-    seed0, seed1 = hashes(["trainer.seed=0"]), hashes(["trainer.seed=1"])
-    assert seed0[0] != seed1[0] and seed0[1] == seed1[1]
-    assert hashes([])[0] != hashes(["trainer.epochs=2"])[0]
-
-
 @pytest.mark.parametrize("path", ["bulk", "log_batch"])
 def test_per_step_losses_reach_mlflow_in_batches_not_one_call_per_step(tmp_path, store, path):
     """A real fit's events through the app's sink into a real store; every metric write to the store is counted."""
     from mlp_core import TrainConfig, fit
 
-    from sweeper.app import FLUSH_METRICS, MetricSink
-    from sweeper.tracking import RunTracker
+    from sweeper.tracking.run import FLUSH_METRICS, MetricSink, RunTracker
 
     class CountingClient(MlflowClient):
         calls = 0
@@ -237,20 +205,18 @@ def test_per_step_losses_reach_mlflow_in_batches_not_one_call_per_step(tmp_path,
     points = len(result.val_steps)
     total = result.num_steps + 3 * points
     assert 1 <= CountingClient.calls <= -(-total // FLUSH_METRICS) + 2  # ~ceil(metrics / 1000), not ~num_steps
-    history = client.get_metric_history(tracker.run_id, "train/loss")
+    history = client.get_metric_history(tracker.run_id, names.TRAIN_LOSS)
     assert len(history) == result.num_steps
     assert np.allclose([m.value for m in sorted(history, key=lambda m: m.step)], result.train_loss, rtol=1e-6)
-    assert len(client.get_metric_history(tracker.run_id, "val/accuracy")) == points
+    assert len(client.get_metric_history(tracker.run_id, names.VAL_ACCURACY)) == points
 
 
 def test_main_returns_the_best_validation_loss(tmp_path, monkeypatch):
-    from sweeper.app import main
-
-    from .sweeper_helpers import compose_cfg
+    from sweeper.app import task
 
     monkeypatch.setenv("MLP_SWEEPS_OUTPUTS", str(tmp_path))
     cfg = compose_cfg(["data=digits", "trainer.epochs=2", "tracking.enabled=false"])
-    objective = main(cfg)  # a DictConfig argument bypasses Hydra's CLI and calls the task function directly
+    objective = task(cfg)  # a DictConfig argument bypasses Hydra's CLI and calls the task function directly
     (history,) = tmp_path.glob("runs/*/*/history.csv")
     val_losses = [float(r["val_loss"]) for r in csv.DictReader(history.open()) if r["val_loss"]]
     assert len(val_losses) == len(range(0, 2 * 46, 46 // 5)) and objective == pytest.approx(min(val_losses))

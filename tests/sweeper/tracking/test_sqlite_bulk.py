@@ -13,21 +13,22 @@ from mlflow.entities import Metric
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
-from sweeper.sqlite_metrics import SqliteMetrics
-from sweeper.store import RetryingClient
-from sweeper.tracking import RunTracker
+from sweeper.tracking.run import RunTracker
+from sweeper.tracking.sqlite_bulk import SqliteMetrics
+from sweeper.tracking.store import RetryingClient
+from sweeper import names
 
 T0 = 1_700_000_000_000
 # Two batches as a trainer sends them, plus the awkward cases: NaN and infinities, an exact duplicate (dropped by
 # both paths), the same step logged twice with other values, a key that first appears in the second batch, and a
 # second batch whose steps are lower than the first's (the latest value must stay the one at the highest step).
-BATCH_1 = ([("train/loss", 2.5 - 0.01 * s, s, T0 + s) for s in range(0, 1500)]
-           + [("val/loss", 1.25, 0, T0), ("val/loss", float("nan"), 500, T0 + 500),
-              ("val/accuracy", float("inf"), 500, T0 + 500), ("val/accuracy", float("-inf"), 600, T0 + 600),
-              ("train/loss", 2.5, 0, T0),  # exact duplicate of the first point
-              ("train/loss", 7.0, 10, T0 + 10), ("train/loss", -7.0, 1499, T0 + 1499)])
-BATCH_2 = ([("train/loss", 0.5, s, T0 + 5000 + s) for s in range(100, 110)]
-           + [("val/loss", 0.75, 1000, T0 + 1000), ("best/val_loss", 0.75, 0, T0 + 9000)])
+BATCH_1 = ([(names.TRAIN_LOSS, 2.5 - 0.01 * s, s, T0 + s) for s in range(0, 1500)]
+           + [(names.VAL_LOSS, 1.25, 0, T0), (names.VAL_LOSS, float("nan"), 500, T0 + 500),
+              (names.VAL_ACCURACY, float("inf"), 500, T0 + 500), (names.VAL_ACCURACY, float("-inf"), 600, T0 + 600),
+              (names.TRAIN_LOSS, 2.5, 0, T0),  # exact duplicate of the first point
+              (names.TRAIN_LOSS, 7.0, 10, T0 + 10), (names.TRAIN_LOSS, -7.0, 1499, T0 + 1499)])
+BATCH_2 = ([(names.TRAIN_LOSS, 0.5, s, T0 + 5000 + s) for s in range(100, 110)]
+           + [(names.VAL_LOSS, 0.75, 1000, T0 + 1000), (names.BEST_VAL_LOSS, 0.75, 0, T0 + 9000)])
 
 
 def history(client, run_id, key):
@@ -65,14 +66,14 @@ def test_bulk_path_stores_exactly_what_log_batch_stores(client):
     keys = {k for k, *_ in BATCH_1 + BATCH_2}
     for key in keys:
         assert history(client, bulk, key) == history(client, reference, key), key
-    assert len(history(client, bulk, "train/loss")) == 1500 + 1 + 1 + 10  # duplicate dropped, step 10 and 1499 twice
+    assert len(history(client, bulk, names.TRAIN_LOSS)) == 1500 + 1 + 1 + 10  # duplicate dropped, step 10 and 1499 twice
     assert latest(client, bulk) == latest(client, reference)
     # highest step, then newest timestamp, then (MLflow's rule) the larger value: -7.0 beats 2.5 - 14.99 at step 1499
-    assert latest(client, bulk)["train/loss"] == -7.0
-    assert latest(client, bulk)["val/accuracy"] == -1.7976931348623157e308  # -inf as MLflow stores it
+    assert latest(client, bulk)[names.TRAIN_LOSS] == -7.0
+    assert latest(client, bulk)[names.VAL_ACCURACY] == -1.7976931348623157e308  # -inf as MLflow stores it
     # writing a batch again (a retried call) adds nothing
     writer.write(bulk, BATCH_2)
-    assert history(client, bulk, "train/loss") == history(client, reference, "train/loss")
+    assert history(client, bulk, names.TRAIN_LOSS) == history(client, reference, names.TRAIN_LOSS)
 
 
 def test_bulk_path_refuses_what_log_batch_refuses(client):
@@ -82,9 +83,9 @@ def test_bulk_path_refuses_what_log_batch_refuses(client):
         writer.write(run_id, [("bad\x00key", 1.0, 0, T0)])
     client.delete_run(run_id)
     with pytest.raises(MlflowException, match="must be in the 'active' state"):
-        writer.write(run_id, [("train/loss", 1.0, 0, T0)])
+        writer.write(run_id, [(names.TRAIN_LOSS, 1.0, 0, T0)])
     with pytest.raises(MlflowException, match="not found"):
-        writer.write("0" * 32, [("train/loss", 1.0, 0, T0)])
+        writer.write("0" * 32, [(names.TRAIN_LOSS, 1.0, 0, T0)])
 
 
 def test_only_mlflows_sqlite_store_gets_the_bulk_path(tmp_path):
@@ -100,7 +101,7 @@ def test_tracker_uses_the_bulk_path_and_keeps_one_log_batch_free_of_metrics(clie
     tracker.log_metrics([(k, v, s, t) for k, v, s, t in BATCH_1])
     assert all(not call.get("metrics") for call in calls)  # at most the heartbeat tags went through log_batch
     monkeypatch.undo()
-    assert len(history(client, tracker.run_id, "train/loss")) == 1502
+    assert len(history(client, tracker.run_id, names.TRAIN_LOSS)) == 1502
 
 
 def test_tracker_falls_back_to_log_batch_when_mlflow_internals_differ(client, caplog):
@@ -114,7 +115,7 @@ def test_tracker_falls_back_to_log_batch_when_mlflow_internals_differ(client, ca
     tracker.log_metrics(BATCH_2)
     log_batch_path(client, reference, BATCH_1)
     log_batch_path(client, reference, BATCH_2)
-    for key in ("train/loss", "val/loss", "val/accuracy", "best/val_loss"):
+    for key in (names.TRAIN_LOSS, names.VAL_LOSS, names.VAL_ACCURACY, names.BEST_VAL_LOSS):
         assert history(client, tracker.run_id, key) == history(client, reference, key)
     assert latest(client, tracker.run_id) == latest(client, reference)
 
@@ -124,7 +125,7 @@ def test_tracker_on_a_deleted_run_raises_like_log_batch(client, caplog):
     client.delete_run(tracker.run_id)
     with caplog.at_level(logging.WARNING, logger="sweeper.tracking"):
         with pytest.raises(MlflowException, match="must be in the 'active' state"):
-            tracker.log_metrics([("train/loss", 1.0, 0, T0)])
+            tracker.log_metrics([(names.TRAIN_LOSS, 1.0, 0, T0)])
         with pytest.raises(MlflowException, match="Names may only contain"):
             tracker.log_metrics([("bad\x00key", 1.0, 0, T0)])
     assert tracker.bulk_writer is not None and "log_batch" not in caplog.text  # MLflow's own refusal, no fallback
@@ -143,19 +144,19 @@ def test_bulk_write_waits_for_a_held_lock_and_loses_nothing(client, store):
     release.join()
     holder.close()
     assert waited >= 0.9  # it waited for the lock instead of failing
-    assert len(history(client, run_id, "train/loss")) == 10
+    assert len(history(client, run_id, names.TRAIN_LOSS)) == 10
 
 
 def test_bulk_read_returns_what_get_metric_history_returns(client):
-    from sweeper.summary import load_history
+    from sweeper.reporting.history import load_history
 
     run_id = client.create_run(client.experiment_id).info.run_id
     log_batch_path(client, run_id, BATCH_1)
     log_batch_path(client, run_id, BATCH_2)
     bulk = SqliteMetrics.for_client(RetryingClient(client))
-    keys = ["train/loss", "val/loss", "val/accuracy", "train/accuracy"]
+    keys = [names.TRAIN_LOSS, names.VAL_LOSS, names.VAL_ACCURACY, names.TRAIN_ACCURACY]
     read = bulk.history(run_id, keys)
-    assert set(read) == {"train/loss", "val/loss", "val/accuracy"}  # train/accuracy was never logged
+    assert set(read) == {names.TRAIN_LOSS, names.VAL_LOSS, names.VAL_ACCURACY}  # train/accuracy was never logged
     for key in read:
         mine = sorted((p.step, p.timestamp, "nan" if math.isnan(p.value) else p.value) for p in read[key])
         assert mine == sorted(history(client, run_id, key), key=lambda p: (p[0], p[1], str(p[2]))), key

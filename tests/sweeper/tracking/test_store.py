@@ -1,4 +1,4 @@
-"""sweeper.store: the retry helper (unit tests) and 4 concurrent writers on one real sqlite store (integration)."""
+"""sweeper.tracking.store: the retry helper (unit tests) and 4 concurrent writers on one real sqlite store (integration)."""
 from __future__ import annotations
 
 import multiprocessing as mp
@@ -10,11 +10,12 @@ import sqlalchemy.exc
 from mlflow.exceptions import ErrorCode, MlflowException
 from mlflow.protos.databricks_pb2 import TEMPORARILY_UNAVAILABLE
 
-from sweeper.store import RetryingClient, StoreBusyError, is_locked_error, retrying
+from sweeper.tracking.store import RetryingClient, StoreBusyError, is_locked_error, retrying
+from sweeper import names
 
 WORKERS, STEPS, VAL_POINTS = 4, 2000, 20
-SUMMARY = ("num_parameters", "best/val_loss", "best/val_accuracy", "final/val_accuracy", "final/val_loss", "epochs",
-           "train_seconds")
+SUMMARY = (names.NUM_PARAMETERS, names.BEST_VAL_LOSS, names.BEST_VAL_ACCURACY, names.FINAL_VAL_ACCURACY, names.FINAL_VAL_LOSS, "epochs",
+           names.TRAIN_SECONDS)
 
 
 def mlflow_locked_error(message="database is locked") -> MlflowException:
@@ -114,14 +115,14 @@ def test_retrying_client_wraps_writes_only():
 def _writer(uri, experiment_id, parent_id, worker, barrier, queue, path):
     """One training-shaped run through RetryingClient; reports failures instead of raising.
 
-    path "bulk": metrics through RunTracker.log_metrics as the app writes them (sweeper.sqlite_metrics' bulk inserts);
+    path "bulk": metrics through RunTracker.log_metrics as the app writes them (sweeper.tracking.sqlite_bulk inserts);
     "log_batch": MLflow's log_batch.
     """
     try:
         from mlflow.entities import Metric, Param, RunTag
         from mlflow.tracking import MlflowClient
 
-        from sweeper.tracking import RunTracker
+        from sweeper.tracking.run import RunTracker
 
         retries = [0]
         client = RetryingClient(MlflowClient(tracking_uri=uri),
@@ -129,9 +130,9 @@ def _writer(uri, experiment_id, parent_id, worker, barrier, queue, path):
         client.get_experiment(experiment_id)
         barrier.wait(timeout=120)
         run_id = client.create_run(experiment_id, run_name=f"w{worker}",
-                                   tags={"mlflow.parentRunId": parent_id}).info.run_id
+                                   tags={names.PARENT_RUN_ID: parent_id}).info.run_id
         client.log_batch(run_id, params=[Param(f"p.{i}", str(i)) for i in range(30)])
-        client.log_batch(run_id, tags=[RunTag("config_hash", str(worker)), RunTag("stop_reason", "max_epochs")])
+        client.log_batch(run_id, tags=[RunTag(names.CONFIG_HASH, str(worker)), RunTag(names.STOP_REASON, "max_epochs")])
         ts, per_point = int(time.time() * 1000), STEPS // VAL_POINTS
         tracker = RunTracker(client, run_id)
         assert tracker.bulk_writer is not None
@@ -143,8 +144,8 @@ def _writer(uri, experiment_id, parent_id, worker, barrier, queue, path):
                 client.log_batch(run_id, metrics=[Metric(k, v, t, s) for k, v, s, t in points])
         for p in range(VAL_POINTS):
             steps = range(p * per_point, (p + 1) * per_point)
-            log([("train/loss", worker + 1 / (s + 1), s, ts) for s in steps])
-            log([(k, 0.5, steps[-1], ts) for k in ("train/accuracy", "val/loss", "val/accuracy")])
+            log([(names.TRAIN_LOSS, worker + 1 / (s + 1), s, ts) for s in steps])
+            log([(k, 0.5, steps[-1], ts) for k in (names.TRAIN_ACCURACY, names.VAL_LOSS, names.VAL_ACCURACY)])
         log([(k, 1.0, 0, ts) for k in SUMMARY])
         if path == "bulk":
             assert tracker.bulk_writer is not None  # it never fell back to log_batch
@@ -186,11 +187,11 @@ def test_four_concurrent_writers_lose_nothing(store, tmp_path, path):
     for run_id, worker in runs.items():
         run = client.get_run(run_id)
         assert run.info.status == "FINISHED"
-        assert run.data.tags["mlflow.parentRunId"] == parent_id and len(run.data.params) == 30
-        history = client.get_metric_history(run_id, "train/loss")
+        assert run.data.tags[names.PARENT_RUN_ID] == parent_id and len(run.data.params) == 30
+        history = client.get_metric_history(run_id, names.TRAIN_LOSS)
         assert sorted(m.step for m in history) == list(range(STEPS))
         assert all(m.value == pytest.approx(worker + 1 / (m.step + 1)) for m in history)
-        for key in ("train/accuracy", "val/loss", "val/accuracy"):
+        for key in (names.TRAIN_ACCURACY, names.VAL_LOSS, names.VAL_ACCURACY):
             assert sorted(m.step for m in client.get_metric_history(run_id, key)) == [
                 (p + 1) * per_point - 1 for p in range(VAL_POINTS)]
         for key in SUMMARY:

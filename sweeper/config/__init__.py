@@ -1,0 +1,2 @@
+"""The app's config: its schema (``schema``), the checks run before any work (``checks``) and what identifies a run
+(``identity``)."""

@@ -1,0 +1,86 @@
+"""What identifies a run: the hashed view of its config, ``config_hash``/``config_hash_noseed``, and its name.
+
+Two jobs that train the same thing get the same ``config_hash``, whatever the labels, the tracking settings or the
+launcher: that is what a relaunch uses to skip configs that already FINISHED, and what reports group seeds by
+(``config_hash_noseed``). The model is hashed by its effective hidden sizes (``hidden_sizes=[64]`` == width 64 ×
+depth 1), and the effective BLAS thread count replaces ``trainer.blas_threads``: the thread count changes the summation
+order in the matmuls, so 1 and 2 threads give different loss histories from the same config and seed.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Any, Iterable, Mapping
+
+# Keys that describe where/how a run is recorded or launched, or label it, not what is trained.
+HASH_EXCLUDED_KEYS = ("tracking", "hydra", "launcher", "name", "sweep_name")
+# Overrides that select what the run name already says (the experiment's own name) or say nothing about the model.
+RUN_NAME_SKIPPED_PREFIXES = ("experiment=", "+experiment=", "sweep=", "+sweep=", "hydra.", "hydra/", "tracking.")
+# Releases up to 0.1.0 also hashed the label optimizer.name ("sgd" or "momentum"), which did not change the training.
+LEGACY_OPTIMIZER_LABELS = ("sgd", "momentum")
+
+
+def effective_hidden_sizes(model: Mapping[str, Any]) -> tuple[int, ...]:
+    """An explicit ``hidden_sizes`` wins; otherwise ``depth`` layers of ``width`` units (a dict or a DictConfig)."""
+    if model.get("hidden_sizes") is not None:
+        return tuple(int(h) for h in model["hidden_sizes"])
+    return (int(model["width"]),) * int(model["depth"])
+
+
+def hash_view(container: Mapping[str, Any], threads: int, drop_seed: bool = False) -> dict:
+    """The resolved config as hashed: effective hidden sizes, the effective BLAS thread count, no excluded keys.
+
+    ``drop_seed`` gives the view that groups the seeds of one configuration (mean/std bands of a seed sweep).
+    """
+    view = {k: v for k, v in container.items() if k not in HASH_EXCLUDED_KEYS}
+    trainer = dict(view["trainer"])
+    if drop_seed:
+        trainer.pop("seed", None)
+    trainer["blas_threads"] = int(threads)
+    view["trainer"] = trainer
+    model = {k: v for k, v in view["model"].items() if k not in ("width", "depth")}
+    model["hidden_sizes"] = list(effective_hidden_sizes(container["model"]))
+    view["model"] = model
+    return view
+
+
+def config_hash(view: Mapping[str, Any]) -> str:
+    """sha256 of the canonical JSON of a ``hash_view``."""
+    return hashlib.sha256(json.dumps(view, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+
+
+def run_hashes(container: Mapping[str, Any], threads: int) -> tuple[str, str]:
+    """(config_hash, config_hash_noseed) of a resolved config run with ``threads`` BLAS threads."""
+    return (config_hash(hash_view(container, threads)),
+            config_hash(hash_view(container, threads, drop_seed=True)))
+
+
+def legacy_hashes(container: Mapping[str, Any], threads: int) -> list[str]:
+    """The config_hash values releases up to 0.1.0 gave this config (one per optimizer label it may have carried), so
+    that runs they logged are still found by a relaunch."""
+    view = hash_view(container, threads)
+    return [config_hash({**view, "optimizer": {**view["optimizer"], "name": label}})
+            for label in LEGACY_OPTIMIZER_LABELS]
+
+
+def run_name(label: str, overrides: Iterable[str]) -> str:
+    """``task3c hidden_sizes=[128]``: the experiment's name plus the job's other overrides, keys without group."""
+    parts = []
+    for override in overrides:
+        if override.startswith(RUN_NAME_SKIPPED_PREFIXES):
+            continue
+        key, sep, value = override.lstrip("+~").partition("=")
+        parts.append(f"{key.rsplit('.', 1)[-1]}{sep}{value}")
+    return " ".join([str(label), *parts])
+
+
+def flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """{"model.hidden_sizes": [64], ...} from nested dicts (lists stay values)."""
+    flat: dict[str, Any] = {}
+    for key, value in tree.items():
+        dotted = f"{prefix}{key}"
+        if isinstance(value, Mapping):
+            flat.update(flatten(value, dotted + "."))
+        else:
+            flat[dotted] = value
+    return flat

@@ -1,0 +1,84 @@
+"""The MLflow contract: every metric key, summary metric, tag and param name the app writes and reads.
+
+The tracker writes these names, the reports, the resume logic and the tests read them; nothing else in the project
+spells them out, so a renamed metric is renamed everywhere at once.
+"""
+from __future__ import annotations
+
+# ---------------------------------------------------------------------------------------------- metric curves
+# step = the global training step of the run
+TRAIN_LOSS = "train/loss"            # every step
+TRAIN_ACCURACY = "train/accuracy"    # at each validation point
+VAL_LOSS = "val/loss"                # at each validation point
+VAL_ACCURACY = "val/accuracy"        # at each validation point
+CURVE_METRICS = (TRAIN_LOSS, TRAIN_ACCURACY, VAL_LOSS, VAL_ACCURACY)
+
+# ---------------------------------------------------------------------------------------------- summary metrics
+# logged once at step 0 when a run ends
+NUM_PARAMETERS = "num_parameters"
+BEST_VAL_LOSS = "best/val_loss"
+BEST_VAL_ACCURACY = "best/val_accuracy"
+FINAL_VAL_LOSS = "final/val_loss"
+FINAL_VAL_ACCURACY = "final/val_accuracy"
+EPOCHS = "epochs"
+STEPS = "steps"
+TRAIN_SECONDS = "train_seconds"
+SUMMARY_METRICS = (NUM_PARAMETERS, BEST_VAL_LOSS, BEST_VAL_ACCURACY, FINAL_VAL_LOSS, FINAL_VAL_ACCURACY, EPOCHS,
+                   STEPS, TRAIN_SECONDS)
+OBJECTIVE = BEST_VAL_LOSS  # what a job returns to Hydra and what "best" means in a sweep
+
+# ---------------------------------------------------------------------------------------------- params
+# besides the resolved config with dotted keys (model.hidden_sizes, optimizer.lr, ...)
+EFFECTIVE_HIDDEN_SIZES_PARAM = "model.effective_hidden_sizes"
+SEED_PARAM = "trainer.seed"
+BLAS_THREADS_PARAM = "runtime.blas_threads"
+# the run's name label: the top-level config key `name` that the experiment presets set
+NAME_PARAM = "name"
+
+# ---------------------------------------------------------------------------------------------- run tags
+CONFIG_HASH = "config_hash"                # identity of what is trained (sweeper.config.identity)
+CONFIG_HASH_NOSEED = "config_hash_noseed"  # the same without the seed: groups the seeds of one config
+STOP_REASON = "stop_reason"                # max_epochs | early_stopping | diverged
+EXPERIMENT = "experiment"                  # the preset's name (cfg.name)
+OVERRIDES = "hydra.overrides"
+OUTPUT_DIR = "hydra.output_dir"
+SWEEP_DIR = "hydra.sweep_dir"
+SWEEP_ID = "sweep_id"
+BLAS_THREADS = "blas_threads"
+GIT_COMMIT = "git_commit"
+GIT_DIRTY = "git_dirty"
+ERROR = "error"
+ERROR_TRACEBACK = "error_traceback"
+# MLflow's own tags
+PARENT_RUN_ID = "mlflow.parentRunId"
+RUN_NAME = "mlflow.runName"
+SOURCE_NAME = "mlflow.source.name"
+SOURCE_GIT_COMMIT = "mlflow.source.git.commit"
+DATASET_CONTEXT = "mlflow.data.context"
+SOURCE_NAME_VALUE = "mlp-sweep"
+
+# ---------------------------------------------------------------------------------------------- liveness and resume
+HOST = "mlp_sweeps.host"
+PID = "mlp_sweeps.pid"
+PID_START = "mlp_sweeps.pid_start"
+HEARTBEAT = "mlp_sweeps.heartbeat"
+KILLED_REASON = "mlp_sweeps.killed_reason"
+SWEEP_LINK_PREFIX = "mlp_sweeps.sweep."  # + sweep_id; value: the parent run id of the sweep that reused the run
+
+# ---------------------------------------------------------------------------------------------- sweep parent
+ROLE = "mlp_sweeps.role"
+ROLE_SWEEP_PARENT = "sweep_parent"
+SWEEP_CHILDREN = "sweep_children"
+SWEEP_CHILDREN_REUSED = "sweep_children_reused"
+SWEEP_CHILDREN_FINISHED = "sweep_children_finished"
+BEST_CHILD_RUN_ID = "best_child_run_id"
+BEST_CHILD_NAME = "best_child_name"
+# the parent also carries BEST_VAL_LOSS and BEST_VAL_ACCURACY as tags (the best child's values)
+
+# the parent-run handoff: a JSON file in hydra.sweep.dir that every job of the sweep reads
+PARENT_FILE = "mlflow_parent.json"
+
+
+def sweep_link_tag(sweep_id: str) -> str:
+    """The tag a reused run gets from a sweep that included it instead of rerunning it."""
+    return SWEEP_LINK_PREFIX + sweep_id

@@ -1,0 +1,266 @@
+"""The tracking store: URI rules, reachability, the one place an ``MlflowClient`` is built, and lock retries.
+
+``open_store`` is what a job or a sweep calls before any work (creates the store and the experiment if needed);
+``connect`` is the read-only opening used by reports (never creates a store). Both refuse an unusable store with one
+``TrackingError`` sentence that names the URI, credentials masked.
+
+On sqlite, writes retry "database is locked" with jittered exponential backoff (``retrying``, ``RetryingClient``):
+MLflow waits 20 s per attempt (its own ``PRAGMA busy_timeout``), then fails the call and the data would be lost.
+Why retries and not a local server: docs/decisions.md.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import random
+import time
+from pathlib import Path
+from typing import Any, Callable, TypeVar
+
+from hydra.errors import CompactHydraException
+
+from ..paths import outputs_dir
+from ..redact import mask_credentials
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+LOCKED_MARKERS = ("database is locked", "database table is locked", "database is busy", "sqlite_busy")
+# MlflowClient methods that write to the tracking store; RetryingClient retries these on lock errors.
+WRITE_METHODS = frozenset({
+    "create_experiment", "create_run", "log_batch", "log_metric", "log_param", "set_tag", "delete_tag",
+    "log_inputs", "log_outputs", "set_terminated", "update_run", "delete_run", "restore_run", "set_experiment_tag",
+    "log_artifact", "log_artifacts", "log_text", "log_dict", "log_figure",
+})
+# A dead server is otherwise retried with backoff for minutes (MLflow's defaults); readers give up sooner.
+READER_HTTP_ENV = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "1", "MLFLOW_HTTP_REQUEST_TIMEOUT": "15"}
+
+
+class TrackingError(CompactHydraException):
+    """The tracking store cannot be used (unreachable server, bad URI). Printed without a traceback."""
+
+
+class StoreBusyError(RuntimeError):
+    """The sqlite store stayed locked through every retry."""
+
+
+# ------------------------------------------------------------------------------------------------------ URI rules
+
+def sqlite_path(uri: str) -> Path | None:
+    """The database file of a ``sqlite://`` URI (``sqlite:///rel.db``, ``sqlite:////abs.db``, ``?query`` ignored);
+    None for other schemes, ``:memory:`` or no path."""
+    if not uri.startswith("sqlite:"):
+        return None
+    rest = uri.split("://", 1)[1] if "://" in uri else ""
+    rest = rest[1:] if rest.startswith("/") else rest  # sqlite:///rel.db -> rel.db, sqlite:////abs -> /abs
+    rest = rest.split("?", 1)[0]
+    if not rest or rest == ":memory:":
+        return None
+    return Path(rest)
+
+
+def default_tracking_uri() -> str:
+    """$MLFLOW_TRACKING_URI, else the app's store ``sqlite:///<outputs>/mlflow.db`` (never cwd-relative)."""
+    return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{outputs_dir() / 'mlflow.db'}"
+
+
+def resolve_tracking_uri(uri: str | None) -> str:
+    """``tracking.uri`` > $MLFLOW_TRACKING_URI > sqlite:///<outputs>/mlflow.db. Relative sqlite paths are made absolute."""
+    uri = uri or default_tracking_uri()
+    db = sqlite_path(uri)
+    if db is not None:
+        return f"sqlite:///{db.expanduser().resolve()}"
+    if "://" not in uri:
+        raise TrackingError(
+            f"tracking.uri={mask_credentials(uri)!r} is not supported: use sqlite:///<absolute path>.db or "
+            "http(s)://host:port (the ./mlruns file store is deprecated)"
+        )
+    return uri
+
+
+def default_artifact_location(tracking_uri: str, artifact_location: str | None) -> str | None:
+    """Artifacts of a local sqlite store live next to it (<dir of the .db>/mlartifacts); servers decide themselves."""
+    if artifact_location:
+        return artifact_location if "://" in artifact_location else Path(artifact_location).resolve().as_uri()
+    db = sqlite_path(tracking_uri)
+    return (db.parent / "mlartifacts").as_uri() if db is not None else None
+
+
+def check_reachable(tracking_uri: str, timeout: float = 5.0) -> None:
+    """Fail fast, before any training, when an http(s) store does not answer (MLflow itself retries for minutes)."""
+    db = sqlite_path(tracking_uri)
+    if db is not None:
+        db.parent.mkdir(parents=True, exist_ok=True)
+        return
+    if not tracking_uri.startswith(("http://", "https://")):
+        return
+    import requests  # an MLflow dependency; unlike urllib it takes user:password@ from the URI as basic auth
+
+    health = tracking_uri.rstrip("/") + "/health"
+    try:
+        response = requests.get(health, timeout=timeout)
+    except requests.RequestException as exc:
+        raise TrackingError(
+            f"MLflow tracking server {mask_credentials(tracking_uri)} is unreachable ({type(exc).__name__}); "
+            "start it or set tracking.uri / MLFLOW_TRACKING_URI"
+        ) from None
+    if response.status_code != 200:
+        raise TrackingError(
+            f"MLflow tracking server {mask_credentials(tracking_uri)} answered GET /health with HTTP "
+            f"{response.status_code}; check the URI and credentials"
+        )
+
+
+# ------------------------------------------------------------------------------------------------------ clients
+
+def client_for(tracking_uri: str) -> Any:
+    """The one place an ``MlflowClient`` is built: on sqlite its writes retry lock errors (``RetryingClient``)."""
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=tracking_uri)
+    return RetryingClient(client) if tracking_uri.startswith("sqlite:") else client
+
+
+def get_or_create_experiment(client: Any, name: str, artifact_location: str | None) -> str:
+    """Experiment id for ``name``; creates it (tolerating a concurrent creator)."""
+    from mlflow.exceptions import MlflowException
+
+    experiment = client.get_experiment_by_name(name)
+    if experiment is not None:
+        return experiment.experiment_id
+    try:
+        return client.create_experiment(name, artifact_location=artifact_location)
+    except MlflowException:
+        experiment = client.get_experiment_by_name(name)
+        if experiment is None:
+            raise
+        return experiment.experiment_id
+
+
+def open_store(tracking_cfg: Any) -> tuple[Any, str, str]:
+    """(client, tracking_uri, experiment_id); checks reachability first and creates the store/experiment if needed."""
+    uri = resolve_tracking_uri(tracking_cfg.uri)
+    check_reachable(uri)
+    client = client_for(uri)
+    try:
+        experiment_id = get_or_create_experiment(
+            client, tracking_cfg.experiment_name, default_artifact_location(uri, tracking_cfg.artifact_location)
+        )
+    except Exception as exc:  # a store that cannot be opened is a setup problem: one clear sentence
+        raise TrackingError(f"Cannot open the MLflow store {mask_credentials(uri)}: {mask_credentials(exc)}") from None
+    return client, uri, experiment_id
+
+
+def connect(uri: str) -> Any:
+    """A client for reading ``uri`` that has answered one request; ``TrackingError`` otherwise.
+
+    A sqlite file that does not exist is an error (opening it would silently create an empty store).
+    """
+    shown = mask_credentials(uri)
+    db = sqlite_path(uri)
+    if db is not None and not db.exists():
+        raise TrackingError(f"no MLflow store at {shown}: file {db} does not exist "
+                            "(pass --tracking-uri or set MLFLOW_TRACKING_URI)")
+    for key, value in READER_HTTP_ENV.items():
+        os.environ.setdefault(key, value)
+    try:
+        client = client_for(uri)
+        client.search_experiments(max_results=1)
+    except Exception as exc:  # noqa: BLE001 - any failure here means "cannot use this store"
+        detail = mask_credentials(str(exc).replace(uri, shown)).splitlines()
+        raise TrackingError(f"cannot reach the MLflow tracking store {shown}: {type(exc).__name__}: "
+                            f"{detail[0] if detail else ''}") from exc
+    return client
+
+
+# ------------------------------------------------------------------------------------------------------ lock retries
+
+def is_locked_error(exc: BaseException | None) -> bool:
+    """True when ``exc`` (or anything in its cause/context chain) is a sqlite lock/busy OperationalError."""
+    seen: set[int] = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        message = str(exc).lower()
+        if any(marker in message for marker in LOCKED_MARKERS) and _is_db_error(exc):
+            return True
+        exc = exc.__cause__ or exc.__context__
+    return False
+
+
+def _is_db_error(exc: BaseException) -> bool:
+    import sqlite3
+
+    import sqlalchemy.exc
+    from mlflow.exceptions import MlflowException
+
+    # MLflow's managed session wraps OperationalError as TEMPORARILY_UNAVAILABLE (message = the sqlite text).
+    return isinstance(exc, (sqlite3.OperationalError, sqlalchemy.exc.OperationalError, MlflowException))
+
+
+def backoff_delay(attempt: int, base_delay: float, max_delay: float) -> float:
+    """Delay before retry number ``attempt`` (0-based): base·2^attempt capped at max_delay, jittered to 50-150 %."""
+    return min(max_delay, base_delay * (2 ** attempt)) * random.uniform(0.5, 1.5)
+
+
+def retrying(fn: Callable[..., T], *args: Any, attempts: int = 8, base_delay: float = 0.05, max_delay: float = 2.0,
+             what: str | None = None, on_retry: Callable[[BaseException, int], None] | None = None,
+             sleep: Callable[[float], None] = time.sleep, **kwargs: Any) -> T:
+    """``fn(*args, **kwargs)``, retried only while it fails with a sqlite lock error.
+
+    Any other exception propagates at once. After ``attempts`` locked failures, raises ``StoreBusyError`` naming
+    ``what``, the attempts and the elapsed time, chained from the last lock error. ``on_retry(exc, attempt)`` is called
+    before each sleep (used by the benchmark to count retries). Worst case: each attempt waits MLflow's 20 s busy
+    timeout, so 8 attempts give up after about 8 × 20 s + 6 s of backoff.
+    """
+    if attempts < 1:
+        raise ValueError(f"attempts must be >= 1, got {attempts}")
+    label = what or getattr(fn, "__name__", "store call")
+    start = time.monotonic()
+    for attempt in range(attempts):
+        try:
+            return fn(*args, **kwargs)
+        except Exception as exc:
+            if not is_locked_error(exc):
+                raise
+            if attempt == attempts - 1:
+                raise StoreBusyError(
+                    f"{label}: the MLflow sqlite store was still locked after {attempts} attempts over "
+                    f"{time.monotonic() - start:.1f} s; too many concurrent writers for sqlite - use fewer workers or "
+                    "an MLflow server"
+                ) from exc
+            if on_retry is not None:
+                on_retry(exc, attempt)
+            delay = backoff_delay(attempt, base_delay, max_delay)
+            log.debug("%s: sqlite store locked (attempt %d/%d), retrying in %.2f s", label, attempt + 1, attempts,
+                      delay)
+            sleep(delay)
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+class RetryingClient:
+    """An ``MlflowClient`` whose write methods retry sqlite lock errors; reads and everything else pass through."""
+
+    def __init__(self, client: Any, attempts: int = 8, base_delay: float = 0.05, max_delay: float = 2.0,
+                 on_retry: Callable[[BaseException, int], None] | None = None):
+        self._client = client
+        self._options = dict(attempts=attempts, base_delay=base_delay, max_delay=max_delay, on_retry=on_retry)
+
+    @property
+    def wrapped(self) -> Any:
+        return self._client
+
+    def __getattr__(self, name: str) -> Any:
+        # Unpickling (a joblib worker receives the sweep callback that holds this client) looks up __setstate__
+        # before _client exists: without this guard self._client recursed into __getattr__ until RecursionError.
+        if "_client" not in self.__dict__:
+            raise AttributeError(name)
+        attr = getattr(self._client, name)
+        if name not in WRITE_METHODS or not callable(attr):
+            return attr
+
+        def call(*args: Any, **kwargs: Any) -> Any:
+            return retrying(attr, *args, what=name, **self._options, **kwargs)
+
+        call.__name__ = name
+        return call

@@ -1,0 +1,63 @@
+"""What identifies a run: config_hash and config_hash_noseed of composed configs, and the run name."""
+from __future__ import annotations
+
+from omegaconf import OmegaConf
+
+from sweeper.config.identity import effective_hidden_sizes, legacy_hashes, run_hashes, run_name
+
+from ..sweeper_helpers import compose_cfg
+
+# config_hash of `data=digits trainer.epochs=1 model.width=16` at 2 BLAS threads, as release 0.1.0 tagged it
+LEGACY_WIDTH16_SGD = "078289764e6fbef167b39ab80579aae0f8bd2df524bec48483d3ed4b71766269"
+
+
+def hashes(overrides, threads=1):
+    container = OmegaConf.to_container(compose_cfg(overrides), resolve=True, enum_to_str=True)
+    return run_hashes(container, threads)
+
+
+def test_hash_ignores_tracking_and_labels_but_not_training_settings():
+    base = hashes(["experiment=task3c"])
+    assert hashes(["experiment=task3c", "name=other", "tracking.uri=sqlite:////tmp/x.db",
+                   "tracking.experiment_name=elsewhere", "tracking.skip_finished=false"]) == base
+    assert hashes(["experiment=task3c", "optimizer.lr=0.05"])[0] != base[0]
+    assert hashes(["experiment=task3c", "trainer.epochs=2"])[0] != base[0]
+
+
+def test_hash_identifies_equal_models_and_groups_seeds():
+    assert hashes(["experiment=task3c"]) == hashes(["experiment=task3c", "model.hidden_sizes=[64]"])
+    assert hashes(["experiment=task4a"]) == hashes(["experiment=task3c", "model.width=32"])
+    seed0, seed1 = hashes(["trainer.seed=0"]), hashes(["trainer.seed=1"])
+    assert seed0[0] != seed1[0] and seed0[1] == seed1[1]
+
+
+def test_runs_that_train_the_same_thing_hash_alike_whatever_optimizer_preset_named_them():
+    """optimizer=sgd with momentum 0.9 and lr 0.02 trains exactly what optimizer=momentum trains."""
+    assert hashes(["optimizer=sgd", "optimizer.momentum=0.9", "optimizer.lr=0.02"]) == hashes(["optimizer=momentum"])
+    assert hashes(["experiment=task3c", "optimizer=sgd", "optimizer.momentum=0.9", "optimizer.lr=0.02"]) == \
+        hashes(["experiment=task3c"])
+
+
+def test_hash_holds_the_effective_blas_thread_count():
+    """null (cores / workers) and an explicit count hash alike when the effective count is equal, and differ when
+    it is not: the thread count changes the bits, so a run at 2 threads is not a finished run at 1 thread."""
+    assert hashes([], 1) == hashes(["trainer.blas_threads=1"], 1)
+    assert hashes([], 1)[0] != hashes([], 2)[0] and hashes([], 1)[1] != hashes([], 2)[1]
+    assert hashes(["trainer.seed=1"], 1)[1] == hashes([], 1)[1]
+
+
+def test_legacy_hashes_are_those_of_release_0_1_0():
+    """Release 0.1.0 hashed the optimizer's label too; these are its hashes of the defaults at 2 threads (computed
+    by that release's code path, the fixture tests/fixtures/store_v0.1.0.db.gz holds runs tagged with them)."""
+    container = OmegaConf.to_container(compose_cfg(["data=digits", "trainer.epochs=1", "model.width=16"]),
+                                       resolve=True, enum_to_str=True)
+    old = legacy_hashes(container, 2)
+    assert len(old) == 2 and run_hashes(container, 2)[0] not in old
+    assert LEGACY_WIDTH16_SGD in old
+
+
+def test_effective_hidden_sizes_and_run_name():
+    assert effective_hidden_sizes({"hidden_sizes": None, "width": 32, "depth": 3}) == (32, 32, 32)
+    assert effective_hidden_sizes({"hidden_sizes": [128, 32], "width": 7, "depth": 1}) == (128, 32)
+    assert run_name("task3c", ["experiment=task3c", "model.hidden_sizes=[128]", "tracking.uri=x",
+                               "hydra/launcher=joblib"]) == "task3c hidden_sizes=[128]"
