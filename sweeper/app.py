@@ -15,7 +15,6 @@ import contextlib
 import csv
 import logging
 import math
-import os
 import sys
 import time
 import traceback
@@ -34,6 +33,7 @@ from .config.checks import ConfigError, to_core, validate, value
 from .config.identity import flatten, legacy_hashes, run_hashes, run_name
 from .paths import CONF_DIR, git_commit, outputs_dir, unwritable_reason
 from .redact import mask_credentials
+from .sweep.workers import blas_threads
 
 log = logging.getLogger("sweeper")
 
@@ -83,39 +83,6 @@ class Job:
     @property
     def in_sweep(self) -> bool:
         return self.hydra_cfg is not None and self.hydra_cfg.mode == RunMode.MULTIRUN
-
-
-def parallel_workers() -> int:
-    """How many jobs of this launch run at once on this machine, from the Hydra launcher config."""
-    if not HydraConfig.initialized():
-        return 1
-    hc = HydraConfig.get()
-    if hc.mode != RunMode.MULTIRUN:
-        return 1
-    launcher = hc.launcher
-    target = str(launcher.get("_target_", ""))
-    cores = _cores()
-    if "joblib" in target:
-        n_jobs = launcher.get("n_jobs", -1)
-        return cores if n_jobs is None or n_jobs <= 0 else min(int(n_jobs), cores)
-    if "submitit" in target:
-        cpus = launcher.get("cpus_per_task")
-        return max(1, cores // int(cpus)) if cpus else cores
-    return 1
-
-
-def _cores() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:
-        return os.cpu_count() or 1
-
-
-def blas_threads(cfg: DictConfig) -> int:
-    """trainer.blas_threads, or cores / parallel workers so that workers x threads = cores."""
-    if cfg.trainer.blas_threads is not None:
-        return int(cfg.trainer.blas_threads)
-    return max(1, _cores() // parallel_workers())
 
 
 def prepare(cfg: DictConfig) -> Job:

@@ -1,1 +1,2 @@
-"""Sweeps: the Hydra callback that gives a multirun its MLflow parent run (``callbacks``) and the dry run (``dryrun``)."""
+"""Sweeps: the Hydra callback that gives a multirun its MLflow parent run (``callbacks``), the dry run (``dryrun``) and
+the BLAS threads of parallel jobs (``workers``)."""
