@@ -7,12 +7,19 @@ Bias conventions
   x @ W_0[:-1] + W_0[-1], which is exactly [x, 1] @ W_0 without building the augmented input.
 
 All parameters (and all gradients) are views into one flat buffer, so the optimizer updates them in a handful of calls.
+
+Files: `save` writes an uncompressed .npz with `meta`, the architecture as a JSON string, and one .npy member per
+parameter array (W0, W1, ..., plus b0, b1, ... under per_layer). `load` checks such a file against itself before it
+allocates the model.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import numbers
+import os
+import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -23,6 +30,10 @@ from .init import INITS, check_init, draw_weights
 
 BIAS_CONVENTIONS = ("per_layer", "input_only")
 _FORMAT_VERSION = 1
+_META_KEYS = ("format_version", "input_dim", "num_classes", "hidden_sizes", "activation", "init", "bias", "dtype")
+_STORED_DTYPES = ("float32", "float64")
+# np.load's test for an .npz: a local file header, or the end record of an empty archive.
+_ZIP_SIGNATURES = (b"PK\x03\x04", b"PK\x05\x06")
 
 
 def _is_int(value) -> bool:
@@ -57,6 +68,18 @@ class ModelConfig:
         check_init(self.init)
         if self.bias not in BIAS_CONVENTIONS:
             raise ValueError(f"unknown bias convention {self.bias!r}; valid choices: {', '.join(BIAS_CONVENTIONS)}")
+
+
+def _parameter_shapes(sizes: list[int], bias: str) -> dict[str, tuple[int, ...]]:
+    """Name -> shape of every parameter array, in buffer order: W0, (b0,) W1, (b1,) ... for sizes [n_0, ..., n_L]."""
+    shapes = {}
+    for layer, (n_in, n_out) in enumerate(zip(sizes[:-1], sizes[1:])):
+        if bias == "input_only":
+            shapes[f"W{layer}"] = (n_in + 1 if layer == 0 else n_in, n_out)
+        else:
+            shapes[f"W{layer}"] = (n_in, n_out)
+            shapes[f"b{layer}"] = (n_out,)
+    return shapes
 
 
 def num_parameters(input_dim: int, model: ModelConfig, num_classes: int = 10) -> int:
@@ -122,23 +145,19 @@ class MLP:
 
     def _carve(self, flat: np.ndarray):
         """Split a flat buffer into per-layer views: (weights, biases, [(W used in matmul, bias vector or None)])."""
-        weights, biases, lin = [], [], []
+        views = {}
         offset = 0
-        trick = self.config.bias == "input_only"
-        for layer, (n_in, n_out) in enumerate(zip(self.sizes[:-1], self.sizes[1:])):
-            rows = n_in + 1 if (trick and layer == 0) else n_in
-            w = flat[offset : offset + rows * n_out].reshape(rows, n_out)
-            offset += rows * n_out
-            if trick:
-                b = None
-                lin.append((w[:-1], w[-1]) if layer == 0 else (w, None))
-            else:
-                b = flat[offset : offset + n_out]
-                offset += n_out
-                lin.append((w, b))
-            weights.append(w)
-            biases.append(b)
+        for name, shape in _parameter_shapes(self.sizes, self.config.bias).items():
+            size = math.prod(shape)
+            views[name] = flat[offset : offset + size].reshape(shape)
+            offset += size
         assert offset == flat.size
+        weights = [views[f"W{layer}"] for layer in range(self.num_layers)]
+        biases = [views.get(f"b{layer}") for layer in range(self.num_layers)]
+        if self.config.bias == "input_only":
+            lin = [(weights[0][:-1], weights[0][-1])] + [(w, None) for w in weights[1:]]
+        else:
+            lin = list(zip(weights, biases))
         return weights, biases, lin
 
     def initialize(self, rng: np.random.Generator) -> None:
@@ -253,23 +272,181 @@ class MLP:
 
     @classmethod
     def load(cls, path: str | Path) -> "MLP":
-        """Rebuild a model written by `save` (no pickle involved)."""
-        with np.load(path, allow_pickle=False) as npz:
-            meta = json.loads(str(npz["meta"]))
+        """Rebuild a model written by `save`, trusting nothing in the file until it is checked.
+
+        Checked before the model is allocated: the members are uncompressed and fit in the file; the metadata is a
+        valid architecture of format_version 1; the arrays are exactly the ones that architecture needs, each with
+        its shape and the stored dtype, as their .npy headers declare, and each holds as many bytes as it declares.
+        Object arrays are refused unread, so nothing is unpickled. A file that fails a check raises a one-sentence
+        ValueError naming the file and the key; a file that cannot be opened raises the usual OSError."""
+        where = os.fspath(path)
+        with open(path, "rb") as fh:
+            if fh.read(4) not in _ZIP_SIGNATURES:
+                raise ValueError(f"{where}: not an .npz archive (it does not start with a zip signature)")
+            fh.seek(0)
+            file_size = os.fstat(fh.fileno()).st_size
+            try:
+                archive = zipfile.ZipFile(fh)
+            except (zipfile.BadZipFile, EOFError, ValueError) as err:
+                raise ValueError(f"{where}: not a readable .npz archive ({_reason(err)})") from None
+            with archive:
+                return cls._load_archive(_Archive(archive, file_size, where))
+
+    @classmethod
+    def _load_archive(cls, archive: "_Archive") -> "MLP":
+        where = archive.where
+        meta = archive.read_meta()
+        input_dim, num_classes, dtype = meta["input_dim"], meta["num_classes"], meta["dtype"]
+        try:
             config = ModelConfig(
-                hidden_sizes=tuple(meta["hidden_sizes"]),
-                activation=meta["activation"],
-                init=meta["init"],
-                bias=meta["bias"],
+                hidden_sizes=meta["hidden_sizes"], activation=meta["activation"], init=meta["init"], bias=meta["bias"]
             )
-            model = cls(meta["input_dim"], config, meta["num_classes"], rng=0, dtype=np.dtype(meta["dtype"]))
-            for i, w in enumerate(model.weights):
-                w[...] = npz[f"W{i}"]
-            for i, b in enumerate(model.biases):
-                if b is not None:
-                    b[...] = npz[f"b{i}"]
+        except (ValueError, TypeError) as err:
+            raise ValueError(f"{where}: the stored architecture is invalid: {_reason(err)}") from None
+        shapes = _parameter_shapes([input_dim, *config.hidden_sizes, num_classes], config.bias)
+        arch = "-".join(str(n) for n in [input_dim, *config.hidden_sizes, num_classes])
+        stored = f"the stored architecture {arch} with bias {config.bias}"
+        for key in archive.members:
+            if key != "meta" and key not in shapes:
+                expected = ", ".join(["meta", *shapes])
+                raise ValueError(f"{where}: unexpected array {key!r}; {stored} holds only {expected}")
+        for key, shape in shapes.items():
+            if key not in archive.members:
+                raise ValueError(f"{where}: array {key!r} is missing but {stored} needs it with shape {shape}")
+            found_shape, found_dtype, data_bytes = archive.header(key)
+            if found_dtype.newbyteorder("=") != np.dtype(dtype):  # either byte order holds the same values
+                raise ValueError(
+                    f"{where}: array {key!r} has dtype {_describe(found_dtype)} but the stored dtype is {dtype}"
+                )
+            if found_shape != shape:
+                raise ValueError(f"{where}: array {key!r} has shape {found_shape} but {stored} needs {shape}")
+            archive.check_data_size(key, found_shape, found_dtype, data_bytes)
+
+        # Everything above read headers only; the model is as large as the arrays the file really holds.
+        model = cls(input_dim, config, num_classes, rng=0, dtype=np.dtype(dtype))
+        for i, w in enumerate(model.weights):
+            w[...] = archive.read_array(f"W{i}")
+        for i, b in enumerate(model.biases):
+            if b is not None:
+                b[...] = archive.read_array(f"b{i}")
         return model
 
     def __repr__(self) -> str:
         arch = "-".join(str(s) for s in self.sizes)
         return f"MLP({arch}, activation={self.config.activation}, bias={self.config.bias}, params={self.num_parameters})"
+
+
+def _reason(err: BaseException) -> str:
+    """An exception's message on one line, to quote inside a one-sentence error."""
+    return " ".join(str(err).split()) or type(err).__name__
+
+
+def _describe(dtype: np.dtype) -> str:
+    return dtype.str if dtype.kind in "SUV" else dtype.name  # "<U12" says more than "str384"
+
+
+class _Archive:
+    """The members of an open model .npz, checked against the zip directory and read header first.
+
+    `members` maps each key (the member name without ".npy") to its ZipInfo. Construction refuses duplicate,
+    encrypted and compressed members and a directory that claims more bytes than the file holds, so every size a
+    header declares and `check_data_size` accepts is backed by bytes on disk."""
+
+    def __init__(self, archive: zipfile.ZipFile, file_size: int, where: str):
+        self.archive = archive
+        self.where = where
+        self.members: dict[str, zipfile.ZipInfo] = {}
+        for info in archive.infolist():
+            key = info.filename.removesuffix(".npy")
+            if key in self.members:
+                raise ValueError(f"{where}: the archive holds {key!r} more than once")
+            if info.flag_bits & 0x1:
+                raise ValueError(f"{where}: member {key!r} is encrypted; MLP.save writes plain members")
+            if info.compress_type != zipfile.ZIP_STORED:
+                method = zipfile.compressor_names.get(info.compress_type, f"method {info.compress_type}")
+                raise ValueError(
+                    f"{where}: member {key!r} is stored compressed ({method}); MLP.save writes uncompressed members"
+                )
+            if info.compress_size != info.file_size:
+                raise ValueError(
+                    f"{where}: member {key!r} is uncompressed but the zip directory gives it {info.compress_size} "
+                    f"bytes stored and {info.file_size} bytes of content"
+                )
+            self.members[key] = info
+        claimed = sum(info.file_size for info in self.members.values())
+        if claimed > file_size:
+            raise ValueError(
+                f"{where}: the zip directory claims {claimed} bytes of members but the file is only {file_size} bytes"
+            )
+
+    def header(self, key: str) -> tuple[tuple[int, ...], np.dtype, int]:
+        """(shape, dtype, bytes after the header) of a .npy member, from its header alone."""
+        info = self.members[key]
+        try:
+            with self.archive.open(info) as fp:
+                version = np.lib.format.read_magic(fp)
+                if version == (1, 0):
+                    shape, _, dtype = np.lib.format.read_array_header_1_0(fp)
+                elif version == (2, 0):
+                    shape, _, dtype = np.lib.format.read_array_header_2_0(fp)
+                else:
+                    raise ValueError(f".npy format version {version[0]}.{version[1]} is not 1.0 or 2.0")
+                return shape, dtype, info.file_size - fp.tell()
+        except (zipfile.BadZipFile, EOFError) as err:  # zipfile reads ahead, so a bad CRC can surface here
+            raise ValueError(f"{self.where}: array {key!r} could not be read ({_reason(err)})") from None
+        except ValueError as err:
+            raise ValueError(f"{self.where}: array {key!r} has no valid .npy header ({_reason(err)})") from None
+
+    def check_data_size(self, key: str, shape: tuple[int, ...], dtype: np.dtype, data_bytes: int) -> None:
+        declared = math.prod(shape) * dtype.itemsize
+        if declared != data_bytes:
+            raise ValueError(
+                f"{self.where}: array {key!r} declares shape {shape} ({declared} bytes) but its member holds "
+                f"{data_bytes} bytes"
+            )
+
+    def read_array(self, key: str) -> np.ndarray:
+        """The array of a member whose header has been checked; never unpickles."""
+        try:
+            with self.archive.open(self.members[key]) as fp:
+                return np.lib.format.read_array(fp, allow_pickle=False)
+        except (zipfile.BadZipFile, EOFError, ValueError) as err:
+            raise ValueError(f"{self.where}: array {key!r} could not be read ({_reason(err)})") from None
+
+    def read_meta(self) -> dict:
+        """The metadata, parsed and checked key by key except for what ModelConfig checks."""
+        where = self.where
+        if "meta" not in self.members:
+            raise ValueError(f"{where}: metadata 'meta' is missing, so the architecture is unknown")
+        shape, dtype, data_bytes = self.header("meta")
+        if dtype.kind != "U" or shape != ():
+            raise ValueError(
+                f"{where}: metadata 'meta' must be a 0-d unicode string array, got dtype {_describe(dtype)} and "
+                f"shape {shape}"
+            )
+        self.check_data_size("meta", shape, dtype, data_bytes)
+        text = str(self.read_array("meta"))
+        try:
+            meta = json.loads(text)
+        except (ValueError, RecursionError) as err:
+            raise ValueError(f"{where}: metadata 'meta' is not valid JSON ({_reason(err)})") from None
+        if not isinstance(meta, dict):
+            raise ValueError(f"{where}: metadata 'meta' must be a JSON object, got {type(meta).__name__}")
+        if "format_version" not in meta:
+            raise ValueError(f"{where}: metadata key 'format_version' is missing")
+        version = meta["format_version"]
+        if not (_is_int(version) and version == _FORMAT_VERSION):
+            raise ValueError(f"{where}: unknown format_version {version!r}; this version reads {_FORMAT_VERSION}")
+        for key in _META_KEYS:
+            if key not in meta:
+                raise ValueError(f"{where}: metadata key {key!r} is missing")
+        for key in meta:
+            if key not in _META_KEYS:
+                raise ValueError(f"{where}: metadata key {key!r} is not part of format_version {_FORMAT_VERSION}")
+        for key, least in (("input_dim", 1), ("num_classes", 2)):
+            if not _is_int(meta[key]) or meta[key] < least:
+                raise ValueError(f"{where}: metadata {key!r} must be an integer >= {least}, got {meta[key]!r}")
+        if meta["dtype"] not in _STORED_DTYPES:
+            choices = ", ".join(_STORED_DTYPES)
+            raise ValueError(f"{where}: metadata 'dtype' is {meta['dtype']!r}; valid choices: {choices}")
+        return meta
