@@ -28,7 +28,7 @@ from hydra.errors import CompactHydraException
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
-from . import names
+from . import names, signals
 from .config.checks import ConfigError, to_core, validate, value
 from .config.identity import flatten, legacy_hashes, run_hashes, run_name
 from .paths import CONF_DIR, git_commit, outputs_dir, unwritable_reason
@@ -265,6 +265,7 @@ def train_and_track(cfg: DictConfig) -> float:
 
     from .tracking.run import MetricSink
 
+    signals.install()  # also in launcher workers (joblib, submitit), which never run main()
     job = prepare(cfg)
     store = None
     if cfg.tracking.enabled:
@@ -336,9 +337,19 @@ def task(cfg: DictConfig) -> float:
 
 
 def main() -> None:
-    """Console entry point of `mlp-sweep`: register the schema and resolver, then hand over to Hydra."""
+    """Console entry point of `mlp-sweep`: register the schema and resolver, then hand over to Hydra.
+
+    Ctrl-C and SIGTERM end the run (and a sweep's parent) KILLED with what was logged, then exit with 128 + the
+    signal's number and one line instead of a traceback.
+    """
     register()
-    task()
+    signals.install()
+    try:
+        task()
+    except KeyboardInterrupt:
+        sys.stderr.write(f"mlp-sweep: interrupted by {signals.received_name()}; runs in progress are marked KILLED with the metrics "
+                         "logged so far (relaunch the same command to resume)\n")
+        sys.exit(signals.exit_code())
 
 
 def _remove_unused_run_dir(run_dir: Path) -> None:

@@ -23,7 +23,7 @@ from typing import Any
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
-from .. import names
+from .. import names, signals
 
 log = logging.getLogger(__name__)
 
@@ -111,9 +111,12 @@ class MlflowSweepParent(Callback):
         self._terminate_if_running("FINISHED")
 
     def _terminate_if_running(self, status: str) -> None:
-        """Attach the sweep summary (comparison.png, summary.csv/md, best-child tags) and end the parent run."""
+        """Attach the sweep summary (comparison.png, summary.csv/md, best-child tags) and end the parent run (KILLED
+        when the sweep ended on Ctrl-C or SIGTERM)."""
         if self._run_id is None:
             return
+        if status == "FAILED" and signals.received():
+            status = "KILLED"
         try:
             from ..reporting.finalize import finalize_sweep
 

@@ -6,15 +6,13 @@ No fluent ``mlflow.start_run``: its process-global "active run" would block nest
 from __future__ import annotations
 
 import json
-import signal
-import threading
 import time
 from pathlib import Path
 from typing import Any, Mapping
 
 from mlp_core import TrainLosses, ValidationPoint
 
-from .. import names
+from .. import names, signals
 from ..redact import mask_credentials
 from .background import MetricWriter
 from .liveness import Heartbeat
@@ -31,35 +29,6 @@ FLUSH_SECONDS = 10.0
 
 def param_value(value: Any) -> str:
     return "null" if value is None else json.dumps(value) if isinstance(value, (list, bool)) else str(value)
-
-
-class DeferredSigint:
-    """Hold back Ctrl-C while a store write runs, then deliver it.
-
-    A KeyboardInterrupt raised inside MLflow's sqlite transaction leaves that connection holding the database lock, and
-    the error path's own writes (flush, error tag, KILLED status) then wait on the lock for minutes. So each write runs
-    with SIGINT recorded rather than raised, and the interrupt is raised right after the write has committed. Only the
-    main thread can install signal handlers; elsewhere (and when SIGINT is ignored) this does nothing.
-    """
-
-    def __enter__(self) -> "DeferredSigint":
-        self.previous = None
-        self.received = False
-        if threading.current_thread() is threading.main_thread():
-            handler = signal.getsignal(signal.SIGINT)
-            if handler is signal.default_int_handler:
-                self.previous = handler
-                signal.signal(signal.SIGINT, self._record)
-        return self
-
-    def _record(self, signum: int, frame: Any) -> None:
-        self.received = True
-
-    def __exit__(self, *exc: Any) -> None:
-        if self.previous is not None:
-            signal.signal(signal.SIGINT, self.previous)
-            if self.received and exc[0] is None:
-                raise KeyboardInterrupt
 
 
 class RunTracker:
@@ -119,7 +88,7 @@ class RunTracker:
         if self.metric_writer is not None:
             self.metric_writer.send(points, heartbeat)
             return
-        with DeferredSigint():
+        with signals.Deferred():
             self.bulk_writer = write_metrics(self.client, self.run_id, points, heartbeat, self.bulk_writer)
 
     def log_dataset(self, dataset: Any) -> None:
@@ -164,7 +133,7 @@ class RunTracker:
         writer, self.metric_writer = self.metric_writer, None
         if writer is not None:
             writer.close()
-        with DeferredSigint():
+        with signals.Deferred():
             self.client.set_terminated(self.run_id, status)
 
 
@@ -183,6 +152,7 @@ class MetricSink:
         self.last_flush = time.monotonic()
 
     def __call__(self, event: Any) -> None:
+        signals.raise_if_received()  # an interrupt whose KeyboardInterrupt Python swallowed still ends the run
         now_ms = int(time.time() * 1000)
         if isinstance(event, TrainLosses):
             if self.progress is not None:

@@ -1,0 +1,96 @@
+"""SIGTERM (Slurm preemption and time-out, docker stop) ends a run like Ctrl-C: metrics flushed, run KILLED, a sweep's
+parent KILLED with its summary, one line and exit code 143 instead of a silent death. Real CLI processes, real
+sqlite stores; the tests act once the child has written its first metric rows (a row in the store is the handshake)."""
+from __future__ import annotations
+
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from mlflow.tracking import MlflowClient
+
+from sweeper import names
+
+from .sweeper_helpers import sqlite_uri
+
+LONG_RUN = ["data=digits", "trainer.epochs=100000", "trainer.early_stopping.enabled=false"]
+DEADLINE_S = 600  # bounds a hang only; a quiet machine needs a few seconds
+
+
+def start(args: list[str], tmp_path: Path) -> subprocess.Popen:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "HYDRA_"))}
+    env.update(MLP_SWEEPS_OUTPUTS=str(tmp_path / "outputs"), MLP_SWEEPS_OFFLINE="1")
+    return subprocess.Popen([sys.executable, "-m", "sweeper", *args, f"tracking.uri={sqlite_uri(tmp_path / 'mlflow.db')}"],
+                            cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
+
+
+def wait_for_metric_rows(db: Path, proc: subprocess.Popen, runs: int = 1) -> int:
+    """Until ``runs`` runs have metric rows in the store (the child's first flush); returns the rows seen then."""
+    deadline = time.monotonic() + DEADLINE_S
+    while time.monotonic() < deadline:
+        assert proc.poll() is None, proc.communicate()[1][-3000:]
+        if db.exists():
+            try:
+                with sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5) as conn:
+                    if conn.execute("SELECT COUNT(DISTINCT run_uuid) FROM metrics").fetchone()[0] >= runs:
+                        return conn.execute("SELECT COUNT(*) FROM metrics").fetchone()[0]
+            except sqlite3.OperationalError:  # tables not created yet
+                pass
+        time.sleep(0.2)
+    pytest.fail("the child wrote no metrics before the deadline")
+
+
+def terminate(proc: subprocess.Popen, group: bool) -> tuple[int, str]:
+    if group:
+        os.killpg(proc.pid, signal.SIGTERM)
+    else:
+        proc.send_signal(signal.SIGTERM)
+    try:
+        _, stderr = proc.communicate(timeout=DEADLINE_S)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    return proc.returncode, stderr
+
+
+@pytest.mark.integration
+@pytest.mark.soak
+def test_sigterm_ends_a_single_run_killed_with_its_metrics(tmp_path):
+    proc = start(LONG_RUN, tmp_path)
+    rows_before = wait_for_metric_rows(tmp_path / "mlflow.db", proc)
+    code, stderr = terminate(proc, group=False)
+    assert code == 128 + signal.SIGTERM, stderr[-3000:]
+    assert "interrupted by SIGTERM" in stderr and "Traceback" not in stderr, stderr[-3000:]
+    client = MlflowClient(sqlite_uri(tmp_path / "mlflow.db"))
+    (run,) = client.search_runs([e.experiment_id for e in client.search_experiments()])
+    assert run.info.status == "KILLED" and run.info.end_time is not None
+    assert "KeyboardInterrupt: SIGTERM" in run.data.tags[names.ERROR]
+    steps = sorted(m.step for m in client.get_metric_history(run.info.run_id, names.TRAIN_LOSS))
+    assert steps == list(range(len(steps)))  # every step up to the end, the buffered ones flushed at the signal
+    total = sum(len(client.get_metric_history(run.info.run_id, key)) for key in names.CURVE_METRICS)
+    assert total >= rows_before
+
+
+@pytest.mark.integration
+@pytest.mark.soak
+def test_sigterm_to_a_sweeps_process_group_ends_job_and_parent_killed_with_the_summary(tmp_path):
+    proc = start(["-m", *LONG_RUN, "model.width=8,16", f"hydra.sweep.dir={tmp_path / 'sweep'}"], tmp_path)
+    wait_for_metric_rows(tmp_path / "mlflow.db", proc)
+    code, stderr = terminate(proc, group=True)
+    assert code == 128 + signal.SIGTERM, stderr[-3000:]
+    assert "Traceback" not in stderr, stderr[-3000:]
+    client = MlflowClient(sqlite_uri(tmp_path / "mlflow.db"))
+    runs = client.search_runs([e.experiment_id for e in client.search_experiments()])
+    parents = [r for r in runs if r.data.tags.get(names.ROLE) == names.ROLE_SWEEP_PARENT]
+    children = [r for r in runs if r not in parents]
+    assert len(parents) == 1 and len(children) == 1  # the second job never started
+    assert parents[0].info.status == "KILLED" and children[0].info.status == "KILLED"
+    assert children[0].data.tags[names.PARENT_RUN_ID] == parents[0].info.run_id
+    assert {a.path for a in client.list_artifacts(parents[0].info.run_id)} >= {"summary.md", "comparison.png"}
+    assert (tmp_path / "sweep" / "summary.md").is_file()
