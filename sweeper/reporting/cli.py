@@ -19,7 +19,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from sweeper.paths import outputs_dir
+from sweeper.paths import outputs_dir, unwritable_reason
 from sweeper.redact import mask_credentials
 
 from .selection import SelectionError, select_runs
@@ -64,6 +64,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.attach and not args.parent_run_id:
         parser.error("--attach needs --parent-run-id")
     # imported here so that --help and argument errors answer before MLflow and matplotlib load
+    from mlflow.exceptions import MlflowException
+
     from sweeper.tracking.store import TrackingError, connect, default_tracking_uri
 
     from .finalize import finalize_sweep
@@ -71,6 +73,12 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     selector = args.sweep_id or args.parent_run_id or args.experiment
     out_dir = Path(args.out) if args.out else outputs_dir() / "reports" / safe_filename(selector)
+    if out_dir.exists() and not out_dir.is_dir():
+        return _fail(f"--out {out_dir} is a file, not a directory; pass a directory to write the report into",
+                     EXIT_UNUSABLE)
+    blocked = unwritable_reason(out_dir)
+    if blocked is not None:
+        return _fail(f"cannot write the report to {out_dir}: {blocked}", EXIT_UNUSABLE)
     uri = args.tracking_uri or default_tracking_uri()
     try:
         client = connect(uri)
@@ -81,6 +89,11 @@ def main(argv: Sequence[str] | None = None) -> int:
                                      experiment=args.experiment, filter_string=args.filter_string)
     except SelectionError as exc:
         return _fail(str(exc), EXIT_NOTHING_MATCHED)
+    except MlflowException as exc:
+        if args.filter_string and exc.error_code == "INVALID_PARAMETER_VALUE":
+            return _fail(f"--filter {args.filter_string!r} is not a valid MLflow filter: {exc.message} "
+                         "(e.g. \"params.optimizer.lr = '0.02'\")", EXIT_UNUSABLE)
+        raise
     if not runs:
         return _fail(f"no runs matched: searched {searched} in {mask_credentials(uri)}", EXIT_NOTHING_MATCHED)
     files = write_report(client, runs, out_dir, title=f"mlp-sweeps report: {selector}", searched=searched)

@@ -82,3 +82,18 @@ def test_legacy_curves_are_read_back(legacy_uri, tmp_path):
     assert history.train_loss[-1] == pytest.approx(run.data.metrics[names.TRAIN_LOSS])
     assert history.val_loss.min() == pytest.approx(run.data.metrics[names.BEST_VAL_LOSS])
     assert history.val_accuracy[-1] == pytest.approx(run.data.metrics[names.FINAL_VAL_ACCURACY])
+
+
+@pytest.mark.parametrize("bad", ["filter", "out-is-a-file", "out-under-a-file"])
+def test_bad_report_arguments_are_one_line_and_exit_2(legacy_uri, tmp_path, capsys, bad):
+    a_file = tmp_path / "a_file"
+    a_file.write_text("not a directory")
+    args = {"filter": ["--filter", "params.lr = = 'x'", "--out", str(tmp_path / "out")],
+            "out-is-a-file": ["--out", str(a_file)],
+            "out-under-a-file": ["--out", str(a_file / "report")]}[bad]
+    assert cli.main(["--tracking-uri", legacy_uri, "--experiment", "mlp-sweeps", *args]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("mlp-sweep-report: error: ") and err.count("\n") == 1, err
+    assert {"filter": "is not a valid MLflow filter", "out-is-a-file": "is a file, not a directory",
+            "out-under-a-file": "is not a directory"}[bad] in err
+    assert a_file.read_text() == "not a directory" and not (tmp_path / "out").exists()
