@@ -2,7 +2,9 @@
 
 ``open_store`` is what a job or a sweep calls before any work (creates the store and the experiment if needed);
 ``connect`` is the read-only opening used by reports (never creates a store). Both refuse an unusable store with one
-``TrackingError`` sentence that names the URI, credentials masked.
+``TrackingError`` sentence that names the URI, credentials masked: ``open_store`` checks the URI, the store file, the
+experiment and the artifact location (``store_checks``) before MLflow opens anything, and changes nothing when it
+refuses.
 
 On sqlite, writes retry "database is locked" with jittered exponential backoff (``retrying``, ``RetryingClient``):
 MLflow waits 20 s per attempt (its own ``PRAGMA busy_timeout``), then fails the call and the data would be lost.
@@ -17,10 +19,17 @@ import time
 from pathlib import Path
 from typing import Any, Callable, TypeVar
 
-from hydra.errors import CompactHydraException
-
 from ..paths import outputs_dir
 from ..redact import mask_credentials
+from .store_checks import (
+    TrackingError,
+    check_artifact_location,
+    check_driver,
+    check_experiment,
+    check_scheme,
+    check_sqlite_file,
+    one_line,
+)
 
 log = logging.getLogger(__name__)
 
@@ -35,10 +44,7 @@ WRITE_METHODS = frozenset({
 })
 # A dead server is otherwise retried with backoff for minutes (MLflow's defaults); readers give up sooner.
 READER_HTTP_ENV = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "1", "MLFLOW_HTTP_REQUEST_TIMEOUT": "15"}
-
-
-class TrackingError(CompactHydraException):
-    """The tracking store cannot be used (unreachable server, bad URI). Printed without a traceback."""
+DATABASE_SCHEMES = ("postgresql", "mysql", "mssql")
 
 
 class StoreBusyError(RuntimeError):
@@ -66,16 +72,18 @@ def default_tracking_uri() -> str:
 
 
 def resolve_tracking_uri(uri: str | None) -> str:
-    """``tracking.uri`` > $MLFLOW_TRACKING_URI > sqlite:///<outputs>/mlflow.db. Relative sqlite paths are made absolute."""
+    """``tracking.uri`` > $MLFLOW_TRACKING_URI > sqlite:///<outputs>/mlflow.db. Relative sqlite paths are made absolute
+    (a symlink keeps its own name, so that messages name the path the user gave); a URI MLflow would not open, or
+    would open as the deprecated file store or an in-memory database, is refused."""
+    source = "tracking.uri" if uri else "MLFLOW_TRACKING_URI"
     uri = uri or default_tracking_uri()
     db = sqlite_path(uri)
     if db is not None:
-        return f"sqlite:///{db.expanduser().resolve()}"
-    if "://" not in uri:
-        raise TrackingError(
-            f"tracking.uri={mask_credentials(uri)!r} is not supported: use sqlite:///<absolute path>.db or "
-            "http(s)://host:port (the ./mlruns file store is deprecated)"
-        )
+        return f"sqlite:///{os.path.abspath(db.expanduser())}"
+    if uri.startswith("sqlite:"):
+        raise TrackingError(f"{source}={mask_credentials(uri)!r} names no database file (an in-memory store would "
+                            "lose every run): use sqlite:///<absolute path>/mlflow.db")
+    check_scheme(uri, source)
     return uri
 
 
@@ -88,10 +96,15 @@ def default_artifact_location(tracking_uri: str, artifact_location: str | None) 
 
 
 def check_reachable(tracking_uri: str, timeout: float = 5.0) -> None:
-    """Fail fast, before any training, when an http(s) store does not answer (MLflow itself retries for minutes)."""
+    """Fail fast, before any training and before MLflow's own retries (minutes), when the store cannot be used: a
+    sqlite path that is no database file, a database URI whose driver is missing, a server that does not answer."""
+    shown = mask_credentials(tracking_uri)
     db = sqlite_path(tracking_uri)
     if db is not None:
-        db.parent.mkdir(parents=True, exist_ok=True)
+        check_sqlite_file(db, shown)
+        return
+    if tracking_uri.lower().startswith(DATABASE_SCHEMES):
+        check_driver(tracking_uri, shown)
         return
     if not tracking_uri.startswith(("http://", "https://")):
         return
@@ -102,12 +115,12 @@ def check_reachable(tracking_uri: str, timeout: float = 5.0) -> None:
         response = requests.get(health, timeout=timeout)
     except requests.RequestException as exc:
         raise TrackingError(
-            f"MLflow tracking server {mask_credentials(tracking_uri)} is unreachable ({type(exc).__name__}); "
+            f"MLflow tracking server {shown} is unreachable ({type(exc).__name__}); "
             "start it or set tracking.uri / MLFLOW_TRACKING_URI"
         ) from None
     if response.status_code != 200:
         raise TrackingError(
-            f"MLflow tracking server {mask_credentials(tracking_uri)} answered GET /health with HTTP "
+            f"MLflow tracking server {shown} answered GET /health with HTTP "
             f"{response.status_code}; check the URI and credentials"
         )
 
@@ -122,33 +135,55 @@ def client_for(tracking_uri: str) -> Any:
     return RetryingClient(client) if tracking_uri.startswith("sqlite:") else client
 
 
-def get_or_create_experiment(client: Any, name: str, artifact_location: str | None) -> str:
-    """Experiment id for ``name``; creates it (tolerating a concurrent creator)."""
+def get_or_create_experiment(client: Any, name: str, artifact_location: str | None, shown: str = "",
+                             origin: str = "(tracking.artifact_location)", probed: bool = False) -> str:
+    """Experiment id for ``name``; creates it (tolerating a concurrent creator).
+
+    Refuses a deleted experiment, and an artifact location (the experiment's own, or ``artifact_location`` for a new
+    one unless ``probed`` already) where no file can be written.
+    """
     from mlflow.exceptions import MlflowException
 
     experiment = client.get_experiment_by_name(name)
-    if experiment is not None:
-        return experiment.experiment_id
-    try:
-        return client.create_experiment(name, artifact_location=artifact_location)
-    except MlflowException:
-        experiment = client.get_experiment_by_name(name)
-        if experiment is None:
-            raise
-        return experiment.experiment_id
+    if experiment is None:
+        if not probed:
+            check_artifact_location(artifact_location, origin)
+        try:
+            return client.create_experiment(name, artifact_location=artifact_location)
+        except MlflowException:
+            experiment = client.get_experiment_by_name(name)
+            if experiment is None:
+                raise
+    check_experiment(experiment, shown)
+    check_artifact_location(
+        experiment.artifact_location, f"of experiment {name!r} (id {experiment.experiment_id}) in {shown}",
+        "make it a writable directory, or set tracking.experiment_name to a new experiment (and "
+        "tracking.artifact_location to a writable directory)")
+    return experiment.experiment_id
 
 
 def open_store(tracking_cfg: Any) -> tuple[Any, str, str]:
-    """(client, tracking_uri, experiment_id); checks reachability first and creates the store/experiment if needed."""
+    """(client, tracking_uri, experiment_id): checks the URI, the store, the experiment and the artifact location, and
+    creates the store and the experiment if needed. Any failure is one ``TrackingError`` sentence; a refused launch
+    leaves an existing store file byte-identical and creates no new one."""
     uri = resolve_tracking_uri(tracking_cfg.uri)
-    check_reachable(uri)
-    client = client_for(uri)
+    shown = mask_credentials(uri)
+    location = default_artifact_location(uri, tracking_cfg.artifact_location)
+    origin = "(tracking.artifact_location)" if tracking_cfg.artifact_location else f"next to the store {shown}"
+    db = sqlite_path(uri)
     try:
-        experiment_id = get_or_create_experiment(
-            client, tracking_cfg.experiment_name, default_artifact_location(uri, tracking_cfg.artifact_location)
-        )
+        check_reachable(uri)
+        new_store = db is not None and (not db.exists() or db.stat().st_size == 0)
+        if new_store:  # probe before MLflow creates (or fills) the store file
+            check_artifact_location(location, origin)
+        client = client_for(uri)
+        experiment_id = get_or_create_experiment(client, tracking_cfg.experiment_name, location, shown, origin,
+                                                 probed=new_store)
+    except TrackingError:
+        raise
     except Exception as exc:  # a store that cannot be opened is a setup problem: one clear sentence
-        raise TrackingError(f"Cannot open the MLflow store {mask_credentials(uri)}: {mask_credentials(exc)}") from None
+        raise TrackingError(f"cannot open the MLflow store {shown}: {one_line(exc)}; check tracking.uri and "
+                            "MLFLOW_TRACKING_URI") from None
     return client, uri, experiment_id
 
 
