@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from sweeper import names
 
-from ..sweeper_helpers import compose_cfg, run_cli, runs_of, sqlite_uri
+from ..sweeper_helpers import CONF, compose_cfg, run_cli, runs_of, sqlite_uri
 
 CURVES = (names.TRAIN_LOSS, names.VAL_LOSS, names.VAL_ACCURACY)
 GRID = ["data=digits", "trainer.epochs=2", "model.width=4,8", "trainer.blas_threads=1"]
@@ -172,7 +172,7 @@ def test_slurm_preset_composes_with_its_documented_knobs():
     assert (launcher.partition, launcher.timeout_min, launcher.cpus_per_task, launcher.mem_gb,
             launcher.array_parallelism) == ("cpu", 30, 4, 8, 5)
     assert launcher.additional_parameters == {"account": "my_account"}
-    preset = (Path(__file__).resolve().parents[2] / "conf/hydra/launcher/slurm.yaml").read_text()
+    preset = (CONF / "hydra/launcher/slurm.yaml").read_text()
     for knob in ("partition", "timeout_min", "cpus_per_task", "mem_gb", "array_parallelism", "additional_parameters"):
         assert re.search(rf"^{knob}: .+# \S", preset, re.M), f"{knob} is not documented in slurm.yaml"
 
