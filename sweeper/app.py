@@ -243,8 +243,14 @@ def train(job: Job, dataset: Any, sink: Any) -> Any:
     model_cfg, train_cfg = to_core(job.cfg)
     sink.progress = _progress_bar(train_cfg.epochs * (len(dataset.train.y) // train_cfg.batch_size), job.name)
     try:
-        with threadpool_limits(limits=job.threads, user_api="blas"):
-            result = mlp_core.fit(dataset, model_cfg, train_cfg, on_event=sink)
+        with signals.Dropped() as dropped, threadpool_limits(limits=job.threads, user_api="blas"):
+
+            def on_event(event: Any) -> None:
+                dropped.check()  # an interrupt Python swallowed in a finalizer still ends the run here
+                sink(event)
+
+            result = mlp_core.fit(dataset, model_cfg, train_cfg, on_event=on_event)
+            dropped.check()
     finally:
         sink.progress.close()
     sink.flush()

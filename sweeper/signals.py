@@ -6,11 +6,12 @@ sends; Python's default action kills the process at once, without ``finally`` bl
 raise ``KeyboardInterrupt`` and remembers which one arrived (``received``). ``Deferred`` holds them back while a store
 write runs and delivers them right after it committed (an interrupt inside MLflow's sqlite transaction left that
 connection holding the database lock, and the KILLED path's own writes then waited on it for minutes);
-``raise_if_received`` re-raises an interrupt whose exception Python swallowed.
+``Dropped`` re-raises an interrupt whose exception Python swallowed.
 """
 from __future__ import annotations
 
 import signal
+import sys
 import threading
 from typing import Any
 
@@ -37,14 +38,6 @@ def install() -> None:
 def received() -> int | None:
     """The first interrupting signal this process received, or None."""
     return _received[0] if _received else None
-
-
-def raise_if_received() -> None:
-    """Raise KeyboardInterrupt again if an interrupt arrived before. A handler's exception is lost when the signal lands
-    inside a finalizer or a weakref callback (Python prints "Exception ignored in ..."), so the training loop's event
-    callback calls this to end the run anyway at its next event."""
-    if _received:
-        raise KeyboardInterrupt(signal.Signals(_received[0]).name)
 
 
 def received_name() -> str:
@@ -80,3 +73,34 @@ class Deferred:
             signal.signal(signum, handler)
         if self.pending and exc[0] is None:
             _interrupt(self.pending[0], None)
+
+
+class Dropped:
+    """Raise again an interrupt that Python dropped in a finalizer.
+
+    A handler's KeyboardInterrupt is raised in whatever Python code runs at that moment. When that is a finalizer or a
+    weakref callback (SQLAlchemy runs some when the garbage collector frees the objects of a store write), Python
+    prints "Exception ignored in ..." and carries on, and the run trained on as if Ctrl-C had never come (seen once in
+    30 Ctrl-Cs at random moments of a run on a busy machine). While this is entered, ``sys.unraisablehook`` notes such
+    an interrupt instead of printing it, and ``check()`` (at every training event) raises it.
+    """
+
+    def __enter__(self) -> "Dropped":
+        self.dropped = False
+        self._previous_hook = sys.unraisablehook
+        sys.unraisablehook = self._hook
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        sys.unraisablehook = self._previous_hook
+
+    def _hook(self, unraisable: Any) -> None:
+        if unraisable.exc_type is not None and issubclass(unraisable.exc_type, KeyboardInterrupt):
+            self.dropped = True
+        else:
+            self._previous_hook(unraisable)
+
+    def check(self) -> None:
+        if self.dropped:
+            self.dropped = False
+            raise KeyboardInterrupt(received_name())

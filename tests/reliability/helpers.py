@@ -10,6 +10,8 @@ from pathlib import Path
 
 from ..servers import free_port
 
+from ..handshake import HANG
+
 REPO = Path(__file__).resolve().parents[2]
 REAL_MNIST_CACHE = Path.home() / ".cache" / "mlp-sweeps" / "mnist"
 EXPERIMENT = "mlp-sweeps"
@@ -28,8 +30,8 @@ def cli_command(args: list[str]) -> list[str]:
     return [sys.executable, "-m", "sweeper", *args]
 
 
-def run_cli(args: list[str], cwd: Path, env: dict[str, str], timeout: float = 180) -> subprocess.CompletedProcess:
-    """`python -m sweeper ARGS`; stderr is a pipe, so the progress bar stays quiet."""
+def run_cli(args: list[str], cwd: Path, env: dict[str, str], timeout: float = HANG) -> subprocess.CompletedProcess:
+    """`python -m sweeper ARGS`; stderr is a pipe, so the progress bar stays quiet. The timeout only bounds a hang."""
     return subprocess.run(cli_command(args), cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
 
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 import gzip
 import os
 import pickle
-import time
 import zipfile
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -187,7 +186,6 @@ CASES: dict[str, Case] = {
 @dataclass
 class Outcome:
     proc: object
-    seconds: float
     store_before: list[str]
     store_after: list[str]
     artifacts_before: list[str]
@@ -221,10 +219,8 @@ def outcomes(request, store_template, tmp_path_factory) -> dict[str, Outcome]:
         if not any(a.startswith("tracking.uri=") for a in args):
             args.append(f"tracking.uri={sqlite_uri(db)}")
         before, artifacts_before = store_dump(db), tree(db.parent / "mlartifacts")
-        start = time.monotonic()
         proc = run_cli(args, case_dir, env)
-        seconds = time.monotonic() - start
-        return Outcome(proc, seconds, before, store_dump(db), artifacts_before, tree(db.parent / "mlartifacts"),
+        return Outcome(proc, before, store_dump(db), artifacts_before, tree(db.parent / "mlartifacts"),
                        tree(outputs), case_dir)
 
     with ThreadPoolExecutor(WORKERS) as pool:
@@ -235,8 +231,12 @@ def test_catalogue_has_at_least_20_cases():
     assert len(CASES) >= 20
 
 
+# a failure to reach something, the case that waits on a timeout (tests/soak.sh runs it on a busy machine)
+SOAK_CASES = {"unreachable_tracking_server"}
+
+
 @pytest.mark.slow
-@pytest.mark.parametrize("case_id", list(CASES))
+@pytest.mark.parametrize("case_id", [pytest.param(c, marks=pytest.mark.soak) if c in SOAK_CASES else c for c in CASES])
 def test_bad_input_is_refused_cleanly(case_id, outcomes):
     outcome = outcomes[case_id]
     proc = outcome.proc
@@ -251,4 +251,6 @@ def test_bad_input_is_refused_cleanly(case_id, outcomes):
     # nothing created: no run or sweep directory left behind
     assert outcome.outputs_after == [], outcome.outputs_after
     assert not (outcome.case_dir / "pwned").exists()  # no pickle payload ever ran
-    assert outcome.seconds < 60  # e.g. an unreachable server fails at start, not after training
+    # refused before training (e.g. an unreachable server fails at start, not after training): the app logs
+    # "<run>: <n> parameters, <n> steps/epoch, ..." just before it trains
+    assert "steps/epoch" not in output, output

@@ -6,11 +6,11 @@ relaunch resumes) is the resume test of the scale issue, in tests/sweeper/test_r
 from __future__ import annotations
 
 import hashlib
+import os
 import shutil
 import signal
 import sqlite3
 import subprocess
-import time
 from pathlib import Path
 
 import pytest
@@ -18,11 +18,12 @@ from mlflow.tracking import MlflowClient
 
 from mlp_core import sources
 
+from ..handshake import HANG, catches_sigint, default_sigint, wait_for
 from .helpers import EXPERIMENT, REPO, cli_command, cli_env, run_cli, sqlite_uri
 
 pytestmark = [pytest.mark.slow, pytest.mark.integration]
 
-CRASH_HOOK = REPO / "tests" / "reliability" / "crash_hook"
+CHILD_HOOKS = REPO / "tests" / "child_hooks"
 
 
 def runs_by_name(db: Path) -> dict:
@@ -59,28 +60,31 @@ def _metric_rows(db: Path) -> int:
         return 0
 
 
-def test_ctrl_c_marks_the_run_killed_keeps_its_metrics_and_exits_promptly(tmp_path):
+@pytest.mark.soak
+def test_ctrl_c_marks_the_run_killed_keeps_its_metrics_and_exits(tmp_path):
+    """Ctrl-C once the first metrics are in the store (the signal that training is under way, waited for with a
+    generous deadline; the app's own flush writes them). The wait for the exit only bounds a hang."""
     db = tmp_path / "mlflow.db"
     args = ["data=digits", "trainer.epochs=100000", "trainer.early_stopping.enabled=false",
             f"tracking.uri={sqlite_uri(db)}", f"hydra.run.dir={tmp_path / 'run'}"]
-    proc = subprocess.Popen(cli_command(args), cwd=tmp_path, env=cli_env(tmp_path / "outputs"),
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    out, err = tmp_path / "stdout.log", tmp_path / "stderr.log"
+    with out.open("w") as stdout, err.open("w") as stderr:
+        proc = subprocess.Popen(cli_command(args), cwd=tmp_path, env=cli_env(tmp_path / "outputs"), stdout=stdout,
+                                stderr=stderr, start_new_session=True, preexec_fn=default_sigint)
     try:
-        deadline = time.monotonic() + 120
-        while _metric_rows(db) == 0:  # the first metrics landed: training is under way
-            assert proc.poll() is None, proc.communicate()
-            assert time.monotonic() < deadline, "no metrics after 120 s"
-            time.sleep(0.2)
-        logged_before = _metric_rows(db)
+        try:
+            logged_before = wait_for(lambda: _metric_rows(db), "train/loss rows in the store", proc=proc)
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}\n{err.read_text()[-3000:]}") from None
+        assert catches_sigint(proc.pid), "the app does not handle SIGINT"
         proc.send_signal(signal.SIGINT)
-        start = time.monotonic()
-        stdout, stderr = proc.communicate(timeout=30)
-        exit_seconds = time.monotonic() - start
+        proc.wait(timeout=HANG)
     finally:
         if proc.poll() is None:
-            proc.kill()
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
     assert proc.returncode != 0
-    assert exit_seconds < 10, exit_seconds
+    assert "KeyboardInterrupt" in err.read_text()
     client, runs = runs_by_name(db)
     (run,) = runs.values()
     assert run.info.status == "KILLED"
@@ -136,13 +140,14 @@ def test_damaged_cache_is_detected_by_checksum_and_fetched_again(tmp_path, real_
     assert sources.load_mnist_files(cache, allow_download=False)[1] == f"cache:{cache}"
 
 
+@pytest.mark.soak
 def test_crashing_job_in_a_joblib_sweep(tmp_path):
     db = tmp_path / "mlflow.db"
     sweep_dir = tmp_path / "sweep"
-    env = cli_env(tmp_path / "outputs", {"PYTHONPATH": str(CRASH_HOOK), "MLP_SWEEPS_CRASH_WIDTH": "13"})
+    env = cli_env(tmp_path / "outputs", {"PYTHONPATH": str(CHILD_HOOKS), "MLP_SWEEPS_CRASH_WIDTH": "13"})
     proc = run_cli(["-m", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", "data=digits", "trainer.epochs=1",
                     "model.width=8,13,16,32", f"tracking.uri={sqlite_uri(db)}", f"hydra.sweep.dir={sweep_dir}"],
-                   tmp_path, env, timeout=300)
+                   tmp_path, env)
     # the exit code and the message say which job failed
     assert proc.returncode != 0
     assert "Error executing job with overrides" in proc.stderr and "'model.width=13'" in proc.stderr, proc.stderr

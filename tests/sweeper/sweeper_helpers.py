@@ -11,6 +11,8 @@ from hydra.core.global_hydra import GlobalHydra
 
 from sweeper.app import register
 
+from ..handshake import HANG
+
 REPO = Path(__file__).resolve().parents[2]
 CONF = REPO / "conf"
 ARTIFACTS = {"config.yaml", "curves.png", "history.csv", "model.npz"}  # what every trained run logs
@@ -38,8 +40,10 @@ def sqlite_uri(path: Path) -> str:
     return f"sqlite:///{path.resolve()}"
 
 
-def run_cli(args, tmp_path: Path, timeout=300, env_extra=None) -> subprocess.CompletedProcess:
-    """`python -m sweeper ARGS` with outputs under tmp_path; stderr is not a TTY so the progress bar stays quiet."""
+def run_cli(args, tmp_path: Path, timeout=HANG, env_extra=None) -> subprocess.CompletedProcess:
+    """`python -m sweeper ARGS` with outputs under tmp_path; stderr is not a TTY so the progress bar stays quiet.
+
+    The timeout only bounds a hang (tests/handshake.py)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "HYDRA_"))}
     env["MLP_SWEEPS_OUTPUTS"] = str(tmp_path / "outputs")
     env.update(env_extra or {})

@@ -11,6 +11,8 @@ import pytest
 
 from sweeper import names
 
+from ..handshake import HANG
+
 REPO = Path(__file__).resolve().parents[2]
 SWEEPER = REPO / "sweeper"
 MODULES = sorted(SWEEPER.rglob("*.py"))
@@ -147,7 +149,7 @@ def test_cli_paths_that_train_nothing_import_no_mlflow_matplotlib_or_sklearn(tmp
             "if m in sys.modules)))\n"
             f"sys.argv = ['mlp-sweep', *{args!r}]\n"
             "from sweeper.app import main\nmain()\n")
-    proc = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=300,
+    proc = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=HANG,
                           env={"MLP_SWEEPS_OUTPUTS": str(tmp_path), "PATH": "/usr/bin:/bin"})
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert proc.stdout.strip().splitlines()[-1] == "HEAVY=", proc.stdout[-500:]
@@ -159,5 +161,5 @@ def test_schema_is_registered_by_the_entry_point_not_by_importing_it(tmp_path):
             "print('base_config.yaml' in ConfigStore.instance().repo)\n"
             "sweeper.app.register()\n"
             "print('base_config.yaml' in ConfigStore.instance().repo)\n")
-    proc = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    proc = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=HANG)
     assert proc.stdout.split() == ["False", "True"], proc.stderr[-2000:]

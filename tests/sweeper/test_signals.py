@@ -8,7 +8,6 @@ import signal
 import sqlite3
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -16,10 +15,10 @@ from mlflow.tracking import MlflowClient
 
 from sweeper import names
 
+from ..handshake import HANG, wait_for
 from .sweeper_helpers import sqlite_uri
 
 LONG_RUN = ["data=digits", "trainer.epochs=100000", "trainer.early_stopping.enabled=false"]
-DEADLINE_S = 600  # bounds a hang only; a quiet machine needs a few seconds
 
 
 def start(args: list[str], tmp_path: Path) -> subprocess.Popen:
@@ -30,20 +29,18 @@ def start(args: list[str], tmp_path: Path) -> subprocess.Popen:
                             start_new_session=True)
 
 
-def wait_for_metric_rows(db: Path, proc: subprocess.Popen, runs: int = 1) -> int:
-    """Until ``runs`` runs have metric rows in the store (the child's first flush); returns the rows seen then."""
-    deadline = time.monotonic() + DEADLINE_S
-    while time.monotonic() < deadline:
-        assert proc.poll() is None, proc.communicate()[1][-3000:]
-        if db.exists():
-            try:
-                with sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5) as conn:
-                    if conn.execute("SELECT COUNT(DISTINCT run_uuid) FROM metrics").fetchone()[0] >= runs:
-                        return conn.execute("SELECT COUNT(*) FROM metrics").fetchone()[0]
-            except sqlite3.OperationalError:  # tables not created yet
-                pass
-        time.sleep(0.2)
-    pytest.fail("the child wrote no metrics before the deadline")
+def wait_for_metric_rows(db: Path, proc: subprocess.Popen) -> int:
+    """Until the child's first metric flush is in the store; returns the number of rows seen then."""
+    def rows() -> int:
+        if not db.exists():
+            return 0
+        try:
+            with sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5) as conn:
+                return conn.execute("SELECT COUNT(*) FROM metrics").fetchone()[0]
+        except sqlite3.OperationalError:  # tables not created yet
+            return 0
+
+    return wait_for(rows, "metric rows from the child", proc=proc, poll=0.2)
 
 
 def terminate(proc: subprocess.Popen, group: bool) -> tuple[int, str]:
@@ -52,7 +49,7 @@ def terminate(proc: subprocess.Popen, group: bool) -> tuple[int, str]:
     else:
         proc.send_signal(signal.SIGTERM)
     try:
-        _, stderr = proc.communicate(timeout=DEADLINE_S)
+        _, stderr = proc.communicate(timeout=HANG)
     finally:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)

@@ -7,6 +7,8 @@ import pytest
 
 from sweeper.config.files import config_dirs, syntax_error
 
+from ...handshake import HANG
+
 from ..sweeper_helpers import CONF, run_cli
 
 BROKEN = "# @package _global_\nname: broken\nmodel:\n  width: [32\n"
@@ -36,7 +38,7 @@ def test_cli_refuses_a_broken_user_file_in_one_line(tmp_path):
     user_conf = tmp_path / "conf"
     (user_conf / "experiment").mkdir(parents=True)
     (user_conf / "experiment" / "broken.yaml").write_text(BROKEN)
-    proc = run_cli(["--config-dir", str(user_conf), "experiment=task3c", "--cfg", "job"], tmp_path, timeout=300)
+    proc = run_cli(["--config-dir", str(user_conf), "experiment=task3c", "--cfg", "job"], tmp_path, timeout=HANG)
     assert proc.returncode == 1
     assert proc.stderr.strip().splitlines() == [proc.stderr.strip()]  # one line, no traceback
     assert "broken.yaml, line 5, column 1" in proc.stderr

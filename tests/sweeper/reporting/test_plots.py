@@ -22,6 +22,8 @@ from sweeper.reporting.plots import (
     plot_curves,
 )
 
+from ...handshake import HANG
+
 TRAIN_LEGEND = "training loss (10-step moving average)"
 
 
@@ -271,4 +273,4 @@ def test_figures_do_not_touch_pyplot(tmp_path):
         f"p.plot_comparison({{'a': RunHistory(np.ones(20))}}, {str(tmp_path / 'b.png')!r})\n"
         "assert 'matplotlib.pyplot' not in sys.modules, 'pyplot was imported'\n"
     )
-    subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=HANG)

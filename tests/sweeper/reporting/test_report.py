@@ -39,6 +39,8 @@ from sweeper.reporting.tables import (  # noqa: E402
     summary_rows,
 )
 
+from ...handshake import HANG  # noqa: E402
+
 REPO = Path(__file__).resolve().parents[3]
 NUM_STEPS = 1200
 VAL_EVERY = 100
@@ -273,7 +275,7 @@ def test_best_row_ignores_failed_and_non_finite():
 
 def run_report(*args, env=None):
     return subprocess.run([sys.executable, "-m", "sweeper.reporting.cli", *args], capture_output=True, text=True,
-                          timeout=300, cwd=REPO, env={**os.environ, **(env or {})})
+                          timeout=HANG, cwd=REPO, env={**os.environ, **(env or {})})
 
 
 def test_report_cli_regenerates_files_from_parent_run(store, tmp_path):
@@ -346,7 +348,7 @@ def test_the_cli_answers_help_without_loading_mlflow_or_matplotlib():
     code = ("import sys, sweeper.reporting.cli as cli\n"
             "assert cli.build_parser().format_help().startswith('usage: mlp-sweep-report')\n"
             "print(sorted({m.split('.')[0] for m in sys.modules} & {'mlflow', 'matplotlib', 'hydra'}))\n")
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=REPO)
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=HANG, cwd=REPO)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == "[]"
 

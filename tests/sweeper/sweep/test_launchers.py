@@ -14,11 +14,13 @@ from sweeper import names
 
 from ..sweeper_helpers import CONF, compose_cfg, run_cli, runs_of, sqlite_uri
 
+from ...handshake import HANG
+
 CURVES = (names.TRAIN_LOSS, names.VAL_LOSS, names.VAL_ACCURACY)
 GRID = ["data=digits", "trainer.epochs=2", "model.width=4,8", "trainer.blas_threads=1"]
 
 
-def sweep(tmp_path: Path, name: str, args: list[str], timeout=600):
+def sweep(tmp_path: Path, name: str, args: list[str], timeout=HANG):
     """Run `mlp-sweep -m ARGS` into its own store; returns (exit code, stderr, client, parent, children by name)."""
     store = sqlite_uri(tmp_path / name / "mlflow.db")
     (tmp_path / name).mkdir(exist_ok=True)
@@ -97,6 +99,7 @@ def test_the_sweep_callback_and_its_retrying_client_survive_pickling(tmp_path):
 
 @pytest.mark.integration
 @pytest.mark.slow
+@pytest.mark.soak
 def test_parallel_sweep_with_a_failed_job_still_summarises_the_parent(tmp_path):
     """3 jobs on 2 joblib workers; job 1 trains, then cannot write its model.npz (a directory is in the way)."""
     (tmp_path / "failing" / "sweep" / "1" / "model.npz").mkdir(parents=True)

@@ -7,7 +7,6 @@ import signal
 import subprocess
 import sys
 import textwrap
-import time
 
 import numpy as np
 import pytest
@@ -17,8 +16,11 @@ from sweeper.tracking.background import MetricWriter, MetricWriterError
 from sweeper.tracking.run import RunTracker
 from sweeper import names
 
+from ...handshake import HANG, default_sigint, ignores_sigint, wait_for
 from ...servers import free_port
 from ..sweeper_helpers import REPO
+
+pytestmark = pytest.mark.soak  # a second process, signals and waits: tests/soak.sh runs these on a busy machine
 
 
 def new_run(store, tmp_path):
@@ -83,7 +85,7 @@ def test_a_failing_writer_raises_a_clear_masked_error(store, tmp_path, monkeypat
     writer = MetricWriter(f"http://alice:s3cr3t@127.0.0.1:{port}", "0" * 32)
     writer.send([(names.TRAIN_LOSS, 1.0, 0, 0)])
     with pytest.raises(MetricWriterError, match=r"metric writer \(pid \d+\) failed: \w+") as info:
-        writer.close(timeout=120)
+        writer.close(timeout=HANG)
     assert "s3cr3t" not in str(info.value)
     with pytest.raises(MetricWriterError):
         writer.send([(names.TRAIN_LOSS, 1.0, 1, 0)])  # closed
@@ -93,18 +95,19 @@ def test_an_unknown_run_fails_at_the_next_send_and_end_leaves_the_status_to_the_
     client, run_id = new_run(store, tmp_path)
     tracker = RunTracker(client, "f" * 32, MetricWriter(store, "f" * 32))  # no such run
     tracker.log_metrics([(names.TRAIN_LOSS, 1.0, 0)])
-    deadline = time.monotonic() + 120
+
+    def send_again():  # the error surfaces at a later send, once the writer has reported it
+        tracker.log_metrics([(names.TRAIN_LOSS, 1.0, 1)])
+
     with pytest.raises(MetricWriterError, match="failed"):
-        while time.monotonic() < deadline:  # the error surfaces at a later send once the writer reported it
-            tracker.log_metrics([(names.TRAIN_LOSS, 1.0, 1)])
-            time.sleep(0.2)
+        wait_for(send_again, "MetricWriterError from a send", poll=0.2)
     with pytest.raises(MetricWriterError):
         tracker.end("FINISHED")
     assert tracker.metric_writer is None  # the error path's end("FAILED") now only sets the status
 
 
 CHILD = textwrap.dedent("""
-    import os, sys, time
+    import os, signal, sys
     from sweeper.tracking.background import MetricWriter
     store, run_id, mode = sys.argv[1:4]
     writer = MetricWriter(store, run_id)
@@ -114,32 +117,46 @@ CHILD = textwrap.dedent("""
             writer.send([(names.TRAIN_LOSS, float(s), s, 0) for s in range(start, start + 500)])
         if mode == "kill":
             os.kill(os.getpid(), 9)
-        sys.stdin.readline()  # the test sends SIGINT now
-        time.sleep(60)
+        print("sent", flush=True)  # the test sends SIGINT now
+        signal.pause()
     except KeyboardInterrupt:
         print("interrupted", writer.close(), flush=True)
 """)
 
 
 def start_child(store, run_id, mode):
+    """The trainer's stand-in, in its own process group, with SIGINT as under a terminal (tests/handshake.py)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
     return subprocess.Popen([sys.executable, "-c", CHILD, store, run_id, mode], cwd=REPO, env=env, text=True,
-                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, start_new_session=True)
+                            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, start_new_session=True,
+                            preexec_fn=default_sigint)
+
+
+def stop(child):
+    if child.poll() is None:
+        os.killpg(child.pid, signal.SIGKILL)
+        child.wait()
 
 
 def test_ctrl_c_to_the_process_group_leaves_the_writer_alive_to_drain(store, tmp_path):
     """SIGINT to the writer itself and to the trainer's group, as a terminal's Ctrl-C does, while the writer still
-    starts up: the trainer's handler closes the writer, which writes all 3000 points."""
+    starts up: the trainer's handler closes the writer, which writes all 3000 points.
+
+    Each signal is sent at a point the child announces: the writer's pid line, the writer's own SIGINT disposition
+    (SIG_IGN, set by its first statement), and the trainer's "sent" line once all points are queued.
+    """
     client, run_id = new_run(store, tmp_path)
     child = start_child(store, run_id, "sigint")
-    writer_pid = int(child.stdout.readline())
-    time.sleep(1.0)  # past the interpreter's first statement, which ignores SIGINT (MLflow is still importing)
-    os.kill(writer_pid, signal.SIGINT)  # directly: the writer ignores it
-    child.stdin.write("\n")
-    child.stdin.flush()
-    time.sleep(0.3)
-    os.killpg(child.pid, signal.SIGINT)  # a terminal's Ctrl-C: the trainer's group (the writer has its own session)
-    out, _ = child.communicate(timeout=180)
+    try:
+        writer_pid = int(child.stdout.readline())
+        # past the writer's first statement, which ignores SIGINT (MLflow may still be importing)
+        wait_for(lambda: ignores_sigint(writer_pid), "SIG_IGN for SIGINT in the writer")
+        os.kill(writer_pid, signal.SIGINT)  # directly: the writer ignores it
+        assert child.stdout.readline() == "sent\n"
+        os.killpg(child.pid, signal.SIGINT)  # a terminal's Ctrl-C: the trainer's group (the writer has its own session)
+        out, _ = child.communicate(timeout=HANG)
+    finally:
+        stop(child)
     assert child.returncode == 0 and out.split() == ["interrupted", "3000"]
     assert steps_of(client, run_id, names.TRAIN_LOSS) == list(range(3000))
     assert not pid_running(writer_pid)
@@ -156,13 +173,13 @@ def pid_running(pid: int) -> bool:
 def test_the_writer_exits_at_eof_when_the_trainer_is_killed(store, tmp_path):
     client, run_id = new_run(store, tmp_path)
     child = start_child(store, run_id, "kill")
-    writer_pid = int(child.stdout.readline())
-    child.wait(timeout=60)
+    try:
+        writer_pid = int(child.stdout.readline())
+        child.wait(timeout=HANG)
+    finally:
+        stop(child)
     assert child.returncode == -signal.SIGKILL
-    deadline = time.monotonic() + 120
-    while pid_running(writer_pid) and time.monotonic() < deadline:
-        time.sleep(0.2)
-    assert not pid_running(writer_pid)
+    wait_for(lambda: not pid_running(writer_pid), "exit of the writer after the trainer's death")
     # what reached the pipe before the kill was written, each point at most once
     steps = steps_of(client, run_id, names.TRAIN_LOSS)
     assert steps == sorted(set(steps)) and set(steps) <= set(range(3000))

@@ -5,7 +5,6 @@ import logging
 import math
 import sqlite3
 import threading
-import time
 
 import numpy as np
 import pytest
@@ -17,6 +16,8 @@ from sweeper.tracking.run import RunTracker
 from sweeper.tracking.sqlite_bulk import SqliteMetrics
 from sweeper.tracking.store import RetryingClient
 from sweeper import names
+
+from ...handshake import HANG
 
 T0 = 1_700_000_000_000
 # Two batches as a trainer sends them, plus the awkward cases: NaN and infinities, an exact duplicate (dropped by
@@ -131,19 +132,37 @@ def test_tracker_on_a_deleted_run_raises_like_log_batch(client, caplog):
     assert tracker.bulk_writer is not None and "log_batch" not in caplog.text  # MLflow's own refusal, no fallback
 
 
+@pytest.mark.soak
 def test_bulk_write_waits_for_a_held_lock_and_loses_nothing(client, store):
+    """Another connection holds an EXCLUSIVE lock and releases it only once the write has sent its first statement
+    (a SQLAlchemy event from the writer, not a timer): the write must wait for the lock, then store everything."""
+    from sqlalchemy import event
+
     run_id = client.create_run(client.experiment_id).info.run_id
     writer = SqliteMetrics.for_client(client)
     holder = sqlite3.connect(store.removeprefix("sqlite:///"), isolation_level=None, check_same_thread=False)
     holder.execute("BEGIN EXCLUSIVE")
-    release = threading.Timer(1.0, holder.execute, ("COMMIT",))
-    release.start()
-    started = time.monotonic()
-    writer.write(run_id, BATCH_2)
-    waited = time.monotonic() - started
-    release.join()
-    holder.close()
-    assert waited >= 0.9  # it waited for the lock instead of failing
+    started = threading.Event()  # the write's first statement other than MLflow's PRAGMAs, which needs the lock
+    released_while_writing = []
+
+    def on_statement(conn, cursor, statement, *args):
+        if not statement.lstrip().upper().startswith("PRAGMA"):
+            started.set()
+
+    def release():
+        released_while_writing.append(started.wait(timeout=HANG))
+        holder.execute("COMMIT")
+
+    event.listen(writer.store.engine, "before_cursor_execute", on_statement)
+    releaser = threading.Thread(target=release)
+    releaser.start()
+    try:
+        writer.write(run_id, BATCH_2)
+    finally:
+        event.remove(writer.store.engine, "before_cursor_execute", on_statement)
+        releaser.join()
+        holder.close()
+    assert released_while_writing == [True]  # it waited for the lock instead of failing
     assert len(history(client, run_id, names.TRAIN_LOSS)) == 10
 
 
