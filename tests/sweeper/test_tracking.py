@@ -258,6 +258,43 @@ def test_main_returns_the_best_validation_loss(tmp_path, monkeypatch):
     assert not (tmp_path / "mlflow.db").exists()  # tracking.enabled=false touches no store
 
 
+def test_a_ctrl_c_that_python_dropped_in_a_finalizer_still_stops_the_run(tmp_path, monkeypatch):
+    """The SIGINT handler raises KeyboardInterrupt in whatever Python code runs at that moment. In a finalizer or a
+    weakref callback (SQLAlchemy runs some when the garbage collector frees a store write's objects) Python only prints
+    "Exception ignored in ..." and goes on; the app raises the interrupt again at the next training event."""
+    import weakref
+
+    import mlp_core
+    from sweeper.app import main
+
+    from .sweeper_helpers import compose_cfg
+
+    real_fit, events = mlp_core.fit, []
+
+    def fit_with_a_dropped_ctrl_c(dataset, model_cfg, train_cfg, on_event=None):
+        class Garbage:
+            pass
+
+        def interrupted(ref):  # what the SIGINT handler raises if Ctrl-C arrives while this callback runs
+            raise KeyboardInterrupt
+
+        def on_event_after_a_dropped_ctrl_c(event):
+            events.append(event)
+            if len(events) == 1:
+                garbage = Garbage()
+                ref = weakref.ref(garbage, interrupted)  # noqa: F841 (the callback needs the ref alive)
+                del garbage  # the callback runs now, and Python drops its KeyboardInterrupt
+            on_event(event)
+
+        return real_fit(dataset, model_cfg, train_cfg, on_event=on_event_after_a_dropped_ctrl_c)
+
+    monkeypatch.setattr(mlp_core, "fit", fit_with_a_dropped_ctrl_c)
+    monkeypatch.setenv("MLP_SWEEPS_OUTPUTS", str(tmp_path))
+    with pytest.raises(KeyboardInterrupt):
+        main(compose_cfg(["data=digits", "trainer.epochs=20", "tracking.enabled=false"]))
+    assert len(events) == 1  # stopped at the event during which Ctrl-C was dropped, not after 20 epochs
+
+
 def test_progress_bar_appears_on_a_terminal(tmp_path):
     """stderr on a pseudo-terminal (120 columns): the bar shows epoch, step and the latest validation accuracy."""
     import fcntl
