@@ -8,6 +8,8 @@ import pytest
 
 from mlp_core import ACTIVATIONS, BIAS_CONVENTIONS, MLP, ModelConfig, gradient_check, num_parameters
 
+from ..handshake import HANG
+
 
 @pytest.mark.parametrize("activation", ACTIVATIONS)
 @pytest.mark.parametrize("bias", BIAS_CONVENTIONS)
@@ -138,7 +140,7 @@ def test_gradcheck_command_line_on_digits():
     out = subprocess.run(
         [sys.executable, "-m", "mlp_core.gradcheck", "--dataset", "digits", "--hidden-sizes", "8,6",
          "--activation", "improved_sigmoid", "--bias", "per_layer", "--samples", "100"],
-        capture_output=True, text=True, timeout=120,
+        capture_output=True, text=True, timeout=HANG,
     )
     assert out.returncode == 0, out.stderr
     lines = out.stdout.splitlines()
@@ -150,6 +152,6 @@ def test_gradcheck_command_line_on_digits():
 def test_gradcheck_command_line_rejects_bad_values():
     out = subprocess.run(
         [sys.executable, "-m", "mlp_core.gradcheck", "--dataset", "digits", "--activation", "swish"],
-        capture_output=True, text=True, timeout=120,
+        capture_output=True, text=True, timeout=HANG,
     )
     assert out.returncode == 2 and "unknown activation 'swish'" in out.stderr

@@ -6,7 +6,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 import urllib.request
 from pathlib import Path
 
@@ -15,6 +14,7 @@ from mlflow.tracking import MlflowClient
 
 from sweeper.store import free_port
 
+from ..handshake import wait_for
 from .sweeper_helpers import run_cli
 from .test_tracking import ARTIFACTS, runs_of
 
@@ -31,23 +31,24 @@ def mlflow_server(tmp_path):
         stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
     )
     uri = f"http://127.0.0.1:{port}"
+
+    def healthy() -> bool:
+        try:
+            with urllib.request.urlopen(uri + "/health", timeout=10) as response:
+                return response.status == 200
+        except OSError:
+            return False
+
     try:
-        deadline = time.monotonic() + 120
-        while True:
-            try:
-                with urllib.request.urlopen(uri + "/health", timeout=2) as response:
-                    if response.status == 200:
-                        break
-            except OSError:
-                pass
-            if proc.poll() is not None or time.monotonic() > deadline:
-                pytest.fail("mlflow server did not start:\n" + (tmp_path / "server.log").read_text()[-3000:])
-            time.sleep(0.5)
+        try:
+            wait_for(healthy, "200 from GET /health", proc=proc, poll=0.5)
+        except AssertionError as exc:
+            pytest.fail(f"mlflow server did not start ({exc}):\n" + (tmp_path / "server.log").read_text()[-3000:])
         yield uri
     finally:
         os.killpg(proc.pid, signal.SIGTERM)
         try:
-            proc.wait(timeout=20)
+            proc.wait(timeout=120)  # then SIGKILL: this limit only ends a slow stop
         except subprocess.TimeoutExpired:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
@@ -56,6 +57,7 @@ def mlflow_server(tmp_path):
 
 @pytest.mark.integration
 @pytest.mark.slow
+@pytest.mark.soak
 def test_run_against_a_real_mlflow_server(tmp_path, mlflow_server):
     # credentials in the URI (sent as basic auth, ignored by this server) must never reach params, tags or artifacts
     with_credentials = mlflow_server.replace("http://", "http://alice:s3cret@")
@@ -98,6 +100,7 @@ def test_course_preset_on_real_mnist_for_one_epoch(tmp_path, store):
 
 @pytest.mark.integration
 @pytest.mark.slow
+@pytest.mark.soak
 def test_joblib_workers_share_the_parent_and_split_the_blas_threads(tmp_path, store):
     proc = run_cli(["-m", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", "data=digits", "trainer.epochs=1",
                     "model.width=4,8", f"tracking.uri={store}", f"hydra.sweep.dir={tmp_path / 'sweep'}"], tmp_path)

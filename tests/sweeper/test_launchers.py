@@ -15,6 +15,8 @@ from omegaconf import OmegaConf
 from sweeper.app import _hash_view
 from sweeper.tracking import config_hash
 
+from ..handshake import HANG
+
 from .sweeper_helpers import compose_cfg, run_cli, sqlite_uri
 from .test_tracking import runs_of
 
@@ -22,7 +24,7 @@ CURVES = ("train/loss", "val/loss", "val/accuracy")
 GRID = ["data=digits", "trainer.epochs=2", "model.width=4,8", "trainer.blas_threads=1"]
 
 
-def sweep(tmp_path: Path, name: str, args: list[str], timeout=600):
+def sweep(tmp_path: Path, name: str, args: list[str], timeout=HANG):
     """Run `mlp-sweep -m ARGS` into its own store; returns (exit code, stderr, client, parent, children by name)."""
     store = sqlite_uri(tmp_path / name / "mlflow.db")
     (tmp_path / name).mkdir(exist_ok=True)
@@ -114,6 +116,7 @@ def test_config_hash_holds_the_effective_blas_thread_count():
 
 @pytest.mark.integration
 @pytest.mark.slow
+@pytest.mark.soak
 def test_parallel_sweep_with_a_failed_job_still_summarises_the_parent(tmp_path):
     """3 jobs on 2 joblib workers; job 1 trains, then cannot write its model.npz (a directory is in the way)."""
     (tmp_path / "failing" / "sweep" / "1" / "model.npz").mkdir(parents=True)

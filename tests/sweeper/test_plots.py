@@ -21,6 +21,8 @@ from sweeper.plots import (
     plot_curves,
 )
 
+from ..handshake import HANG
+
 EXPECTED_PX = (round(FIGSIZE[0] * DPI), round(FIGSIZE[1] * DPI))
 
 
@@ -143,4 +145,4 @@ def test_figures_do_not_touch_pyplot(tmp_path):
         f"p.plot_comparison({{'a': p.RunHistory(np.ones(20))}}, {str(tmp_path / 'b.png')!r})\n"
         "assert 'matplotlib.pyplot' not in sys.modules, 'pyplot was imported'\n"
     )
-    subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=HANG)

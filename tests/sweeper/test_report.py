@@ -26,6 +26,8 @@ from mlflow.tracking import MlflowClient  # noqa: E402
 from sweeper import report, summary  # noqa: E402
 from sweeper.plots import RunHistory  # noqa: E402
 
+from ..handshake import HANG  # noqa: E402
+
 REPO = Path(__file__).resolve().parents[2]
 NUM_STEPS = 1200
 VAL_EVERY = 100
@@ -217,7 +219,7 @@ def test_best_row_ignores_failed_and_non_finite():
 
 def run_report(*args, env=None):
     return subprocess.run([sys.executable, "-m", "sweeper.report", *args], capture_output=True, text=True,
-                          timeout=300, cwd=REPO, env={**os.environ, **(env or {})})
+                          timeout=HANG, cwd=REPO, env={**os.environ, **(env or {})})
 
 
 def test_report_cli_regenerates_files_from_parent_run(store, tmp_path):

@@ -81,7 +81,7 @@ def test_keys_added_with_plus_are_rejected_before_any_run(override):
     ],
 )
 def test_cli_rejection_exits_nonzero_without_traceback_and_creates_no_run(tmp_path, store, override, expected):
-    proc = run_cli([override, f"tracking.uri={store}"], tmp_path, timeout=120)
+    proc = run_cli([override, f"tracking.uri={store}"], tmp_path)
     assert proc.returncode != 0
     assert expected in proc.stderr, proc.stderr
     assert "Traceback" not in proc.stderr, proc.stderr
@@ -99,7 +99,7 @@ def test_cli_rejection_exits_nonzero_without_traceback_and_creates_no_run(tmp_pa
 )
 def test_invalid_sweep_starts_no_job_and_creates_no_run(tmp_path, store, grid, expected):
     proc = run_cli(["-m", "data=digits", "trainer.epochs=1", *grid, f"tracking.uri={store}",
-                    f"hydra.sweep.dir={tmp_path / 'sweep'}"], tmp_path, timeout=120)
+                    f"hydra.sweep.dir={tmp_path / 'sweep'}"], tmp_path)
     assert proc.returncode != 0
     assert expected in proc.stderr, proc.stderr
     assert "Traceback" not in proc.stderr and "Launching" not in proc.stdout + proc.stderr

@@ -12,6 +12,8 @@ from mlflow.protos.databricks_pb2 import TEMPORARILY_UNAVAILABLE
 
 from sweeper.store import RetryingClient, StoreBusyError, is_locked_error, retrying
 
+from ..handshake import HANG
+
 WORKERS, STEPS, VAL_POINTS = 4, 2000, 20
 SUMMARY = ("num_parameters", "best/val_loss", "best/val_accuracy", "final/val_accuracy", "final/val_loss", "epochs",
            "train_seconds")
@@ -127,7 +129,7 @@ def _writer(uri, experiment_id, parent_id, worker, barrier, queue, path):
         client = RetryingClient(MlflowClient(tracking_uri=uri),
                                 on_retry=lambda exc, attempt: retries.__setitem__(0, retries[0] + 1))
         client.get_experiment(experiment_id)
-        barrier.wait(timeout=120)
+        barrier.wait(timeout=HANG)  # every writer has started (spawn + imports)
         run_id = client.create_run(experiment_id, run_name=f"w{worker}",
                                    tags={"mlflow.parentRunId": parent_id}).info.run_id
         client.log_batch(run_id, params=[Param(f"p.{i}", str(i)) for i in range(30)])
@@ -156,6 +158,7 @@ def _writer(uri, experiment_id, parent_id, worker, barrier, queue, path):
 
 @pytest.mark.slow
 @pytest.mark.integration
+@pytest.mark.soak
 @pytest.mark.parametrize("path", ["bulk", "log_batch"])
 def test_four_concurrent_writers_lose_nothing(store, tmp_path, path):
     from mlflow.tracking import MlflowClient
@@ -171,7 +174,7 @@ def test_four_concurrent_writers_lose_nothing(store, tmp_path, path):
     for p in procs:
         p.start()
     try:
-        results = [queue.get(timeout=120) for _ in procs]
+        results = [queue.get(timeout=HANG) for _ in procs]
     finally:
         for p in procs:
             p.join(timeout=30)
