@@ -7,7 +7,7 @@ SWEEP  ?= task3_tricks
 PORT   ?= 5000
 ARGS   ?=
 
-.PHONY: setup sweep run test test-fast bench ui report clean-outputs
+.PHONY: setup sweep run test test-fast soak bench ui report clean-outputs
 
 setup: $(STAMP)
 
@@ -34,6 +34,11 @@ test: setup
 ## Everything but the tests marked slow.
 test-fast: setup
 	$(BIN)/python -m pytest -m "not slow" $(ARGS)
+
+## Not part of `test`: the tests marked soak (signals, kills, timeouts, concurrent processes) 5 times, then the whole
+## suite, with both cores saturated by busy loops (tests/soak.sh; SOAK_ROUNDS=n, SOAK_FULL=0 skips the suite round).
+soak: setup
+	PYTHON=$(BIN)/python bash tests/soak.sh
 
 bench: setup
 	$(BIN)/python benchmarks/bench_core.py

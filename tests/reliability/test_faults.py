@@ -23,7 +23,7 @@ from .helpers import EXPERIMENT, REPO, cli_command, cli_env, run_cli, sqlite_uri
 
 pytestmark = [pytest.mark.slow, pytest.mark.integration]
 
-CHILD_HOOKS = REPO / "tests" / "child_hooks"
+CRASH_HOOK = REPO / "tests" / "reliability" / "crash_hook"
 
 
 def runs_by_name(db: Path) -> dict:
@@ -144,7 +144,7 @@ def test_damaged_cache_is_detected_by_checksum_and_fetched_again(tmp_path, real_
 def test_crashing_job_in_a_joblib_sweep(tmp_path):
     db = tmp_path / "mlflow.db"
     sweep_dir = tmp_path / "sweep"
-    env = cli_env(tmp_path / "outputs", {"PYTHONPATH": str(CHILD_HOOKS), "MLP_SWEEPS_CRASH_WIDTH": "13"})
+    env = cli_env(tmp_path / "outputs", {"PYTHONPATH": str(CRASH_HOOK), "MLP_SWEEPS_CRASH_WIDTH": "13"})
     proc = run_cli(["-m", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", "data=digits", "trainer.epochs=1",
                     "model.width=8,13,16,32", f"tracking.uri={sqlite_uri(db)}", f"hydra.sweep.dir={sweep_dir}"],
                    tmp_path, env)

@@ -108,6 +108,7 @@ def test_an_unknown_run_fails_at_the_next_send_and_end_leaves_the_status_to_the_
 
 CHILD = textwrap.dedent("""
     import os, signal, sys
+    from sweeper import names
     from sweeper.tracking.background import MetricWriter
     store, run_id, mode = sys.argv[1:4]
     writer = MetricWriter(store, run_id)

@@ -26,7 +26,7 @@ from sweeper.tracking import liveness, resume
 from ...handshake import wait_for
 from ..sweeper_helpers import REPO, compose_cfg, run_cli, sqlite_uri
 
-CHILD_HOOKS = REPO / "tests" / "child_hooks"
+HOLD_HOOK = REPO / "tests" / "sweeper" / "hold_hook"
 GRID = ["data=digits", "trainer.epochs=2", "model.width=4,8,16"]
 EXPERIMENT = "mlp-sweeps"
 
@@ -292,12 +292,12 @@ def test_resume_after_a_real_kill(tmp_path, migrated_db, launcher):
     relaunch it: one FINISHED run per grid point, the killed runs KILLED with their metrics, the store intact.
 
     In the first launch the jobs of widths 16 and 32 stop for good once their first train/loss points are in the store
-    (tests/child_hooks, MLP_SWEEPS_HOLD_WIDTHS): the kill cannot come too late, after the sweep has finished."""
+    (tests/sweeper/hold_hook, MLP_SWEEPS_HOLD_WIDTHS): the kill cannot come too late, after the sweep has finished."""
     uri, client = copy_store(migrated_db, tmp_path)
     grid = ["-m", "data=digits", "trainer.epochs=45", "trainer.early_stopping.enabled=false", "model.width=8,16,32",
             f"tracking.uri={uri}", *launcher]
     env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "HYDRA_"))}
-    env.update(MLP_SWEEPS_OUTPUTS=str(tmp_path / "outputs"), PYTHONPATH=str(CHILD_HOOKS), MLP_SWEEPS_HOLD_WIDTHS="16,32")
+    env.update(MLP_SWEEPS_OUTPUTS=str(tmp_path / "outputs"), PYTHONPATH=str(HOLD_HOOK), MLP_SWEEPS_HOLD_WIDTHS="16,32")
 
     def finished_and_training():
         runs = children(client)

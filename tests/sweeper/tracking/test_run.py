@@ -224,6 +224,7 @@ def test_main_returns_the_best_validation_loss(tmp_path, monkeypatch):
     assert not (tmp_path / "mlflow.db").exists()  # tracking.enabled=false touches no store
 
 
+@pytest.mark.soak
 def test_a_ctrl_c_that_python_dropped_in_a_finalizer_still_stops_the_run(tmp_path, monkeypatch):
     """The SIGINT handler raises KeyboardInterrupt in whatever Python code runs at that moment. In a finalizer or a
     weakref callback (SQLAlchemy runs some when the garbage collector frees a store write's objects) Python only prints
