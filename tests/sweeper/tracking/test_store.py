@@ -15,8 +15,6 @@ from sweeper import names
 
 from ...handshake import HANG
 
-from ..handshake import HANG
-
 WORKERS, STEPS, VAL_POINTS = 4, 2000, 20
 SUMMARY = (names.NUM_PARAMETERS, names.BEST_VAL_LOSS, names.BEST_VAL_ACCURACY, names.FINAL_VAL_ACCURACY, names.FINAL_VAL_LOSS, "epochs",
            names.TRAIN_SECONDS)
