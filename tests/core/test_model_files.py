@@ -49,6 +49,16 @@ def refusal(path) -> str:
     return message
 
 
+def refusal_and_peak(path) -> tuple[str, int]:
+    """``refusal(path)`` and the peak of traced memory while it ran (NumPy reports its buffers to tracemalloc)."""
+    tracemalloc.start()
+    try:
+        message = refusal(path)
+        return message, tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+
+
 def test_the_refusal_helper_can_fail(tmp_path):
     path = tmp_path / "model.npz"
     MLP(INPUT_DIM, ModelConfig(HIDDEN), rng=0).save(path)
@@ -167,12 +177,7 @@ def test_an_unexpected_array_is_refused(tmp_path, bias, key):
 def test_metadata_that_lies_about_sizes_is_refused_from_the_arrays_without_allocating(tmp_path, change, expected):
     meta, arrays = saved_parts(tmp_path)
     write(tmp_path / "model.npz", {**meta, **change}, arrays)
-    tracemalloc.start()
-    try:
-        message = refusal(tmp_path / "model.npz")  # a ValueError, not a MemoryError
-        peak = tracemalloc.get_traced_memory()[1]
-    finally:
-        tracemalloc.stop()
+    message, peak = refusal_and_peak(tmp_path / "model.npz")  # a ValueError, not a MemoryError
     assert expected in message
     assert peak < 2**20  # NumPy reports its buffers to tracemalloc: nothing near the claimed size was allocated
 
@@ -218,12 +223,7 @@ def test_an_array_header_that_claims_more_data_than_its_member_holds_is_refused(
     members = {"meta.npy": _meta_member(meta), "W0.npy": _npy_member((13, 10**7), data=b"\0" * 64),
                "W1.npy": _npy_member((10**7, 5)), "W2.npy": _npy_bytes(arrays["W2"])}
     _zip(tmp_path / "model.npz", members)
-    tracemalloc.start()
-    try:
-        message = refusal(tmp_path / "model.npz")
-        peak = tracemalloc.get_traced_memory()[1]
-    finally:
-        tracemalloc.stop()
+    message, peak = refusal_and_peak(tmp_path / "model.npz")
     assert "array 'W0' declares shape (13, 10000000) (520000000 bytes) but its member holds 64 bytes" in message
     assert peak < 2**20
 
@@ -244,12 +244,7 @@ def test_a_zip_directory_that_claims_more_bytes_than_the_file_holds_is_refused(t
         assert zf.getinfo("W0.npy").file_size == claimed  # zipfile itself believes the directory
         total = sum(info.file_size for info in zf.infolist())
     size = path.stat().st_size
-    tracemalloc.start()
-    try:
-        message = refusal(path)
-        peak = tracemalloc.get_traced_memory()[1]
-    finally:
-        tracemalloc.stop()
+    message, peak = refusal_and_peak(path)
     assert f"the zip directory claims {total} bytes of members but the file is only {size} bytes" in message
     assert peak < 2**20
 
@@ -417,12 +412,7 @@ def _duplicate_member(path):
 def test_a_file_that_is_not_a_model_archive_is_refused(tmp_path, make, expected):
     path = tmp_path / "model.npz"
     make(path)
-    tracemalloc.start()
-    try:
-        message = refusal(path)
-        peak = tracemalloc.get_traced_memory()[1]
-    finally:
-        tracemalloc.stop()
+    message, peak = refusal_and_peak(path)
     assert expected in message
     assert peak < 2**20
 
