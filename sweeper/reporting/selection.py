@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from sweeper import names
+from sweeper.tracking.resume import quote
 
 if TYPE_CHECKING:
     from mlflow.entities import Run
@@ -25,14 +26,9 @@ class SelectionError(LookupError):
     """What the selection names does not exist (a parent run or an experiment); the message says what does."""
 
 
-def quote_filter_value(value: str) -> str:
-    """A string literal for an MLflow filter string."""
-    return "'" + value.replace("'", "\\'") + "'"
-
-
 def tag_equals(tag: str, value: str) -> str:
     """Filter clause: tag `tag` equals `value` (the key is backquoted: tag names contain dots)."""
-    return f"tags.`{tag}` = {quote_filter_value(value)}"
+    return f"tags.`{tag}` = {quote(value)}"
 
 
 def search_all_runs(client: Any, experiment_ids: Sequence[str], filter_string: str = "") -> list[Run]:
