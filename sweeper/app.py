@@ -235,12 +235,11 @@ def write_artifacts(cfg: DictConfig, result: Any, out_dir: Path, title: str) -> 
     return paths
 
 
-def train(job: Job, dataset: Any, sink: Any) -> Any:
+def train(job: Job, dataset: Any, sink: Any, model_cfg: Any, train_cfg: Any) -> Any:
     """Fit with the job's BLAS threads, streaming events to the sink; log the summary and artifacts."""
     import mlp_core
     from threadpoolctl import threadpool_limits
 
-    model_cfg, train_cfg = to_core(job.cfg)
     sink.progress = _progress_bar(train_cfg.epochs * (len(dataset.train.y) // train_cfg.batch_size), job.name)
     try:
         with signals.Dropped() as dropped, threadpool_limits(limits=job.threads, user_api="blas"):
@@ -300,7 +299,7 @@ def train_and_track(cfg: DictConfig) -> float:
             tracker.log_dataset(dataset)
         log.info("%s: %d parameters, %d steps/epoch, %s, %d BLAS threads", job.name, num_parameters,
                  len(dataset.train.y) // train_cfg.batch_size, dataset.source, job.threads)
-        result = train(job, dataset, sink)
+        result = train(job, dataset, sink, model_cfg, train_cfg)
         if tracker is not None:
             tracker.end("FINISHED")
     except BaseException as exc:
