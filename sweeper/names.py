@@ -63,6 +63,9 @@ PID = "mlp_sweeps.pid"
 PID_START = "mlp_sweeps.pid_start"
 HEARTBEAT = "mlp_sweeps.heartbeat"
 KILLED_REASON = "mlp_sweeps.killed_reason"
+# a job's claim on its config (sweeper.tracking.claims): "pending", then its place in line (an integer)
+CLAIM_TICKET = "mlp_sweeps.claim_ticket"
+CLAIM_PENDING = "pending"
 SWEEP_LINK_PREFIX = "mlp_sweeps.sweep."  # + sweep_id; value: the parent run id of the sweep that reused the run
 
 # ---------------------------------------------------------------------------------------------- sweep parent

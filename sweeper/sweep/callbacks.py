@@ -60,7 +60,6 @@ class MlflowSweepParent(Callback):
 
         from ..config.checks import validate_grid
         from ..redact import mask_credentials
-        from ..tracking.liveness import mark_orphaned_runs, owner_tags
         from ..tracking.store import open_store
         from .dryrun import is_dry_run
 
@@ -78,6 +77,31 @@ class MlflowSweepParent(Callback):
         except CompactHydraException as exc:
             sys.stderr.write(f"Error: {mask_credentials(exc)}\n")
             sys.exit(1)
+        try:
+            run, sweep_dir, sweep_id, name = self._create_parent(config, client, experiment_id)
+        except Exception as exc:  # any store failure here: one sentence, and no job is launched
+            from ..tracking.store_checks import one_line
+
+            sys.stderr.write(f"Error: cannot create the sweep's parent run in the MLflow store "
+                             f"{mask_credentials(uri)}: {one_line(exc)}; no job was launched (check the store, "
+                             "then relaunch the same command)\n")
+            sys.exit(1)
+        self._client, self._run_id, self._sweep_dir = client, run.info.run_id, sweep_dir
+        # the URI itself may hold credentials: the file keeps a masked copy and a digest the jobs compare with theirs
+        handoff = {"run_id": run.info.run_id, "experiment_id": experiment_id, names.SWEEP_ID: sweep_id,
+                   "tracking_uri": mask_credentials(uri), "tracking_uri_sha256": uri_digest(uri)}
+        tmp = sweep_dir / (names.PARENT_FILE + ".tmp")
+        tmp.write_text(json.dumps(handoff))
+        tmp.replace(sweep_dir / names.PARENT_FILE)
+        atexit.register(self._terminate_if_running, "FAILED")
+        log.info("MLflow parent run %r (%s) for sweep %s", name, run.info.run_id, sweep_id)
+
+    @staticmethod
+    def _create_parent(config: DictConfig, client: Any, experiment_id: str) -> tuple[Any, Path, str, str]:
+        """(parent run, sweep dir, sweep id, display name) of a new sweep, after marking orphaned runs KILLED."""
+        from ..redact import mask_credentials
+        from ..tracking.liveness import mark_orphaned_runs, owner_tags
+
         # runs left RUNNING by a killed launch are KILLED now, before this sweep's jobs decide what to rerun
         mark_orphaned_runs(client, experiment_id)
         sweep_dir = Path(str(config.hydra.sweep.dir))
@@ -97,15 +121,7 @@ class MlflowSweepParent(Callback):
                 **owner_tags(heartbeat=False),
             },
         )
-        self._client, self._run_id, self._sweep_dir = client, run.info.run_id, sweep_dir
-        # the URI itself may hold credentials: the file keeps a masked copy and a digest the jobs compare with theirs
-        handoff = {"run_id": run.info.run_id, "experiment_id": experiment_id, names.SWEEP_ID: sweep_id,
-                   "tracking_uri": mask_credentials(uri), "tracking_uri_sha256": uri_digest(uri)}
-        tmp = sweep_dir / (names.PARENT_FILE + ".tmp")
-        tmp.write_text(json.dumps(handoff))
-        tmp.replace(sweep_dir / names.PARENT_FILE)
-        atexit.register(self._terminate_if_running, "FAILED")
-        log.info("MLflow parent run %r (%s) for sweep %s", name, run.info.run_id, sweep_id)
+        return run, sweep_dir, sweep_id, name
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         self._terminate_if_running("FINISHED")

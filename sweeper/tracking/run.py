@@ -58,7 +58,11 @@ class RunTracker:
         if parent_run_id:
             tags[names.PARENT_RUN_ID] = parent_run_id
         run = client.create_run(experiment_id, run_name=run_name, tags=tags)
-        run_id = run.info.run_id
+        return cls.attach(client, run.info.run_id, background_metrics)
+
+    @classmethod
+    def attach(cls, client: Any, run_id: str, background_metrics: bool = False) -> "RunTracker":
+        """The tracker of an existing RUNNING run (a job's claim, ``sweeper.tracking.claims``)."""
         return cls(client, run_id, MetricWriter(client.tracking_uri, run_id) if background_metrics else None)
 
     @staticmethod

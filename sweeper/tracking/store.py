@@ -28,6 +28,7 @@ from .store_checks import (
     check_experiment,
     check_scheme,
     check_sqlite_file,
+    not_a_database,
     one_line,
 )
 
@@ -197,6 +198,12 @@ def connect(uri: str) -> Any:
     if db is not None and not db.exists():
         raise TrackingError(f"no MLflow store at {shown}: file {db} does not exist "
                             "(pass --tracking-uri or set MLFLOW_TRACKING_URI)")
+    if db is not None:  # MLflow would create its tables in an empty file or a database of another program
+        missing = not_a_database(db) if db.is_file() else "not a regular file"
+        missing = missing or missing_mlflow_tables(db)
+        if missing:
+            raise TrackingError(f"{shown} is no MLflow store ({missing}); a report never creates one: pass "
+                                "--tracking-uri or set MLFLOW_TRACKING_URI to the store's .db file")
     for key, value in READER_HTTP_ENV.items():
         os.environ.setdefault(key, value)
     try:
@@ -207,6 +214,21 @@ def connect(uri: str) -> Any:
         raise TrackingError(f"cannot reach the MLflow tracking store {shown}: {type(exc).__name__}: "
                             f"{detail[0] if detail else ''}") from exc
     return client
+
+
+def missing_mlflow_tables(db: Path) -> str | None:
+    """Why the sqlite file ``db`` holds no MLflow store (read over a read-only connection), or None."""
+    import contextlib
+    import sqlite3
+
+    if db.stat().st_size == 0:
+        return "an empty file"
+    try:
+        with contextlib.closing(sqlite3.connect(f"{db.resolve().as_uri()}?mode=ro", uri=True)) as conn:
+            tables = {row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+    except sqlite3.Error:  # locked right now, or damaged: MLflow's own open says more
+        return None
+    return None if {"experiments", "runs"} <= tables else "a database without MLflow's tables"
 
 
 # ------------------------------------------------------------------------------------------------------ lock retries
