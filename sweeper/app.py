@@ -275,7 +275,7 @@ def train(job: Job, dataset: Any, sink: Any, model_cfg: Any, train_cfg: Any) -> 
     finally:
         sink.progress.close()
     sink.flush()
-    paths = write_artifacts(job.cfg, result, _output_dir(), job.name)
+    paths = write_artifacts(job.cfg, result, sink.run_dir, job.name)
     tracker = sink.tracker
     if tracker is not None:
         tracker.log_metrics(summary_metrics(result))
@@ -315,7 +315,7 @@ def train_and_track(cfg: DictConfig) -> float:
         if run_id is None:
             return reused
         tracker = RunTracker.attach(store.client, run_id, background_metrics=bool(cfg.tracking.background_metrics))
-    sink = MetricSink(tracker)
+    sink = MetricSink(tracker, run_dir=_output_dir())
     try:
         if tracker is not None:
             tracker.log_params(run_params(job, model_cfg, num_parameters))
@@ -338,6 +338,8 @@ def _end_failed(sink: Any, exc: BaseException) -> None:
     """Keep the partial history, tag the error and end the run KILLED (Ctrl-C) or FAILED; never hide the job's own
     error behind a tracking one."""
     tracker = sink.tracker
+    if sink.store_failed:  # its points are spilled; another store call would only wait out the retries again
+        return
     try:
         sink.flush()
         tracker.set_tags({names.ERROR: f"{type(exc).__name__}: {mask_credentials(exc)}",

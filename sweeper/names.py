@@ -80,6 +80,8 @@ BEST_CHILD_NAME = "best_child_name"
 
 # the parent-run handoff: a JSON file in hydra.sweep.dir that every job of the sweep reads
 PARENT_FILE = "mlflow_parent.json"
+# a run's metric points that never reached the store (sweeper.tracking.spill), in its Hydra run dir
+SPILL_FILE = "metrics_spill.jsonl"
 
 
 def sweep_link_tag(sweep_id: str) -> str:

@@ -5,7 +5,8 @@ SIGTERM is what Slurm sends on preemption and time-out (SIGKILL follows after a 
 sends; Python's default action kills the process at once, without ``finally`` blocks. ``install`` makes both signals
 raise ``KeyboardInterrupt`` and remembers which one arrived (``received``). ``Deferred`` holds them back while a store
 write runs and delivers them right after it committed (an interrupt inside MLflow's sqlite transaction left that
-connection holding the database lock, and the KILLED path's own writes then waited on it for minutes);
+connection holding the database lock, and the KILLED path's own writes then waited on it for minutes), but lets a
+second one through at once, so that a write stuck on a dead server never holds Ctrl-C;
 ``Dropped`` re-raises an interrupt whose exception Python swallowed.
 """
 from __future__ import annotations
@@ -52,7 +53,8 @@ def exit_code() -> int:
 
 
 class Deferred:
-    """``with Deferred(): write()``: SIGINT/SIGTERM that arrive during the block are recorded and raised after it."""
+    """``with Deferred(): write()``: SIGINT/SIGTERM that arrive during the block are recorded and raised after it; a
+    second one is raised at once."""
 
     def __enter__(self) -> "Deferred":
         self.pending: list[int] = []
@@ -66,11 +68,18 @@ class Deferred:
         return self
 
     def _record(self, signum: int, frame: Any) -> None:
+        if self.pending:  # a second interrupt gets through at once, even while the write is stuck (a dead server)
+            self._restore()
+            _interrupt(signum, frame)
         self.pending.append(signum)
 
-    def __exit__(self, *exc: Any) -> None:
+    def _restore(self) -> None:
         for signum, handler in self.replaced:
             signal.signal(signum, handler)
+        self.replaced = []
+
+    def __exit__(self, *exc: Any) -> None:
+        self._restore()
         if self.pending and exc[0] is None:
             _interrupt(self.pending[0], None)
 

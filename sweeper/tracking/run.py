@@ -6,6 +6,7 @@ No fluent ``mlflow.start_run``: its process-global "active run" would block nest
 from __future__ import annotations
 
 import json
+import logging
 import time
 from pathlib import Path
 from typing import Any, Mapping
@@ -17,6 +18,8 @@ from ..redact import mask_credentials
 from .background import MetricWriter
 from .liveness import Heartbeat
 from .writes import chunks, write_metrics
+
+log = logging.getLogger(__name__)
 
 MAX_PARAMS_PER_BATCH = 100
 MAX_TAGS_PER_BATCH = 100
@@ -145,13 +148,17 @@ class MetricSink:
     """Receives mlp_core's events: buffers metrics for the tracker and drives the progress bar.
 
     Metrics keep the wall-clock time of their event; they are written when FLUSH_METRICS are waiting or FLUSH_SECONDS
-    have passed, so a run costs about steps / 1000 store writes and a killed run keeps most of its history.
+    have passed, so a run costs about steps / 1000 store writes and a killed run keeps most of its history. A write
+    that fails (or that a second Ctrl-C interrupts) spills its points to ``run_dir`` (``sweeper.tracking.spill``)
+    and sets ``store_failed``: the job then ends without another store call, which would wait out the retries again.
     """
 
-    def __init__(self, tracker: RunTracker | None, progress: Any = None):
+    def __init__(self, tracker: RunTracker | None, progress: Any = None, run_dir: Path | None = None):
         # progress: a tqdm-like bar (update, set_postfix, close) or None
         self.tracker = tracker
         self.progress = progress
+        self.run_dir = run_dir
+        self.store_failed = False
         self.buffer: list[tuple[str, float, int, int]] = []
         self.last_flush = time.monotonic()
 
@@ -178,7 +185,28 @@ class MetricSink:
             self.flush()
 
     def flush(self) -> None:
-        if self.tracker is not None and self.buffer:
-            self.tracker.log_metrics(self.buffer)
+        if self.tracker is not None and self.buffer and not self.store_failed:
+            try:
+                self.tracker.log_metrics(self.buffer)
+            except BaseException as exc:
+                self._spill(exc)
+                raise
         self.buffer = []
         self.last_flush = time.monotonic()
+
+    def _spill(self, exc: BaseException) -> None:
+        """Save the unwritten points; a store error becomes ``StoreUnavailable`` (raised from here), an interrupt is
+        re-raised by the caller."""
+        from .spill import spill, unavailable
+
+        self.store_failed = True
+        if self.run_dir is None:
+            return
+        tracker, points = self.tracker, self.buffer
+        self.buffer = []
+        path = spill(self.run_dir, tracker.run_id, tracker.client.tracking_uri, points, exc)
+        error = unavailable(path, tracker.run_id, tracker.client.tracking_uri, len(points), exc)
+        if not isinstance(exc, Exception):
+            log.warning("%s", error)
+            return
+        raise error from None

@@ -46,6 +46,11 @@ WRITE_METHODS = frozenset({
 # A dead server is otherwise retried with backoff for minutes (MLflow's defaults); readers give up sooner.
 READER_HTTP_ENV = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "1", "MLFLOW_HTTP_REQUEST_TIMEOUT": "15"}
 DATABASE_SCHEMES = ("postgresql", "mysql", "mssql")
+# A writer's budget per call (tracking.http_max_retries / http_timeout override it): MLflow's defaults (7 retries,
+# 120 s timeout, backoff factor 2) kept a job silent for minutes when the server died; this one gives up in ~35 s.
+WRITER_HTTP_DEFAULTS = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": 2, "MLFLOW_HTTP_REQUEST_TIMEOUT": 10,
+                        "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": 1}
+HTTP_SETTINGS = {"http_max_retries": "MLFLOW_HTTP_REQUEST_MAX_RETRIES", "http_timeout": "MLFLOW_HTTP_REQUEST_TIMEOUT"}
 
 
 class StoreBusyError(RuntimeError):
@@ -163,12 +168,24 @@ def get_or_create_experiment(client: Any, name: str, artifact_location: str | No
     return experiment.experiment_id
 
 
+def bound_http_retries(tracking_cfg: Any) -> None:
+    """Set MLflow's HTTP retry budget for this process and the workers it starts: ``tracking.http_*`` if set, else the
+    environment's, else ``WRITER_HTTP_DEFAULTS``. MLflow reads these variables at every request."""
+    for env, default in WRITER_HTTP_DEFAULTS.items():
+        os.environ.setdefault(env, str(default))
+    for key, env in HTTP_SETTINGS.items():
+        setting = tracking_cfg.get(key) if hasattr(tracking_cfg, "get") else getattr(tracking_cfg, key, None)
+        if setting is not None:
+            os.environ[env] = str(int(setting))
+
+
 def open_store(tracking_cfg: Any) -> tuple[Any, str, str]:
     """(client, tracking_uri, experiment_id): checks the URI, the store, the experiment and the artifact location, and
     creates the store and the experiment if needed. Any failure is one ``TrackingError`` sentence; a refused launch
     leaves an existing store file byte-identical and creates no new one."""
     uri = resolve_tracking_uri(tracking_cfg.uri)
     shown = mask_credentials(uri)
+    bound_http_retries(tracking_cfg)
     location = default_artifact_location(uri, tracking_cfg.artifact_location)
     origin = "(tracking.artifact_location)" if tracking_cfg.artifact_location else f"next to the store {shown}"
     db = sqlite_path(uri)
