@@ -11,6 +11,7 @@ second one through at once, so that a write stuck on a dead server never holds C
 """
 from __future__ import annotations
 
+import os
 import signal
 import sys
 import threading
@@ -72,6 +73,10 @@ class Deferred:
             self._restore()
             _interrupt(signum, frame)
         self.pending.append(signum)
+        name = "SIGTERM" if signum == signal.SIGTERM else "Ctrl-C"
+        # os.write, not sys.stderr: the handler may interrupt the main thread inside a write to sys.stderr
+        os.write(2, f"mlp-sweep: {name} received during a store write; it stops the run once the write ends (send it "
+                    "again to stop now)\n".encode())
 
     def _restore(self) -> None:
         for signum, handler in self.replaced:

@@ -126,13 +126,15 @@ def test_a_server_killed_mid_run_ends_the_job_and_the_spill_replays_without_loss
 
 class FailingApi(ThreadingHTTPServer):
     """``/health`` answers 200; the API answers 500, or never (``hang``), except the experiment lookup when
-    ``experiment`` is set (then only the runs API fails: the store opens, the sweep's parent run cannot be made)."""
+    ``experiment`` is set (then only the runs API fails: the store opens, the sweep's parent run cannot be made).
+    In ``forward`` mode every request goes to the real server ``target`` until the test sets ``mode``."""
 
     daemon_threads = True
 
-    def __init__(self, mode: str, experiment: bool = False):
-        self.mode, self.experiment, self.released = mode, experiment, threading.Event()
+    def __init__(self, mode: str, experiment: bool = False, target: str | None = None):
+        self.mode, self.experiment, self.target, self.released = mode, experiment, target, threading.Event()
         self.requests: list[str] = []
+        self.hanging = 0
         super().__init__(("127.0.0.1", 0), Handler)
         threading.Thread(target=self.serve_forever, daemon=True).start()
 
@@ -167,12 +169,27 @@ class Handler(BaseHTTPRequestHandler):
             return self._answer(200, {"experiment": {"experiment_id": "1", "name": "mlp-sweeps",
                                                      "artifact_location": "mlflow-artifacts:/1",
                                                      "lifecycle_stage": "active"}})
+        if server.mode == "forward":
+            return self._forward(server.target)
         if server.mode == "hang":
+            server.hanging += 1
             server.released.wait()
             return None
         return self._answer(500, {"error_code": "INTERNAL_ERROR", "message": "the database is gone"})
 
-    do_GET = do_POST = _handle
+    def _forward(self, target: str) -> None:
+        import requests
+
+        body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        answer = requests.request(self.command, target + self.path, data=body, timeout=60,
+                                  headers={"Content-Type": self.headers.get("Content-Type", "application/json")})
+        self.send_response(answer.status_code)
+        self.send_header("Content-Type", answer.headers.get("Content-Type", "application/json"))
+        self.send_header("Content-Length", str(len(answer.content)))
+        self.end_headers()
+        self.wfile.write(answer.content)
+
+    do_GET = do_POST = do_PATCH = do_DELETE = _handle
 
 
 @pytest.mark.soak
@@ -196,3 +213,62 @@ def test_an_api_failing_after_health_ends_the_launch_with_one_line(tmp_path, mod
     if form == "sweep":
         assert "sweep's parent run" in line and "no job was launched" in line, line
         assert any("runs/search" in path or "runs/create" in path for path in api.requests)
+
+
+# ------------------------------------------------------------------------------------- Ctrl-C and a stuck write
+
+def test_a_second_interrupt_gets_through_a_deferred_block_at_once():
+    from sweeper import signals
+
+    reached = []
+    with pytest.raises(KeyboardInterrupt):
+        with signals.Deferred():
+            os.kill(os.getpid(), signal.SIGINT)  # the first is held for the end of the block
+            reached.append("first held")
+            os.kill(os.getpid(), signal.SIGINT)  # the second is raised here
+            reached.append("second held")
+    assert reached == ["first held"]
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # the handler is back
+
+
+@pytest.mark.slow
+@pytest.mark.soak
+@pytest.mark.integration
+def test_a_second_ctrl_c_gets_through_a_write_stuck_on_a_hanging_server(tmp_path, migrated_db):
+    """The server starts hanging mid-run (behind a forwarding proxy), with a 300 s timeout per attempt: the first
+    Ctrl-C waits for the stuck write, the second ends the job at once, its unsaved points spilled."""
+    from ...handshake import default_sigint
+
+    shutil.copy(migrated_db, tmp_path / "mlflow.db")
+    with LocalServer(sqlite_uri(tmp_path / "mlflow.db"), artifacts_destination=str(tmp_path / "arts"),
+                     log_path=tmp_path / "server.log") as server:
+        api = FailingApi("forward", target=server.uri)
+        try:
+            log = tmp_path / "job.log"
+            with log.open("w") as out:
+                proc = subprocess.Popen(
+                    [sys.executable, "-m", "sweeper", "data=digits", "trainer.epochs=100000",
+                     "trainer.early_stopping.enabled=false", f"tracking.uri={api.uri}", "tracking.http_timeout=300"],
+                    cwd=tmp_path, env=cli_env(tmp_path), stdout=out, stderr=subprocess.STDOUT,
+                    start_new_session=True, preexec_fn=default_sigint)
+            client = MlflowClient(server.uri)
+
+            def training_run():
+                experiment = client.get_experiment_by_name("mlp-sweeps")
+                runs = [] if experiment is None else client.search_runs([experiment.experiment_id])
+                return next((r for r in runs if names.TRAIN_LOSS in r.data.metrics), None)
+
+            run = wait_for(training_run, "a run with train/loss points", proc=proc)
+            api.mode = "hang"
+            wait_for(lambda: api.hanging, "a metric write stuck on the hanging server", proc=proc)
+            os.kill(proc.pid, signal.SIGINT)
+            wait_for(lambda: "received during a store write" in log.read_text(), "the first Ctrl-C held", proc=proc)
+            os.kill(proc.pid, signal.SIGINT)
+            wait_bounded(proc, log, bound=EXIT_BOUND)  # far below the stuck write's 300 s
+        finally:
+            api.close()
+    text = log.read_text()
+    assert proc.returncode == 128 + signal.SIGINT and "Traceback" not in text, text[-3000:]
+    assert "interrupted by Ctrl-C" in text and "mlp-sweep-replay" in text, text[-3000:]
+    spills = list((tmp_path / "outputs").rglob(names.SPILL_FILE))
+    assert len(spills) == 1 and read_spill(spills[0])[0]["run_id"] == run.info.run_id
