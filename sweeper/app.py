@@ -276,12 +276,7 @@ def train(job: Job, dataset: Any, sink: Any, model_cfg: Any, train_cfg: Any) -> 
         sink.progress.close()
     sink.flush()
     paths = write_artifacts(job.cfg, result, sink.run_dir, job.name)
-    tracker = sink.tracker
-    if tracker is not None:
-        tracker.log_metrics(summary_metrics(result))
-        tracker.set_tags({names.STOP_REASON: result.stop_reason})
-        for path in paths:
-            tracker.log_artifact(path)
+    sink.log_summary(summary_metrics(result), {names.STOP_REASON: result.stop_reason}, paths)
     return result
 
 

@@ -194,9 +194,27 @@ class MetricSink:
         self.buffer = []
         self.last_flush = time.monotonic()
 
-    def _spill(self, exc: BaseException) -> None:
-        """Save the unwritten points; a store error becomes ``StoreUnavailable`` (raised from here), an interrupt is
-        re-raised by the caller."""
+    def log_summary(self, metrics: list[tuple], tags: Mapping[str, str], paths: list[Path]) -> None:
+        """After training: the summary metrics, tags and artifact files. If the store fails here, they are spilled
+        with the run's end status FINISHED (training did complete): ``mlp-sweep-replay`` writes them all."""
+        tracker = self.tracker
+        if tracker is None:
+            return
+        now = int(time.time() * 1000)  # stamped once: a replay then recognises points that did reach the store
+        points = [(key, value, step, now) for key, value, step in metrics]
+        try:
+            tracker.log_metrics(points)
+            tracker.set_tags(tags)
+            for path in paths:
+                tracker.log_artifact(path)
+        except BaseException as exc:
+            self.buffer = points
+            self._spill(exc, {"tags": dict(tags), "artifacts": [str(p) for p in paths], "status": "FINISHED"})
+            raise
+
+    def _spill(self, exc: BaseException, finish: dict | None = None) -> None:
+        """Save the unwritten points (and ``finish``: what the end of the run still has to write); a store error
+        becomes ``StoreUnavailable`` (raised from here), an interrupt is re-raised by the caller."""
         from .spill import spill, unavailable
 
         self.store_failed = True
@@ -204,8 +222,8 @@ class MetricSink:
             return
         tracker, points = self.tracker, self.buffer
         self.buffer = []
-        path = spill(self.run_dir, tracker.run_id, tracker.client.tracking_uri, points, exc)
-        error = unavailable(path, tracker.run_id, tracker.client.tracking_uri, len(points), exc)
+        path = spill(self.run_dir, tracker.run_id, tracker.client.tracking_uri, points, exc, finish)
+        error = unavailable(path, tracker.run_id, tracker.client.tracking_uri, len(points), exc, finish)
         if not isinstance(exc, Exception):
             log.warning("%s", error)
             return

@@ -7,7 +7,8 @@ or is interrupted by a second Ctrl-C: the points it could not write are appended
 the job stops with one ``StoreUnavailable`` sentence naming the file and the command. The replay is idempotent: it
 reads the run's stored history first and uploads only the points that are not there yet, so replaying twice, or a
 batch that reached the store although its answer was lost, never duplicates a point. It then ends a still RUNNING run
-FAILED with the original error tagged.
+FAILED with the original error tagged, or, when the store failed only after training (the summary metrics, tags and
+artifact files are then spilled too), writes those and ends it FINISHED.
 """
 from __future__ import annotations
 
@@ -31,24 +32,33 @@ class StoreUnavailable(TrackingError):
     """The store failed during training; the unsaved points are in the spill file. One sentence, no traceback."""
 
 
-def spill(run_dir: Path, run_id: str, tracking_uri: str, points: list[tuple], exc: BaseException) -> Path:
-    """Append ``points`` (key, value, step, timestamp_ms) to the run dir's spill file (header first); returns its path."""
+def spill(run_dir: Path, run_id: str, tracking_uri: str, points: list[tuple], exc: BaseException,
+          finish: dict | None = None) -> Path:
+    """Append ``points`` (key, value, step, timestamp_ms) to the run dir's spill file (header first); returns its path.
+
+    ``finish`` (a failure after training): the run's ``tags``, ``artifacts`` (file paths) and end ``status``, which
+    the replay writes too; without it the replay ends the run FAILED with the error.
+    """
     path = Path(run_dir) / names.SPILL_FILE
     new = not path.exists()
     with path.open("a") as handle:
         if new:
-            header = {"run_id": run_id, "tracking_uri": mask_credentials(tracking_uri), "error": one_line(exc)}
+            header = {"run_id": run_id, "tracking_uri": mask_credentials(tracking_uri), "error": one_line(exc),
+                      **(finish or {})}
             handle.write(json.dumps(header) + "\n")
         for key, value, step, timestamp in points:
             handle.write(json.dumps([key, float(value), int(step), int(timestamp)]) + "\n")
     return path
 
 
-def unavailable(path: Path, run_id: str, tracking_uri: str, count: int, exc: BaseException) -> StoreUnavailable:
+def unavailable(path: Path, run_id: str, tracking_uri: str, count: int, exc: BaseException,
+                finish: dict | None = None) -> StoreUnavailable:
+    when, then = ("after training", "its summary, tags and artifact files, and ends the run FINISHED") if finish \
+        else ("during training", "them and ends the run FAILED")
     return StoreUnavailable(
-        f"the MLflow store {mask_credentials(tracking_uri)} failed during training ({one_line(exc)}); run {run_id} "
+        f"the MLflow store {mask_credentials(tracking_uri)} failed {when} ({one_line(exc)}); run {run_id} "
         f"stopped and its {count} unsaved metric points are in {path}: once the store answers again, "
-        f"`mlp-sweep-replay {path.parent}` uploads them and ends the run FAILED")
+        f"`mlp-sweep-replay {path.parent}` uploads {then}")
 
 
 def read_spill(path: Path) -> tuple[dict, list[tuple]]:
@@ -80,10 +90,18 @@ def replay(client: Any, header: dict, points: list[tuple]) -> tuple[int, int, st
     for start in range(0, len(missing), MAX_METRICS_PER_BATCH):
         client.log_batch(run_id, metrics=missing[start:start + MAX_METRICS_PER_BATCH])
     status = run.info.status
-    if status == "RUNNING":
-        client.log_batch(run_id, tags=[RunTag(names.ERROR, header.get("error", "the store failed during training"))])
-        client.set_terminated(run_id, "FAILED")
-        status = "FAILED"
+    if status != "RUNNING":  # ended meanwhile (marked KILLED once its owner was gone): its status stays
+        return len(missing), len(points) - len(missing), status
+    if "status" in header:  # training completed; the summary's tags and files follow (rewriting them is harmless)
+        tags = header.get("tags", {})
+        for artifact in header.get("artifacts", []):
+            client.log_artifact(run_id, artifact)
+    else:
+        tags = {names.ERROR: header.get("error", "the store failed during training")}
+    if tags:
+        client.log_batch(run_id, tags=[RunTag(key, str(value)) for key, value in tags.items()])
+    status = header.get("status", "FAILED")
+    client.set_terminated(run_id, status)
     return len(missing), len(points) - len(missing), status
 
 

@@ -96,7 +96,8 @@ def test_a_server_killed_mid_run_ends_the_job_and_the_spill_replays_without_loss
             pytest.fail(f"{exc}:\n{log.read_text()[-3000:]}")
     finally:
         server.stop()  # the whole process group, mid-run
-    wait_bounded(proc, log)
+    elapsed = wait_bounded(proc, log)
+    print(f"the job exited {elapsed:.1f} s after the server was killed")  # reported with -rP, never asserted
     assert proc.returncode == 1
     line = one_error_line(log)
     assert server.uri in line and "failed during training" in line and run.info.run_id in line, line
@@ -272,3 +273,43 @@ def test_a_second_ctrl_c_gets_through_a_write_stuck_on_a_hanging_server(tmp_path
     assert "interrupted by Ctrl-C" in text and "mlp-sweep-replay" in text, text[-3000:]
     spills = list((tmp_path / "outputs").rglob(names.SPILL_FILE))
     assert len(spills) == 1 and read_spill(spills[0])[0]["run_id"] == run.info.run_id
+
+
+# ------------------------------------------------------------------------------- a failure after training
+
+def test_a_failure_after_training_spills_the_summary_and_the_replay_finishes_the_run(tmp_path, migrated_db):
+    """The artifact store breaks after training (its directory replaced by a file): the summary metrics, the tags and
+    the artifact files are spilled with status FINISHED; replayed (twice) they are all in the run exactly once."""
+    from sweeper.tracking.run import MetricSink, RunTracker
+    from sweeper.tracking.spill import StoreUnavailable, replay
+
+    shutil.copy(migrated_db, tmp_path / "mlflow.db")
+    client = MlflowClient(sqlite_uri(tmp_path / "mlflow.db"))
+    arts = tmp_path / "arts"
+    experiment_id = client.create_experiment("mlp-sweeps", artifact_location=arts.as_uri())
+    tracker = RunTracker.start(client, experiment_id, "job", {})
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    history = run_dir / "history.csv"
+    history.write_text("step,train_loss\n1,2.3\n")
+    sink = MetricSink(tracker, run_dir=run_dir)
+    sink.buffer = [(names.TRAIN_LOSS, 2.3, 1, 1000), (names.TRAIN_LOSS, 2.2, 2, 1001)]
+    sink.flush()
+    arts.mkdir()
+    (arts / tracker.run_id).write_text("a file where the run's artifact directory goes\n")
+    summary = [(names.BEST_VAL_LOSS, 0.5, 0), (names.EPOCHS, 3.0, 0)]
+    with pytest.raises(StoreUnavailable, match="failed after training") as caught:
+        sink.log_summary(summary, {names.STOP_REASON: "max_epochs"}, [history])
+    assert f"mlp-sweep-replay {run_dir}" in str(caught.value) and sink.store_failed
+    header, points = read_spill(run_dir / names.SPILL_FILE)
+    assert header["status"] == "FINISHED" and [p[:3] for p in points] == [tuple(m) for m in summary]
+
+    (arts / tracker.run_id).unlink()  # the artifact store works again
+    assert replay(client, header, points) == (0, 2, "FINISHED")  # the metrics had reached the store
+    assert replay(client, header, points)[:2] == (0, 2)
+    run = client.get_run(tracker.run_id)
+    assert run.info.status == "FINISHED" and run.data.tags[names.STOP_REASON] == "max_epochs"
+    assert run.data.metrics[names.BEST_VAL_LOSS] == 0.5
+    assert len(client.get_metric_history(tracker.run_id, names.BEST_VAL_LOSS)) == 1
+    assert len(client.get_metric_history(tracker.run_id, names.TRAIN_LOSS)) == 2
+    assert [f.path for f in client.list_artifacts(tracker.run_id)] == ["history.csv"]
