@@ -161,6 +161,7 @@ def open_tracking(job: Job) -> Store:
     from .sweep.callbacks import read_parent, uri_digest
     from .tracking.liveness import mark_orphaned_runs
     from .tracking.store import open_store
+    from .tracking.store_checks import store_step
 
     client, uri, experiment_id = open_store(job.cfg.tracking)
     parent = read_parent(job.hydra_cfg.sweep.dir) if job.in_sweep else None
@@ -169,7 +170,8 @@ def open_tracking(job: Job) -> Store:
     if parent is not None:
         experiment_id = parent["experiment_id"]
     else:  # in a sweep the launcher did this once, before any job started
-        mark_orphaned_runs(client, experiment_id)
+        with store_step(uri, "looking for orphaned runs"):
+            mark_orphaned_runs(client, experiment_id)
     return Store(client, uri, experiment_id, parent)
 
 
@@ -305,16 +307,19 @@ def train_and_track(cfg: DictConfig) -> float:
     if store is not None:
         from .tracking.liveness import owner_tags
         from .tracking.run import RunTracker
+        from .tracking.store_checks import store_step
 
-        run_id, reused = claim_run(job, store, {**job.tags, **owner_tags()})
+        with store_step(store.uri, "claiming the run's config"):
+            run_id, reused = claim_run(job, store, {**job.tags, **owner_tags()})
         if run_id is None:
             return reused
         tracker = RunTracker.attach(store.client, run_id, background_metrics=bool(cfg.tracking.background_metrics))
     sink = MetricSink(tracker, run_dir=_output_dir())
     try:
         if tracker is not None:
-            tracker.log_params(run_params(job, model_cfg, num_parameters))
-            tracker.log_dataset(dataset)
+            with store_step(store.uri, "logging the run's params and dataset"):
+                tracker.log_params(run_params(job, model_cfg, num_parameters))
+                tracker.log_dataset(dataset)
         log.info("%s: %d parameters, %d steps/epoch, %s, %d BLAS threads", job.name, num_parameters,
                  len(dataset.train.y) // train_cfg.batch_size, dataset.source, job.threads)
         result = train(job, dataset, sink, model_cfg, train_cfg)
@@ -333,8 +338,8 @@ def _end_failed(sink: Any, exc: BaseException) -> None:
     """Keep the partial history, tag the error and end the run KILLED (Ctrl-C) or FAILED; never hide the job's own
     error behind a tracking one."""
     tracker = sink.tracker
-    if sink.store_failed:  # its points are spilled; another store call would only wait out the retries again
-        return
+    if sink.store_failed or isinstance(exc, CompactHydraException):  # the store failed: another call would only
+        return  # wait out the retries again (the run's unsaved points are spilled; a later launch marks it KILLED)
     try:
         sink.flush()
         tracker.set_tags({names.ERROR: f"{type(exc).__name__}: {mask_credentials(exc)}",

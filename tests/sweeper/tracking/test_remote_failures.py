@@ -195,10 +195,10 @@ class Handler(BaseHTTPRequestHandler):
 
 @pytest.mark.soak
 @pytest.mark.integration
-@pytest.mark.parametrize("mode, form", [("500", "run"), ("hang", "run"), ("500", "sweep")],
-                         ids=["500-run", "hang-run", "500-sweep-parent"])
+@pytest.mark.parametrize("mode, form", [("500", "run"), ("hang", "run"), ("500", "sweep"), ("500", "run-runs-api")],
+                         ids=["500-run", "hang-run", "500-sweep-parent", "500-runs-api-run"])
 def test_an_api_failing_after_health_ends_the_launch_with_one_line(tmp_path, mode, form):
-    api = FailingApi(mode, experiment=form == "sweep")
+    api = FailingApi(mode, experiment=form != "run")
     try:
         args = ["data=digits", "trainer.epochs=1", f"tracking.uri={api.uri}"]
         proc, log = start_job(tmp_path, ["-m", *args, "model.width=4,8"] if form == "sweep" else args)
@@ -214,6 +214,8 @@ def test_an_api_failing_after_health_ends_the_launch_with_one_line(tmp_path, mod
     if form == "sweep":
         assert "sweep's parent run" in line and "no job was launched" in line, line
         assert any("runs/search" in path or "runs/create" in path for path in api.requests)
+    if form == "run-runs-api":  # the experiment was found; the runs API failed in the job's first search
+        assert "failed while looking for orphaned runs" in line, line
 
 
 # ------------------------------------------------------------------------------------- Ctrl-C and a stuck write
