@@ -53,6 +53,10 @@ def exit_code() -> int:
     return 128 + (received() or signal.SIGINT)
 
 
+class WriteInterrupted(KeyboardInterrupt):
+    """A second interrupt that cut a store write short: what it was writing may not be stored."""
+
+
 class Deferred:
     """``with Deferred(): write()``: SIGINT/SIGTERM that arrive during the block are recorded and raised after it; a
     second one is raised at once."""
@@ -71,7 +75,8 @@ class Deferred:
     def _record(self, signum: int, frame: Any) -> None:
         if self.pending:  # a second interrupt gets through at once, even while the write is stuck (a dead server)
             self._restore()
-            _interrupt(signum, frame)
+            _received.append(signum)
+            raise WriteInterrupted(signal.Signals(signum).name)
         self.pending.append(signum)
         name = "SIGTERM" if signum == signal.SIGTERM else "Ctrl-C"
         # os.write, not sys.stderr: the handler may interrupt the main thread inside a write to sys.stderr

@@ -188,7 +188,7 @@ class MetricSink:
         if self.tracker is not None and self.buffer and not self.store_failed:
             try:
                 self.tracker.log_metrics(self.buffer)
-            except BaseException as exc:
+            except (Exception, signals.WriteInterrupted) as exc:  # not a held interrupt raised after the write
                 self._spill(exc)
                 raise
         self.buffer = []
@@ -207,7 +207,7 @@ class MetricSink:
             tracker.set_tags(tags)
             for path in paths:
                 tracker.log_artifact(path)
-        except BaseException as exc:
+        except (Exception, signals.WriteInterrupted) as exc:
             self.buffer = points
             self._spill(exc, {"tags": dict(tags), "artifacts": [str(p) for p in paths], "status": "FINISHED"})
             raise

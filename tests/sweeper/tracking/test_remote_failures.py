@@ -220,6 +220,7 @@ def test_an_api_failing_after_health_ends_the_launch_with_one_line(tmp_path, mod
 
 # ------------------------------------------------------------------------------------- Ctrl-C and a stuck write
 
+@pytest.mark.soak
 def test_a_second_interrupt_gets_through_a_deferred_block_at_once():
     from sweeper import signals
 
