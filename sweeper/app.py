@@ -15,6 +15,7 @@ import contextlib
 import csv
 import logging
 import math
+import os
 import sys
 import time
 import traceback
@@ -285,11 +286,20 @@ def train(job: Job, dataset: Any, sink: Any, model_cfg: Any, train_cfg: Any) -> 
 def train_and_track(cfg: DictConfig) -> float:
     """One job: validate, open the store, skip if finished, load data, create the run, train, log. Returns the
     objective (best validation loss)."""
+    # also in launcher workers (joblib, submitit), which never run main(); a worker puts its own handlers back once
+    # its run has ended, which tells the launcher waiting on an interrupt that it may go on (signals.restore)
+    replaced = signals.install()
+    try:
+        return _train_and_track(cfg)
+    finally:
+        signals.restore(replaced)
+
+
+def _train_and_track(cfg: DictConfig) -> float:
     import mlp_core
 
     from .tracking.run import MetricSink
 
-    signals.install()  # also in launcher workers (joblib, submitit), which never run main()
     job = prepare(cfg)
     store = None
     if cfg.tracking.enabled:
@@ -335,16 +345,20 @@ def train_and_track(cfg: DictConfig) -> float:
 
 
 def _end_failed(sink: Any, exc: BaseException) -> None:
-    """Keep the partial history, tag the error and end the run KILLED (Ctrl-C) or FAILED; never hide the job's own
-    error behind a tracking one."""
+    """Keep the partial history, tag the error and end the run KILLED (Ctrl-C, SIGTERM: the signal named in the
+    killed_reason tag) or FAILED; never hide the job's own error behind a tracking one."""
     tracker = sink.tracker
+    killed = isinstance(exc, KeyboardInterrupt)
     if sink.store_failed or isinstance(exc, CompactHydraException):  # the store failed: another call would only
         return  # wait out the retries again (the run's unsaved points are spilled; a later launch marks it KILLED)
     try:
         sink.flush()
-        tracker.set_tags({names.ERROR: f"{type(exc).__name__}: {mask_credentials(exc)}",
-                          names.ERROR_TRACEBACK: mask_credentials(traceback.format_exc()[-4000:])})
-        tracker.end("KILLED" if isinstance(exc, KeyboardInterrupt) else "FAILED")
+        tags = {names.ERROR: f"{type(exc).__name__}: {mask_credentials(exc)}",
+                names.ERROR_TRACEBACK: mask_credentials(traceback.format_exc()[-4000:])}
+        if killed:
+            tags[names.KILLED_REASON] = f"interrupted by {signals.received_name()} (pid {os.getpid()})"
+        tracker.set_tags(tags)
+        tracker.end("KILLED" if killed else "FAILED")
     except Exception as tracking_exc:
         log.warning("could not mark run %s as failed: %s", tracker.run_id, tracking_exc)
 
@@ -356,6 +370,9 @@ def task(cfg: DictConfig) -> float:
     """Hydra task function of `mlp-sweep`; returns the objective (best validation loss)."""
     try:
         return train_and_track(cfg)
+    except KeyboardInterrupt:
+        signals.requeue_if_preempted()  # a Slurm job of submitit: requeued by Slurm, exits here (SystemExit)
+        raise
     except CompactHydraException as exc:
         # A single run's setup error (config range, tracking store, data): one sentence and exit 1. Raising would
         # make Hydra echo the overrides, which may hold credentials. In a sweep, raise: the other jobs still run.

@@ -11,30 +11,135 @@ second one through at once, so that a write stuck on a dead server never holds C
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import sys
 import threading
+import time
+from pathlib import Path
 from typing import Any
 
 SIGNALS = (signal.SIGINT, signal.SIGTERM)
+# Seconds a launcher waits, after the first signal, for its worker processes to end their runs before it goes on to
+# end the sweep (joblib then kills its workers with SIGKILL). Below Slurm's default KillWait (30 s).
+WORKER_GRACE_SECONDS = 25.0
 _received: list[int] = []
+# submitit's checkpoint-and-requeue handler when this process is a Slurm job of submitit (see requeue_if_preempted)
+_requeue_handler: list[Any] = []
 
 
 def _interrupt(signum: int, frame: Any) -> None:
+    if signum == signal.SIGTERM and signal.SIGTERM in _received:
+        return  # a repeated SIGTERM (the launcher forwarding the one the group already got) must not cut the clean-up
+    first = not _received
     _received.append(signum)
+    if first:
+        _let_workers_finish(forward=signum == signal.SIGTERM)
     raise KeyboardInterrupt(signal.Signals(signum).name)
 
 
-def install() -> None:
+def _submitit_handler(handler: Any, name: str) -> bool:
+    """Is ``handler`` submitit's ``SignalHandler.<name>`` (bound method) that a submitit job process installs?"""
+    function = getattr(handler, "__func__", None)
+    return (function is not None and getattr(function, "__qualname__", "") == f"SignalHandler.{name}"
+            and getattr(function, "__module__", "").startswith("submitit"))
+
+
+def install() -> list[tuple[int, Any]]:
     """Make SIGINT and SIGTERM raise KeyboardInterrupt in this process (main thread only; a handler someone else
-    installed, or an ignored signal, is left alone)."""
+    installed, or an ignored signal, is left alone). Returns the (signal, handler) pairs it replaced, for ``restore``.
+
+    In a Slurm job of submitit, submitit ignores SIGTERM (it logs "Bypassing signal SIGTERM") and checkpoints and
+    requeues the job on SIGUSR2 (Slurm's warning before the time limit) by exiting at once: both now end the run KILLED
+    first, and ``requeue_if_preempted`` then hands over to submitit's requeue.
+    """
     if threading.current_thread() is not threading.main_thread():
-        return
+        return []
+    replaced = []
     defaults = {signal.SIGINT: signal.default_int_handler, signal.SIGTERM: signal.SIG_DFL}
     for signum, default in defaults.items():
-        if signal.getsignal(signum) is default:
-            signal.signal(signum, _interrupt)
+        handler = signal.getsignal(signum)
+        if handler is default or _submitit_handler(handler, "bypass"):
+            replaced.append((signum, signal.signal(signum, _interrupt)))
+    for signum in (signal.SIGUSR1, signal.SIGUSR2):
+        handler = signal.getsignal(signum)
+        if _submitit_handler(handler, "checkpoint_and_try_requeue"):
+            _requeue_handler[:] = [handler]
+            replaced.append((signum, signal.signal(signum, _interrupt)))
+    return replaced
+
+
+def restore(replaced: list[tuple[int, Any]]) -> None:
+    """Put back the handlers ``install`` replaced: a worker process that ended its run shows, by no longer catching
+    SIGTERM, that it has nothing left to save (the launcher waits for that, see ``_let_workers_finish``)."""
+    if threading.current_thread() is not threading.main_thread():
+        return
+    for signum, handler in reversed(replaced):
+        signal.signal(signum, handler)
+
+
+def requeue_if_preempted() -> None:
+    """In a Slurm job of submitit interrupted by SIGTERM (preemption, ``scancel --signal=TERM``) or by submitit's
+    SIGUSR2 (time limit): let submitit checkpoint the job and ask Slurm to requeue it, then exit (SystemExit). The
+    requeued job runs the same config again; a config that FINISHED meanwhile is skipped (tracking.skip_finished).
+    Does nothing anywhere else, and returns when the requeue fails (a job cancelled for good, for instance)."""
+    import logging
+
+    signum = received()
+    if not _requeue_handler or signum is None or signum == signal.SIGINT:
+        return
+    try:
+        _requeue_handler[0](signum, None)
+    except Exception as exc:  # scontrol refused (the job was cancelled), or submitit's countdown ran out
+        logging.getLogger(__name__).warning("the Slurm job was not requeued: %s", exc)
+
+
+def _children() -> list[int]:
+    """Pids of this process's live children (Linux /proc; empty elsewhere)."""
+    me, pids = os.getpid(), []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            text = stat.read_text()
+        except OSError:
+            continue
+        fields = text[text.rfind(")") + 2:].split()
+        if len(fields) > 1 and fields[1] == str(me) and fields[0] != "Z":
+            pids.append(int(stat.parent.name))
+    return pids
+
+
+def _sigterm_disposition(pid: int) -> str:
+    """"caught", "ignored" or "default" for SIGTERM in ``pid`` ("gone" once it has exited)."""
+    try:
+        with open(f"/proc/{pid}/status") as handle:
+            fields = dict(line.rstrip("\n").split(":\t", 1) for line in handle if ":\t" in line)
+    except OSError:
+        return "gone"
+    if fields.get("State", "").startswith("Z"):
+        return "gone"
+    bit = 1 << (signal.SIGTERM - 1)
+    if int(fields.get("SigCgt", "0"), 16) & bit:
+        return "caught"
+    return "ignored" if int(fields.get("SigIgn", "0"), 16) & bit else "default"
+
+
+def _let_workers_finish(forward: bool) -> None:
+    """A launcher with worker processes (joblib's loky workers) kills them with SIGKILL as soon as the interrupt
+    reaches it, before they could end their runs. So first: send SIGTERM on to the workers that did not get it from
+    the process group (``kill <pid>`` of the launcher, ``docker stop``), then wait, at most ``WORKER_GRACE_SECONDS``,
+    until no worker catches SIGTERM any more (a worker puts back the default handler once its run has ended, see
+    ``restore``). Children that ignore SIGTERM (loky's resource tracker) are left alone."""
+    workers = [pid for pid in _children() if _sigterm_disposition(pid) != "ignored"]
+    if not workers:
+        return
+    if forward:
+        for pid in workers:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + WORKER_GRACE_SECONDS
+    while time.monotonic() < deadline and any(_sigterm_disposition(pid) == "caught" for pid in workers):
+        time.sleep(0.05)
 
 
 def received() -> int | None:
@@ -43,9 +148,10 @@ def received() -> int | None:
 
 
 def received_name() -> str:
-    """``SIGTERM``, or ``Ctrl-C`` for SIGINT (and for a KeyboardInterrupt no handler of ours saw)."""
+    """``SIGTERM`` (or the other signal's name), or ``Ctrl-C`` for SIGINT (and for a KeyboardInterrupt no handler of
+    ours saw)."""
     signum = received()
-    return "SIGTERM" if signum == signal.SIGTERM else "Ctrl-C"
+    return "Ctrl-C" if signum in (None, signal.SIGINT) else signal.Signals(signum).name
 
 
 def exit_code() -> int:
@@ -123,3 +229,4 @@ class Dropped:
         if self.dropped:
             self.dropped = False
             raise KeyboardInterrupt(received_name())
+

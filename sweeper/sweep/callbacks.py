@@ -54,6 +54,7 @@ class MlflowSweepParent(Callback):
         self._client: Any = None
         self._run_id: str | None = None
         self._sweep_dir: Path | None = None
+        self._experiment_id: str | None = None
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         from hydra.errors import CompactHydraException
@@ -87,6 +88,7 @@ class MlflowSweepParent(Callback):
                              "then relaunch the same command)\n")
             sys.exit(1)
         self._client, self._run_id, self._sweep_dir = client, run.info.run_id, sweep_dir
+        self._experiment_id = experiment_id
         # the URI itself may hold credentials: the file keeps a masked copy and a digest the jobs compare with theirs
         handoff = {"run_id": run.info.run_id, "experiment_id": experiment_id, names.SWEEP_ID: sweep_id,
                    "tracking_uri": mask_credentials(uri), "tracking_uri_sha256": uri_digest(uri)}
@@ -133,6 +135,13 @@ class MlflowSweepParent(Callback):
             return
         if status == "FAILED" and signals.received():
             status = "KILLED"
+            # a worker killed before it could end its run (joblib kills workers still busy after the grace period)
+            from ..tracking.liveness import mark_orphaned_runs
+
+            try:
+                mark_orphaned_runs(self._client, self._experiment_id)
+            except Exception as exc:
+                log.warning("could not mark the sweep's orphaned runs KILLED: %s", exc)
         try:
             from ..reporting.finalize import finalize_sweep
 

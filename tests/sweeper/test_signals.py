@@ -68,6 +68,7 @@ def test_sigterm_ends_a_single_run_killed_with_its_metrics(tmp_path):
     (run,) = client.search_runs([e.experiment_id for e in client.search_experiments()])
     assert run.info.status == "KILLED" and run.info.end_time is not None
     assert "KeyboardInterrupt: SIGTERM" in run.data.tags[names.ERROR]
+    assert "interrupted by SIGTERM" in run.data.tags[names.KILLED_REASON]
     steps = sorted(m.step for m in client.get_metric_history(run.info.run_id, names.TRAIN_LOSS))
     assert steps == list(range(len(steps)))  # every step up to the end, the buffered ones flushed at the signal
     total = sum(len(client.get_metric_history(run.info.run_id, key)) for key in names.CURVE_METRICS)
@@ -91,3 +92,41 @@ def test_sigterm_to_a_sweeps_process_group_ends_job_and_parent_killed_with_the_s
     assert children[0].data.tags[names.PARENT_RUN_ID] == parents[0].info.run_id
     assert {a.path for a in client.list_artifacts(parents[0].info.run_id)} >= {"summary.md", "comparison.png"}
     assert (tmp_path / "sweep" / "summary.md").is_file()
+
+
+def running_runs_with_metrics(db: Path) -> int:
+    """How many runs have metric rows in the store and are still RUNNING."""
+    if not db.exists():
+        return 0
+    try:
+        with sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5) as conn:
+            return conn.execute("SELECT COUNT(DISTINCT m.run_uuid) FROM metrics m JOIN runs r ON r.run_uuid = m.run_uuid "
+                                "WHERE r.status = 'RUNNING'").fetchone()[0]
+    except sqlite3.OperationalError:  # tables not created yet
+        return 0
+
+
+@pytest.mark.integration
+@pytest.mark.soak
+def test_sigterm_to_a_joblib_sweeps_process_group_ends_every_worker_run_killed(tmp_path):
+    """Both joblib workers train when the signal comes: each run ends KILLED with its metrics and the signal named,
+    the parent KILLED with its summary, and the launcher exits with one line."""
+    db = tmp_path / "mlflow.db"
+    proc = start(["-m", *LONG_RUN, "model.width=8,16", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2",
+                  f"hydra.sweep.dir={tmp_path / 'sweep'}"], tmp_path)
+    wait_for(lambda: running_runs_with_metrics(db) == 2, "metric rows from both workers", proc=proc, poll=0.2)
+    code, stderr = terminate(proc, group=True)
+    assert code == 128 + signal.SIGTERM, stderr[-3000:]
+    assert "Traceback" not in stderr and "interrupted by SIGTERM" in stderr, stderr[-3000:]
+    client = MlflowClient(sqlite_uri(db))
+    runs = client.search_runs([e.experiment_id for e in client.search_experiments()])
+    parents = [r for r in runs if r.data.tags.get(names.ROLE) == names.ROLE_SWEEP_PARENT]
+    children = [r for r in runs if r not in parents]
+    assert len(parents) == 1 and len(children) == 2
+    assert parents[0].info.status == "KILLED"
+    assert {a.path for a in client.list_artifacts(parents[0].info.run_id)} >= {"summary.md", "comparison.png"}
+    for child in children:
+        assert child.info.status == "KILLED" and child.info.end_time is not None, child.data.tags
+        assert "SIGTERM" in child.data.tags[names.KILLED_REASON]
+        steps = sorted(m.step for m in client.get_metric_history(child.info.run_id, names.TRAIN_LOSS))
+        assert steps and steps == list(range(len(steps)))  # flushed up to the signal, no gap
