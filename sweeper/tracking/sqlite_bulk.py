@@ -207,6 +207,7 @@ def sweep_view(name: str, run_filter: str, group_tag: str, charts: Iterable[str]
 
 
 def runs_page_fragment(experiment_id: str, view_id: str | None = None) -> str:
-    """``#/experiments/<id>/runs?...``: the model-training runs page, opening the saved view ``view_id`` if given."""
-    query = WORKFLOW_QUERY + (f"&{VIEW_QUERY}={view_id}" if view_id else "")
+    """``#/experiments/<id>/runs?...``: the model-training runs page; with ``view_id``, that saved view, opened on its
+    charts (the runs stay listed on their left)."""
+    query = WORKFLOW_QUERY + (f"&{VIEW_QUERY}={view_id}&compareRunsMode=CHART" if view_id else "")
     return f"#/experiments/{experiment_id}/runs?{query}"
