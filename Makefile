@@ -18,10 +18,9 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 ## The main job: a real sweep on MNIST (the course's task 3 tricks), tracked in outputs/mlflow.db.
+## It ends by printing the one link that opens its comparison in the MLflow UI (started with `make ui`).
 sweep: setup
 	$(BIN)/mlp-sweep -m +sweep=$(SWEEP) $(ARGS)
-	@echo
-	@echo "Done. Open the MLflow UI with:  make ui   (then http://127.0.0.1:$(PORT))"
 
 ## One run, e.g. make run ARGS="experiment=task3c trainer.epochs=5"
 run: setup

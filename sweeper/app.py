@@ -31,7 +31,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from . import names, signals
 from .config.checks import ConfigError, to_core, validate, value
-from .config.identity import flatten, legacy_hashes, run_hashes, run_name
+from .config.identity import config_label, flatten, legacy_hashes, run_hashes, run_name
 from .paths import CONF_DIR, git_commit, outputs_dir, unwritable_reason
 from .redact import mask_credentials
 from .sweep.workers import blas_threads
@@ -114,14 +114,28 @@ def run_tags(job: Job, parent: dict | None) -> dict[str, str]:
         names.BLAS_THREADS: job.threads,
         names.OUTPUT_DIR: job.hydra_cfg.runtime.output_dir if job.hydra_cfg else None,
         names.EXPERIMENT: job.cfg.name,
+        names.CONFIG_LABEL: config_label(job.cfg.name, job.overrides, config_hash_noseed),
     }
+    if parent:  # every run of a sweep carries its link tag: the sweep's UI view selects its runs by it
+        tags[names.sweep_link_tag(parent[names.SWEEP_ID])] = parent["run_id"]
     return {key: str(v) for key, v in tags.items() if v is not None}
 
 
 def run_params(job: Job, model_cfg: Any, num_parameters: int) -> dict[str, Any]:
-    """The resolved config with dotted keys (credentials masked), plus what the config only implies."""
+    """The resolved config with dotted keys (credentials masked), plus what the config only implies.
+
+    The model's shape is logged as trained: ``model.hidden_sizes`` is the effective list (the config's is null for a
+    width x depth model) and ``model.width``/``model.depth``/``model.num_hidden_layers`` are numbers (the widest layer
+    and the layer count), so that the UI's parallel-coordinates plot gets numeric axes. Run identity is unaffected: it
+    hashes the config (sweeper.config.identity), never these params.
+    """
     params = {k: mask_credentials(v) if isinstance(v, str) else v for k, v in flatten(job.container).items()}
-    params[names.EFFECTIVE_HIDDEN_SIZES_PARAM] = list(model_cfg.hidden_sizes)
+    sizes = list(model_cfg.hidden_sizes)
+    params[names.EFFECTIVE_HIDDEN_SIZES_PARAM] = sizes
+    params[names.HIDDEN_SIZES_PARAM] = sizes
+    params[names.WIDTH_PARAM] = max(sizes, default=0)
+    params[names.DEPTH_PARAM] = len(sizes)
+    params[names.NUM_HIDDEN_LAYERS_PARAM] = len(sizes)
     params[names.NUM_PARAMETERS] = num_parameters
     params[names.BLAS_THREADS_PARAM] = job.threads
     return params
@@ -192,7 +206,7 @@ def config_hashes(job: Job) -> list[str]:
 def reuse(job: Job, store: Store, run: Any, how: str) -> float:
     from .tracking.resume import link_to_sweep, objective_of, run_link
 
-    link_to_sweep(store.client, run, store.parent)
+    link_to_sweep(store.client, run, store.parent, job.tags.get(names.CONFIG_LABEL))
     result = objective_of(run)
     log.info("%s: skipped, config_hash %s %s as run %r (%s), best val loss %.4f; "
              "tracking.skip_finished=false reruns it", job.name, run.data.tags[names.CONFIG_HASH][:12], how,

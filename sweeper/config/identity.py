@@ -12,6 +12,8 @@ import hashlib
 import json
 from typing import Any, Iterable, Mapping
 
+from .. import names
+
 # Keys that describe where/how a run is recorded or launched, or label it, not what is trained.
 HASH_EXCLUDED_KEYS = ("tracking", "hydra", "launcher", "name", "sweep_name")
 # Overrides that select what the run name already says (the experiment's own name) or say nothing about the model.
@@ -72,6 +74,16 @@ def run_name(label: str, overrides: Iterable[str]) -> str:
         key, sep, value = override.lstrip("+~").partition("=")
         parts.append(f"{key.rsplit('.', 1)[-1]}{sep}{value}")
     return " ".join([str(label), *parts])
+
+
+def config_label(label: str, overrides: Iterable[str], config_hash_noseed: str) -> str:
+    """``task3c hidden_sizes=[128] (4c255d1a)``: the run name without the seed, plus the start of config_hash_noseed.
+
+    One value per config_hash_noseed (the hash makes two configs whose overrides read alike distinct), and the same for
+    every seed of a config: what the MLflow UI view groups runs by (a bare hash would be an unreadable group label).
+    """
+    kept = [o for o in overrides if o.lstrip("+~").partition("=")[0] != names.SEED_PARAM]
+    return f"{run_name(label, kept)} ({config_hash_noseed[:8]})"
 
 
 def flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:

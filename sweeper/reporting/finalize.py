@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from sweeper import names
 
+from .colours import plotted_groups, run_colours
 from .history import RunHistory, load_history
 from .plots import plot_comparison
 from .selection import select_runs
@@ -46,8 +47,8 @@ def write_sweep_outputs(runs: Sequence[Run], histories: dict[str, RunHistory], o
     groups = group_rows(rows, keys)
     best = best_row(rows)
     plotted = {g.label: [histories[r["run_id"]] for r in g.rows
-                         if r["run_id"] in histories and not histories[r["run_id"]].is_empty] for g in groups}
-    plotted = {label: hs for label, hs in plotted.items() if hs}
+                         if r["run_id"] in histories and not histories[r["run_id"]].is_empty]
+               for g in plotted_groups(groups, histories)}  # the same order colour_runs numbers them in
     files = {
         "comparison.png": plot_comparison(plotted, out_dir / "comparison.png", title=title),
         "summary.csv": write_summary_csv(rows, keys, out_dir / "summary.csv"),
@@ -85,5 +86,15 @@ def finalize_sweep(client: Any, parent_run_id: str, out_dir: str | Path) -> Swee
         if best["best_val_accuracy"] is not None:
             tags.append(RunTag(names.BEST_VAL_ACCURACY, repr(best["best_val_accuracy"])))
     client.log_batch(parent_run_id, tags=tags)
+    colour_runs(client, result.groups, histories)
     log.info("finalised sweep %s: %d runs, best %s", parent_run_id, len(runs), best["run_name"] if best else "none")
     return result
+
+
+def colour_runs(client: Any, groups: Sequence[Group], histories: dict[str, RunHistory]) -> None:
+    """Tag every run with its configuration's colour in comparison.png (``mlflow.runColor``), for the MLflow UI."""
+    from mlflow.entities import RunTag
+
+    colours = run_colours([r["run_id"] for r in g.rows] for g in plotted_groups(groups, histories))
+    for run_id, colour in colours.items():
+        client.log_batch(run_id, tags=[RunTag(names.RUN_COLOR, colour)])

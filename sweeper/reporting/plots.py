@@ -233,12 +233,10 @@ def _normalise_groups(groups: Any) -> list[tuple[str, list[Any]]]:
 
 
 def _colors(n: int) -> list[Any]:
-    from matplotlib import colormaps
+    """The i-th group's colour is the i-th config's colour in the MLflow UI (sweeper.reporting.colours)."""
+    from .colours import config_colour
 
-    if n <= 10:
-        return [f"C{i}" for i in range(n)]
-    cmap = colormaps["tab20"] if n <= 20 else colormaps["viridis"]
-    return [cmap(i / max(n - 1, 1)) if n > 20 else cmap(i) for i in range(n)]
+    return [config_colour(i) for i in range(n)]
 
 
 def comparison_figure(groups: Any, title: str | None = None, show_val_loss: bool = True) -> Figure:

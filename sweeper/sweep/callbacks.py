@@ -55,6 +55,7 @@ class MlflowSweepParent(Callback):
         self._run_id: str | None = None
         self._sweep_dir: Path | None = None
         self._experiment_id: str | None = None
+        self._ui: dict | None = None  # the store, experiment, sweep and view the end-of-sweep link names
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         from hydra.errors import CompactHydraException
@@ -97,6 +98,7 @@ class MlflowSweepParent(Callback):
         tmp.replace(sweep_dir / names.PARENT_FILE)
         atexit.register(self._terminate_if_running, "FAILED")
         log.info("MLflow parent run %r (%s) for sweep %s", name, run.info.run_id, sweep_id)
+        self._ui = open_sweep_view(client, uri, experiment_id, sweep_id, run.info.run_id, name, config)
 
     @staticmethod
     def _create_parent(config: DictConfig, client: Any, experiment_id: str) -> tuple[Any, Path, str, str]:
@@ -153,4 +155,54 @@ class MlflowSweepParent(Callback):
                 self._client.set_terminated(self._run_id, status)
         except Exception as exc:  # at interpreter exit: report, never mask the sweep's own error
             log.warning("could not terminate the sweep's parent run %s: %s", self._run_id, exc)
+        try:
+            drop_parent_if_nothing_trained(self._client, self._run_id)
+            announce_sweep_view(self._ui)
+        except Exception as exc:  # noqa: BLE001 - conveniences: never fail the sweep over them
+            log.warning("could not report the sweep's UI view: %s", exc)
         self._run_id = None
+
+
+def open_sweep_view(client: Any, uri: str, experiment_id: str, sweep_id: str, parent_run_id: str, name: str,
+                    config: DictConfig) -> dict:
+    """Write the sweep's saved UI view (sweeper.tracking.views) and log its link; what ``announce_sweep_view`` needs."""
+    from ..config.checks import expand_grid
+    from ..tracking.views import sweep_link, write_sweep_view
+
+    jobs = expand_grid(config)
+    view = write_sweep_view(client, experiment_id, sweep_id, parent_run_id, name,
+                            num_jobs=len(jobs) if jobs is not None else 1000)
+    log.info("MLflow UI view of this sweep: %s", sweep_link(uri, experiment_id, view))
+    return {"tracking_uri": uri, "experiment_id": experiment_id, "view": view}
+
+
+def announce_sweep_view(ui: dict | None) -> None:
+    """The end-of-sweep lines about the UI: the command that starts it (sqlite) and the one link to the sweep's view."""
+    if ui is None:
+        return
+    from ..tracking.views import sweep_link_lines
+
+    for line in sweep_link_lines(ui["tracking_uri"], ui["experiment_id"], ui["view"]):
+        log.info("%s", line)
+
+
+def drop_parent_if_nothing_trained(client: Any, parent_run_id: str) -> bool:
+    """A relaunch whose every job was reused (all FINISHED before) trained nothing: delete its parent run, which would
+    only pile up as another, empty parent of the same name, and name the earlier parents of the runs it found. The
+    sweep's view still shows those runs (they carry this sweep's link tag). True when the parent was deleted."""
+    from ..reporting.selection import tag_equals
+
+    experiment_id = client.get_run(parent_run_id).info.experiment_id
+    if client.search_runs([experiment_id], tag_equals(names.PARENT_RUN_ID, parent_run_id), max_results=1):
+        return False  # it trained (or tried to train) at least one run: a real sweep parent
+    sweep_id = client.get_run(parent_run_id).data.tags.get(names.SWEEP_ID)
+    found = client.search_runs([experiment_id], tag_equals(names.sweep_link_tag(sweep_id), parent_run_id),
+                               max_results=10000) if sweep_id else []
+    if not found:
+        return False  # nothing ran at all (e.g. every job failed before its run existed): keep the record
+    client.delete_run(parent_run_id)
+    earlier = sorted({r.data.tags.get(names.PARENT_RUN_ID, "none") for r in found})
+    log.info("all %d jobs of this sweep had already FINISHED and were reused, nothing was trained: its new parent run "
+             "%s is deleted again (no empty duplicate); the runs' earlier sweep parent(s): %s", len(found),
+             parent_run_id, ", ".join(earlier))
+    return True

@@ -19,6 +19,7 @@ import time
 from pathlib import Path
 from typing import Any, Callable, TypeVar
 
+from .. import names
 from ..paths import outputs_dir
 from ..redact import mask_credentials
 from .store_checks import (
@@ -51,6 +52,10 @@ DATABASE_SCHEMES = ("postgresql", "mysql", "mssql")
 WRITER_HTTP_DEFAULTS = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": 2, "MLFLOW_HTTP_REQUEST_TIMEOUT": 10,
                         "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": 1}
 HTTP_SETTINGS = {"http_max_retries": "MLFLOW_HTTP_REQUEST_MAX_RETRIES", "http_timeout": "MLFLOW_HTTP_REQUEST_TIMEOUT"}
+# The experiment is a model-training one whose primary metric is the validation loss (lower is better): MLflow's UI
+# labels it so and puts that metric first (the layout itself follows the link's workflowType, see tracking.views).
+EXPERIMENT_TAGS = {names.EXPERIMENT_KIND: names.EXPERIMENT_KIND_VALUE, names.PRIMARY_METRIC: names.VAL_LOSS,
+                   names.PRIMARY_METRIC_GREATER_IS_BETTER: "False"}
 
 
 class StoreBusyError(RuntimeError):
@@ -155,7 +160,7 @@ def get_or_create_experiment(client: Any, name: str, artifact_location: str | No
         if not probed:
             check_artifact_location(artifact_location, origin)
         try:
-            return client.create_experiment(name, artifact_location=artifact_location)
+            return client.create_experiment(name, artifact_location=artifact_location, tags=EXPERIMENT_TAGS)
         except MlflowException:
             experiment = client.get_experiment_by_name(name)
             if experiment is None:
@@ -165,6 +170,9 @@ def get_or_create_experiment(client: Any, name: str, artifact_location: str | No
         experiment.artifact_location, f"of experiment {name!r} (id {experiment.experiment_id}) in {shown}",
         "make it a writable directory, or set tracking.experiment_name to a new experiment (and "
         "tracking.artifact_location to a writable directory)")
+    for key, value in EXPERIMENT_TAGS.items():  # experiments created by older releases
+        if key not in experiment.tags:
+            client.set_experiment_tag(experiment.experiment_id, key, value)
     return experiment.experiment_id
 
 
