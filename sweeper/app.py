@@ -33,6 +33,7 @@ from .config.checks import ConfigError, to_core, validate, value
 from .config.identity import flatten, legacy_hashes, run_hashes, run_name
 from .paths import CONF_DIR, git_commit, outputs_dir, unwritable_reason
 from .redact import mask_credentials
+from .sweep import progress
 from .sweep.workers import blas_threads
 
 log = logging.getLogger("sweeper")
@@ -79,6 +80,7 @@ class Job:
     threads: int
     hydra_cfg: Any
     tags: dict[str, str] = field(default_factory=dict)
+    reused: bool = False  # an earlier FINISHED run of the same config stands in for this job
 
     @property
     def in_sweep(self) -> bool:
@@ -209,7 +211,7 @@ def _progress_bar(total: int, name: str) -> Any:
     from tqdm.auto import tqdm
 
     return tqdm(total=total, desc=name, unit="step", dynamic_ncols=True, leave=False,
-                disable=not sys.stderr.isatty())
+                position=progress.run_bar_position(), disable=not sys.stderr.isatty())
 
 
 def _output_dir() -> Path:
@@ -265,13 +267,21 @@ def train(job: Job, dataset: Any, sink: Any, model_cfg: Any, train_cfg: Any) -> 
 
 def train_and_track(cfg: DictConfig) -> float:
     """One job: validate, open the store, skip if finished, load data, create the run, train, log. Returns the
-    objective (best validation loss)."""
+    objective (best validation loss). In a sweep, the job's outcome then goes into the sweep's progress line."""
+    signals.install()  # also in launcher workers (joblib, submitit), which never run main()
+    job = prepare(cfg)
+    with progress.job_outcome(job.hydra_cfg if job.in_sweep else None) as outcome:
+        result = _train_and_track(job)
+        outcome.reused = job.reused
+    return result
+
+
+def _train_and_track(job: Job) -> float:
     import mlp_core
 
     from .tracking.run import MetricSink
 
-    signals.install()  # also in launcher workers (joblib, submitit), which never run main()
-    job = prepare(cfg)
+    cfg = job.cfg
     store = None
     if cfg.tracking.enabled:
         store = open_tracking(job)
@@ -279,6 +289,7 @@ def train_and_track(cfg: DictConfig) -> float:
         if cfg.tracking.skip_finished:
             reused = reuse_finished(job, store)
             if reused is not None:
+                job.reused = True
                 return reused
 
     dataset = load_data(cfg)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -34,6 +34,7 @@ class SweepSummary:
     groups: list[Group]
     best: dict[str, Any] | None
     files: dict[str, Path]
+    reused: set[str] = field(default_factory=set)  # run ids of earlier launches that this sweep reused
 
 
 def write_sweep_outputs(runs: Sequence[Run], histories: dict[str, RunHistory], out_dir: str | Path,
@@ -58,6 +59,11 @@ def write_sweep_outputs(runs: Sequence[Run], histories: dict[str, RunHistory], o
     return SweepSummary(rows=rows, keys=keys, groups=groups, best=best, files=files)
 
 
+def sweep_title(parent_name: str) -> str:
+    """`sweep task3_tricks`; an ad-hoc sweep's parent is already named `sweep <overrides>`."""
+    return parent_name if parent_name == "sweep" or parent_name.startswith("sweep ") else f"sweep {parent_name}"
+
+
 def finalize_sweep(client: Any, parent_run_id: str, out_dir: str | Path) -> SweepSummary:
     """Summarise a sweep's runs and attach the result to its parent run.
 
@@ -72,11 +78,11 @@ def finalize_sweep(client: Any, parent_run_id: str, out_dir: str | Path) -> Swee
     parent = client.get_run(parent_run_id)
     runs, _ = select_runs(client, parent_run_id=parent_run_id)
     histories = {r.info.run_id: load_history(client, r) for r in runs}
-    result = write_sweep_outputs(runs, histories, out_dir, title=f"sweep {run_name(parent)}")
+    result = write_sweep_outputs(runs, histories, out_dir, title=sweep_title(run_name(parent)))
     for path in result.files.values():
         client.log_artifact(parent_run_id, str(path))
-    reused = sum(r.data.tags.get(names.PARENT_RUN_ID) != parent_run_id for r in runs)
-    tags = [RunTag(names.SWEEP_CHILDREN, str(len(runs))), RunTag(names.SWEEP_CHILDREN_REUSED, str(reused)),
+    result.reused = {r.info.run_id for r in runs if r.data.tags.get(names.PARENT_RUN_ID) != parent_run_id}
+    tags = [RunTag(names.SWEEP_CHILDREN, str(len(runs))), RunTag(names.SWEEP_CHILDREN_REUSED, str(len(result.reused))),
             RunTag(names.SWEEP_CHILDREN_FINISHED, str(sum(r["status"] == "FINISHED" for r in result.rows)))]
     best = result.best
     if best is not None:
@@ -85,5 +91,5 @@ def finalize_sweep(client: Any, parent_run_id: str, out_dir: str | Path) -> Swee
         if best["best_val_accuracy"] is not None:
             tags.append(RunTag(names.BEST_VAL_ACCURACY, repr(best["best_val_accuracy"])))
     client.log_batch(parent_run_id, tags=tags)
-    log.info("finalised sweep %s: %d runs, best %s", parent_run_id, len(runs), best["run_name"] if best else "none")
+    log.debug("finalised sweep %s: %d runs, best %s", parent_run_id, len(runs), best["run_name"] if best else "none")
     return result

@@ -24,6 +24,7 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
 from .. import names, signals
+from . import progress
 
 log = logging.getLogger(__name__)
 
@@ -58,7 +59,7 @@ class MlflowSweepParent(Callback):
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         from hydra.errors import CompactHydraException
 
-        from ..config.checks import validate_grid
+        from ..config.checks import expand_grid, validate_grid
         from ..redact import mask_credentials
         from ..tracking.liveness import mark_orphaned_runs, owner_tags
         from ..tracking.store import open_store
@@ -72,6 +73,10 @@ class MlflowSweepParent(Callback):
         # or an unusable store must not start, so report in one sentence and exit (SystemExit passes through).
         try:
             validate_grid(config)
+            jobs = expand_grid(config)
+            sweep_dir = Path(str(config.hydra.sweep.dir))
+            sweep_dir.mkdir(parents=True, exist_ok=True)
+            progress.start(sweep_dir, None if jobs is None else len(jobs))
             if not config.tracking.enabled:
                 return
             client, uri, experiment_id = open_store(config.tracking)
@@ -80,8 +85,6 @@ class MlflowSweepParent(Callback):
             sys.exit(1)
         # runs left RUNNING by a killed launch are KILLED now, before this sweep's jobs decide what to rerun
         mark_orphaned_runs(client, experiment_id)
-        sweep_dir = Path(str(config.hydra.sweep.dir))
-        sweep_dir.mkdir(parents=True, exist_ok=True)
         sweep_id = f"{sweep_dir.name}-{uuid.uuid4().hex[:8]}"
         name = sweep_display_name(config)
         run = client.create_run(
@@ -108,7 +111,12 @@ class MlflowSweepParent(Callback):
         log.info("MLflow parent run %r (%s) for sweep %s", name, run.info.run_id, sweep_id)
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        progress.close_bar()
         self._terminate_if_running("FINISHED")
+
+    def summary_links(self) -> list[str]:
+        """Lines appended to the end-of-sweep summary after the files (e.g. where to open the sweep in the UI)."""
+        return []
 
     def _terminate_if_running(self, status: str) -> None:
         """Attach the sweep summary (comparison.png, summary.csv/md, best-child tags) and end the parent run (KILLED
@@ -117,10 +125,15 @@ class MlflowSweepParent(Callback):
             return
         if status == "FAILED" and signals.received():
             status = "KILLED"
+        progress.close_bar()
         try:
-            from ..reporting.finalize import finalize_sweep
+            from ..reporting.console import summary_lines
+            from ..reporting.finalize import finalize_sweep, sweep_title
 
-            finalize_sweep(self._client, self._run_id, self._sweep_dir)
+            summary = finalize_sweep(self._client, self._run_id, self._sweep_dir)
+            title = sweep_title(self._client.get_run(self._run_id).info.run_name or "")
+            for line in summary_lines(summary, title, extra_lines=self.summary_links()):
+                log.info("%s", line)
         except Exception as exc:  # the summary is a convenience: never fail the sweep over it
             log.warning("could not summarise sweep %s: %s", self._run_id, exc)
         try:
