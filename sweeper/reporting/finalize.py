@@ -37,6 +37,17 @@ class SweepSummary:
     reused: set[str] = field(default_factory=set)  # run ids of earlier launches that this sweep reused
 
 
+def figure_title(title: str | None, keys: Sequence[str], groups: Sequence[Group]) -> str | None:
+    """`title` plus what varies between the curves (the swept keys but the seed) and whether seeds were averaged."""
+    varies = [k.split(".")[-1] for k in keys if k != names.SEED_PARAM]
+    notes = [f"varies: {', '.join(varies)}"] if varies else []
+    if any(len(g.rows) > 1 for g in groups):
+        notes.append("seeds of one config averaged")
+    if not notes:
+        return title
+    return f"{title} ({'; '.join(notes)})" if title else "; ".join(notes)
+
+
 def write_sweep_outputs(runs: Sequence[Run], histories: dict[str, RunHistory], out_dir: str | Path,
                         title: str | None = None) -> SweepSummary:
     """comparison.png (seeds of one config as mean ± std), summary.csv and summary.md for `runs` into `out_dir`
@@ -50,7 +61,7 @@ def write_sweep_outputs(runs: Sequence[Run], histories: dict[str, RunHistory], o
                          if r["run_id"] in histories and not histories[r["run_id"]].is_empty] for g in groups}
     plotted = {label: hs for label, hs in plotted.items() if hs}
     files = {
-        "comparison.png": plot_comparison(plotted, out_dir / "comparison.png", title=title),
+        "comparison.png": plot_comparison(plotted, out_dir / "comparison.png", title=figure_title(title, keys, groups)),
         "summary.csv": write_summary_csv(rows, keys, out_dir / "summary.csv"),
     }
     md = out_dir / "summary.md"
