@@ -8,8 +8,8 @@ then counts the files. Nothing is locked or incremented, so parallel workers can
 the same moment may both report the same k, which was true when each of them looked. A requeued job rewrites its own
 file rather than counting twice.
 
-ETA = elapsed wall time of the sweep / jobs trained so far × jobs left: the elapsed time already reflects how many
-workers run at once, and reused jobs (which take no time) are left out of the rate.
+ETA = mean time of the jobs trained so far × jobs left / jobs running at once, the last measured from the job files
+(their summed durations over the wall time they span), so it holds for a serial sweep and for parallel workers.
 
 The log lines reach the job's log file, joblib's and Slurm's output; in a terminal the launching process also shows a
 sweep-level bar above the per-run bar.
@@ -72,9 +72,8 @@ def _write_json(path: Path, data: dict) -> None:
 
 
 def start(sweep_dir: str | Path, total: int | None) -> None:
-    """Called by the launching process before any job: the sweep's size and start time (and who launched it)."""
-    _write_json(Path(sweep_dir) / PROGRESS_DIR / SWEEP_FILE,
-                {"total": total, "started": time.time(), "launcher_pid": os.getpid()})
+    """Called by the launching process before any job: the sweep's size (and who launched it)."""
+    _write_json(Path(sweep_dir) / PROGRESS_DIR / SWEEP_FILE, {"total": total, "launcher_pid": os.getpid()})
 
 
 def _sweep_info(sweep_dir: Path) -> dict | None:
@@ -84,39 +83,50 @@ def _sweep_info(sweep_dir: Path) -> dict | None:
         return None
 
 
-def read(sweep_dir: str | Path, now: float | None = None) -> Progress | None:
+def read(sweep_dir: str | Path) -> Progress | None:
     """The sweep's progress from its files; None outside a sweep started by our callback."""
     sweep_dir = Path(sweep_dir)
     info = _sweep_info(sweep_dir)
     if info is None:
         return None
-    counts = dict.fromkeys(OUTCOMES, 0)
+    jobs = []
     for path in (sweep_dir / PROGRESS_DIR).glob("job-*.json"):
         try:
-            outcome = json.loads(path.read_text())["outcome"]
-        except (OSError, ValueError, KeyError):  # a file being replaced right now is read again by the next job
+            jobs.append(json.loads(path.read_text()))
+        except (OSError, ValueError):  # a file being replaced right now is read again by the next job
             continue
-        counts[outcome] = counts.get(outcome, 0) + 1
-    done = sum(counts.values())
+    counts = {outcome: sum(j.get("outcome") == outcome for j in jobs) for outcome in OUTCOMES}
     total = info.get("total")
-    trained = done - counts["reused"]
-    eta = None
-    if total is not None and trained > 0:
-        elapsed = (time.time() if now is None else now) - float(info["started"])
-        eta = max(0.0, elapsed / trained * max(total - done, 0))
-    return Progress(done=done, total=total, reused=counts["reused"], failed=counts["failed"],
-                    eta_seconds=eta if eta is None or math.isfinite(eta) else None)
+    return Progress(done=len(jobs), total=total, reused=counts["reused"], failed=counts["failed"],
+                    eta_seconds=_eta(jobs, total))
 
 
-def record(sweep_dir: str | Path, job_num: int, outcome: str, seconds: float) -> Progress | None:
-    """Write this job's outcome, log the sweep's progress line and move the sweep bar; returns what was logged."""
+def _eta(jobs: list[dict], total: int | None) -> float | None:
+    """Mean duration of the jobs that trained × jobs left / jobs running at once. How many run at once is measured:
+    the jobs' summed durations over the wall time from the first start to the last end (1 for a serial sweep, about
+    n for n busy workers); reused jobs, which take almost no time, are left out of the mean."""
+    trained = [float(j["seconds"]) for j in jobs if j.get("outcome") != "reused"]
+    if total is None or not trained:
+        return None
+    span = max(float(j["ended"]) for j in jobs) - min(float(j["ended"]) - float(j["seconds"]) for j in jobs)
+    busy = sum(float(j["seconds"]) for j in jobs)
+    workers = max(1.0, busy / span) if span > 0 else 1.0
+    eta = sum(trained) / len(trained) * max(total - len(jobs), 0) / workers
+    return eta if math.isfinite(eta) else None
+
+
+def record(sweep_dir: str | Path, job_num: int, outcome: str, seconds: float,
+           now: float | None = None) -> Progress | None:
+    """Write this job's outcome (and its `seconds`, ending `now`, the wall clock by default), log the sweep's
+    progress line and move the sweep bar; returns what was logged."""
     if outcome not in OUTCOMES:
         raise ValueError(f"unknown job outcome {outcome!r}; valid: {', '.join(OUTCOMES)}")
     sweep_dir = Path(sweep_dir)
     if _sweep_info(sweep_dir) is None:
         return None
     try:
-        _write_json(sweep_dir / PROGRESS_DIR / f"job-{job_num}.json", {"outcome": outcome, "seconds": seconds})
+        _write_json(sweep_dir / PROGRESS_DIR / f"job-{job_num}.json",
+                    {"outcome": outcome, "seconds": seconds, "ended": time.time() if now is None else now})
     except OSError as exc:  # progress is a convenience: never fail (or hide the error of) a job over it
         log.warning("could not record the sweep's progress in %s: %s", sweep_dir, exc)
         return None

@@ -4,7 +4,6 @@ Unit tests drive sweeper.sweep.progress through its files with real processes wr
 runs a real resumed digits sweep and reads what it logged."""
 from __future__ import annotations
 
-import json
 import logging
 import multiprocessing
 import re
@@ -40,16 +39,20 @@ def test_parallel_writers_are_all_counted_and_the_last_one_sees_every_job(tmp_pa
     assert (progress.read(tmp_path).done, progress.read(tmp_path).failed) == (12, 3)
 
 
-def test_eta_is_the_elapsed_time_per_trained_job_times_the_jobs_left(tmp_path):
+def test_eta_is_the_mean_trained_job_time_times_the_jobs_left_over_the_jobs_running_at_once(tmp_path):
     progress.start(tmp_path, 10)
-    started = json.loads((tmp_path / progress.PROGRESS_DIR / progress.SWEEP_FILE).read_text())["started"]
     assert progress.read(tmp_path).line() == "0/10 done, 0 reused, 0 failed, ETA unknown"
-    for num, outcome in enumerate(["reused", "reused", "done", "failed"]):
-        progress.record(tmp_path, num, outcome, 0.0)
-    # 2 trained jobs in 60 s of sweep, 6 jobs left: 180 s (reused jobs take no time and are not in the rate)
-    later = progress.read(tmp_path, now=started + 60.0)
-    assert later.eta_seconds == pytest.approx(180.0)
-    assert later.line() == "4/10 done, 2 reused, 1 failed, ETA 0:03:00"
+    progress.record(tmp_path, 0, "reused", 0.0, now=100.0)
+    assert progress.read(tmp_path).line() == "1/10 done, 1 reused, 0 failed, ETA unknown"  # nothing trained yet
+    progress.record(tmp_path, 1, "reused", 0.0, now=100.0)
+    # two jobs of 60 s ran side by side from t=100 to t=160: 2 at once, 6 left of 60 s each -> 180 s
+    progress.record(tmp_path, 2, "done", 60.0, now=160.0)
+    progress.record(tmp_path, 3, "failed", 60.0, now=160.0)
+    assert progress.read(tmp_path).eta_seconds == pytest.approx(180.0)
+    assert progress.read(tmp_path).line() == "4/10 done, 2 reused, 1 failed, ETA 0:03:00"
+    # one after the other instead (serial): 360 s
+    progress.record(tmp_path, 3, "failed", 60.0, now=220.0)
+    assert progress.read(tmp_path).eta_seconds == pytest.approx(360.0)
     assert progress.format_seconds(3 * 86400 + 3723) == "3 days, 1:02:03"
 
 
