@@ -49,7 +49,7 @@ bench: setup
 
 ## The MLflow UI on the project's store (Ctrl-C to stop).
 ui: setup
-	$(BIN)/mlflow ui --backend-store-uri sqlite:///$(CURDIR)/outputs/mlflow.db --host 127.0.0.1 --port $(PORT)
+	$(BIN)/mlflow ui --backend-store-uri sqlite:///$(CURDIR)/outputs/mlflow.db --host 127.0.0.1 --port $(PORT) --workers 1
 
 ## Rebuild figures and tables from runs already in MLflow, e.g. make report ARGS="--experiment mlp-sweeps"
 report: setup
