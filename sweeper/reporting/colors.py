@@ -1,7 +1,8 @@
 """One colour per configuration, in the order the configurations are listed (`config_colors`).
 
-The comparison figures colour each config (all its seeds) with the colour at its position here, so a config keeps
-the same colour in every figure of a sweep. Hex strings, so the same values can be given to anything else that takes
+A sweep's comparison colours each config (all its seeds) by `config_colors` of its groups' keys (config_hash_noseed)
+in the order the sweep ran them, so anything else that calls it with the same keys in the same order gets the same
+colours. Hex strings, so the same values can be given to anything else that takes
 a colour (e.g. MLflow's `mlflow.runColor` tag).
 """
 from __future__ import annotations

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from sweeper import names
 
+from .colors import config_colors
 from .history import RunHistory, load_history
 from .plots import plot_comparison
 from .selection import select_runs
@@ -60,8 +61,10 @@ def write_sweep_outputs(runs: Sequence[Run], histories: dict[str, RunHistory], o
     plotted = {g.label: [histories[r["run_id"]] for r in g.rows
                          if r["run_id"] in histories and not histories[r["run_id"]].is_empty] for g in groups}
     plotted = {label: hs for label, hs in plotted.items() if hs}
+    palette = config_colors([g.key for g in groups])  # by config (config_hash_noseed), in the sweep's order
     files = {
-        "comparison.png": plot_comparison(plotted, out_dir / "comparison.png", title=figure_title(title, keys, groups)),
+        "comparison.png": plot_comparison(plotted, out_dir / "comparison.png", title=figure_title(title, keys, groups),
+                                          colors={g.label: palette[g.key] for g in groups}),
         "summary.csv": write_summary_csv(rows, keys, out_dir / "summary.csv"),
     }
     md = out_dir / "summary.md"

@@ -137,3 +137,58 @@ def test_a_resumed_sweep_logs_its_progress_and_ends_with_the_results_table(tmp_p
     for name, line in zip(("comparison.png", "summary.md"), lines[start + 7:start + 9]):
         assert line == f"{name}: {tmp_path / 'second' / name}"
         assert Path(line.split(": ", 1)[1]).is_file()
+
+
+def run_in_terminal(args: list[str], env: dict[str, str]) -> str:
+    """`python -m sweeper ARGS` on a pseudo-terminal of 120 columns; everything it wrote (a hang is bounded)."""
+    import fcntl
+    import os
+    import pty
+    import select
+    import struct
+    import sys
+    import termios
+    import time
+
+    from ...handshake import HANG
+
+    pid, fd = pty.fork()
+    if pid == 0:  # the child: stdin, stdout and stderr are the terminal
+        os.execve(sys.executable, [sys.executable, "-m", "sweeper", *args], env)
+    fcntl.ioctl(fd, termios.TIOCSWINSZ, struct.pack("HHHH", 30, 120, 0, 0))
+    out, deadline = b"", time.monotonic() + HANG
+    try:
+        while time.monotonic() < deadline:
+            ready, _, _ = select.select([fd], [], [], 1.0)
+            if ready:
+                try:
+                    chunk = os.read(fd, 65536)
+                except OSError:  # the child closed the terminal
+                    break
+                if not chunk:
+                    break
+                out += chunk
+    finally:
+        os.close(fd)
+        _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0, out.decode(errors="replace")[-3000:]
+    return out.decode(errors="replace")
+
+
+@pytest.mark.integration
+@pytest.mark.slow
+def test_in_a_terminal_the_sweep_bar_sits_above_the_run_bar(tmp_path):
+    import os
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "HYDRA_"))}
+    env.update(MLP_SWEEPS_OUTPUTS=str(tmp_path / "outputs"), TERM="xterm")
+    out = run_in_terminal(["-m", "data=digits", "trainer.epochs=2", "model.width=4,8", "tracking.enabled=false",
+                           f"hydra.sweep.dir={tmp_path / 'sweep'}"], env)
+    frames = out.split("\r")
+    sweep_bars = [f for f in frames if f.startswith("sweep: ")]
+    assert any("| 0/2 [" in f for f in sweep_bars) and any("| 2/2 [" in f for f in sweep_bars), sweep_bars
+    assert any("| 1/2 [" in f and "0 reused, 0 failed" in f for f in sweep_bars)
+    # each run's bar is drawn one line below (tqdm moves the cursor back up after it: ESC [ A)
+    run_bars = [f for f in frames if f.startswith("default data=digits epochs=2 width=") and "step/s" in f]
+    assert run_bars and all(f.endswith("\x1b[A") for f in run_bars), run_bars[:3]
+    assert "sweep progress: 2/2 done, 0 reused, 0 failed, all jobs ended" in out
