@@ -46,9 +46,10 @@ bench: setup
 	$(BIN)/python benchmarks/bench_store.py
 	$(BIN)/python benchmarks/bench_startup.py
 
-## The MLflow UI on the project's store (Ctrl-C to stop).
+## The MLflow UI on the project's store (Ctrl-C to stop): one web worker, and without MLflow's job runner (GenAI
+## jobs, which this project never uses; it would start 7 more processes).
 ui: setup
-	$(BIN)/mlflow ui --backend-store-uri sqlite:///$(CURDIR)/outputs/mlflow.db --host 127.0.0.1 --port $(PORT)
+	MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false $(BIN)/mlflow ui --backend-store-uri sqlite:///$(CURDIR)/outputs/mlflow.db --host 127.0.0.1 --port $(PORT) --workers 1
 
 ## Rebuild figures and tables from runs already in MLflow, e.g. make report ARGS="--experiment mlp-sweeps"
 report: setup

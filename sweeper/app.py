@@ -34,6 +34,7 @@ from .config.checks import ConfigError, to_core, validate, value
 from .config.identity import config_label, flatten, legacy_hashes, run_hashes, run_name
 from .paths import CONF_DIR, git_commit, outputs_dir, unwritable_reason
 from .redact import mask_credentials
+from .sweep import progress
 from .sweep.workers import blas_threads
 
 log = logging.getLogger("sweeper")
@@ -80,6 +81,7 @@ class Job:
     threads: int
     hydra_cfg: Any
     tags: dict[str, str] = field(default_factory=dict)
+    reused: bool = False  # an earlier FINISHED run of the same config stands in for this job
 
     @property
     def in_sweep(self) -> bool:
@@ -248,7 +250,7 @@ def _progress_bar(total: int, name: str) -> Any:
     from tqdm.auto import tqdm
 
     return tqdm(total=total, desc=name, unit="step", dynamic_ncols=True, leave=False,
-                disable=not sys.stderr.isatty())
+                position=progress.run_bar_position(), disable=not sys.stderr.isatty())
 
 
 def _output_dir() -> Path:
@@ -299,22 +301,26 @@ def train(job: Job, dataset: Any, sink: Any, model_cfg: Any, train_cfg: Any) -> 
 
 def train_and_track(cfg: DictConfig) -> float:
     """One job: validate, open the store, skip if finished, load data, create the run, train, log. Returns the
-    objective (best validation loss)."""
+    objective (best validation loss). In a sweep, the job's outcome then goes into the sweep's progress line."""
     # also in launcher workers (joblib, submitit), which never run main(); a worker puts its own handlers back once
     # its run has ended, which tells the launcher waiting on an interrupt that it may go on (signals.restore)
     replaced = signals.install()
     try:
-        return _train_and_track(cfg)
+        job = prepare(cfg)
+        with progress.job_outcome(job.hydra_cfg if job.in_sweep else None) as outcome:
+            result = _train_and_track(job)
+            outcome.reused = job.reused
+        return result
     finally:
         signals.restore(replaced)
 
 
-def _train_and_track(cfg: DictConfig) -> float:
+def _train_and_track(job: Job) -> float:
     import mlp_core
 
     from .tracking.run import MetricSink
 
-    job = prepare(cfg)
+    cfg = job.cfg
     store = None
     if cfg.tracking.enabled:
         store = open_tracking(job)
@@ -322,6 +328,7 @@ def _train_and_track(cfg: DictConfig) -> float:
         if cfg.tracking.skip_finished:
             reused = reuse_finished(job, store)
             if reused is not None:
+                job.reused = True
                 return reused
 
     dataset = load_data(cfg)
@@ -336,6 +343,7 @@ def _train_and_track(cfg: DictConfig) -> float:
         with store_step(store.uri, "claiming the run's config"):
             run_id, reused = claim_run(job, store, {**job.tags, **owner_tags()})
         if run_id is None:
+            job.reused = True
             return reused
         tracker = RunTracker.attach(store.client, run_id, background_metrics=bool(cfg.tracking.background_metrics))
     sink = MetricSink(tracker, run_dir=_output_dir())

@@ -1,14 +1,14 @@
 """One colour per configuration, shared by ``comparison.png`` and the MLflow UI (the runs' ``mlflow.runColor`` tag).
 
-A sweep numbers its configurations (its groups of seeds, by ``config_hash_noseed``) in the order the comparison plots
-them; configuration ``i`` gets ``config_colour(i)`` in the figure, and every run of it, whatever its seed, gets the same
-colour in the UI. Colours go by position, not by hashing the config: a hash would give two of a sweep's few configs the
-same colour now and then, and distinct configs must look distinct.
+A sweep lists its configurations (its groups of seeds, by ``config_hash_noseed``) in the order it ran them;
+configuration ``i`` gets ``config_colour(i)`` in the figure, and every run of it, whatever its seed, gets the same
+colour in the UI (``config_colours`` gives both the same mapping). Colours go by position, not by hashing the config: a
+hash would give two of a sweep's few configs the same colour now and then, and distinct configs must look distinct.
+Hex strings, so the same values serve matplotlib and MLflow.
 """
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
-from typing import Any
+from collections.abc import Iterable, Sequence
 
 # matplotlib's tab10 (the default "C0".."C9" cycle), then the lighter halves of tab20 for configs 10-19
 PALETTE = (
@@ -24,12 +24,11 @@ def config_colour(index: int) -> str:
     return PALETTE[index % len(PALETTE)]
 
 
+def config_colours(keys: Sequence[str]) -> dict[str, str]:
+    """{config key: colour} for configs in display order (repeated keys keep their first colour)."""
+    return {key: config_colour(i) for i, key in enumerate(dict.fromkeys(keys))}
+
+
 def run_colours(groups: Iterable[Sequence[str]]) -> dict[str, str]:
     """{run_id: colour} for groups of run ids, given in the comparison's order (one group = one configuration)."""
     return {run_id: config_colour(i) for i, run_ids in enumerate(groups) for run_id in run_ids}
-
-
-def plotted_groups(groups: Sequence[Any], histories: Mapping[str, Any]) -> list[Any]:
-    """The groups the comparison draws, in its order: those with at least one run that logged a curve."""
-    return [g for g in groups
-            if any(r["run_id"] in histories and not histories[r["run_id"]].is_empty for r in g.rows)]

@@ -8,13 +8,13 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from sweeper import names
 
-from .colours import plotted_groups, run_colours
+from .colours import config_colours
 from .history import RunHistory, load_history
 from .plots import plot_comparison
 from .selection import select_runs
@@ -35,6 +35,18 @@ class SweepSummary:
     groups: list[Group]
     best: dict[str, Any] | None
     files: dict[str, Path]
+    reused: set[str] = field(default_factory=set)  # run ids of earlier launches that this sweep reused
+
+
+def figure_title(title: str | None, keys: Sequence[str], groups: Sequence[Group]) -> str | None:
+    """`title` plus what varies between the curves (the swept keys but the seed) and whether seeds were averaged."""
+    varies = [k.split(".")[-1] for k in keys if k != names.SEED_PARAM]
+    notes = [f"varies: {', '.join(varies)}"] if varies else []
+    if any(len(g.rows) > 1 for g in groups):
+        notes.append("seeds of one config averaged")
+    if not notes:
+        return title
+    return f"{title} ({'; '.join(notes)})" if title else "; ".join(notes)
 
 
 def write_sweep_outputs(runs: Sequence[Run], histories: dict[str, RunHistory], out_dir: str | Path,
@@ -47,16 +59,23 @@ def write_sweep_outputs(runs: Sequence[Run], histories: dict[str, RunHistory], o
     groups = group_rows(rows, keys)
     best = best_row(rows)
     plotted = {g.label: [histories[r["run_id"]] for r in g.rows
-                         if r["run_id"] in histories and not histories[r["run_id"]].is_empty]
-               for g in plotted_groups(groups, histories)}  # the same order colour_runs numbers them in
+                         if r["run_id"] in histories and not histories[r["run_id"]].is_empty] for g in groups}
+    plotted = {label: hs for label, hs in plotted.items() if hs}
+    palette = config_colours([g.key for g in groups])  # by config (config_hash_noseed), in the sweep's order
     files = {
-        "comparison.png": plot_comparison(plotted, out_dir / "comparison.png", title=title),
+        "comparison.png": plot_comparison(plotted, out_dir / "comparison.png", title=figure_title(title, keys, groups),
+                                          colors={g.label: palette[g.key] for g in groups}),
         "summary.csv": write_summary_csv(rows, keys, out_dir / "summary.csv"),
     }
     md = out_dir / "summary.md"
     md.write_text(summary_markdown(rows, keys, groups, title=title, best=best))
     files["summary.md"] = md
     return SweepSummary(rows=rows, keys=keys, groups=groups, best=best, files=files)
+
+
+def sweep_title(parent_name: str) -> str:
+    """`sweep task3_tricks`; an ad-hoc sweep's parent is already named `sweep <overrides>`."""
+    return parent_name if parent_name == "sweep" or parent_name.startswith("sweep ") else f"sweep {parent_name}"
 
 
 def finalize_sweep(client: Any, parent_run_id: str, out_dir: str | Path) -> SweepSummary:
@@ -73,11 +92,11 @@ def finalize_sweep(client: Any, parent_run_id: str, out_dir: str | Path) -> Swee
     parent = client.get_run(parent_run_id)
     runs, _ = select_runs(client, parent_run_id=parent_run_id)
     histories = {r.info.run_id: load_history(client, r) for r in runs}
-    result = write_sweep_outputs(runs, histories, out_dir, title=f"sweep {run_name(parent)}")
+    result = write_sweep_outputs(runs, histories, out_dir, title=sweep_title(run_name(parent)))
     for path in result.files.values():
         client.log_artifact(parent_run_id, str(path))
-    reused = sum(r.data.tags.get(names.PARENT_RUN_ID) != parent_run_id for r in runs)
-    tags = [RunTag(names.SWEEP_CHILDREN, str(len(runs))), RunTag(names.SWEEP_CHILDREN_REUSED, str(reused)),
+    result.reused = {r.info.run_id for r in runs if r.data.tags.get(names.PARENT_RUN_ID) != parent_run_id}
+    tags = [RunTag(names.SWEEP_CHILDREN, str(len(runs))), RunTag(names.SWEEP_CHILDREN_REUSED, str(len(result.reused))),
             RunTag(names.SWEEP_CHILDREN_FINISHED, str(sum(r["status"] == "FINISHED" for r in result.rows)))]
     best = result.best
     if best is not None:
@@ -86,15 +105,16 @@ def finalize_sweep(client: Any, parent_run_id: str, out_dir: str | Path) -> Swee
         if best["best_val_accuracy"] is not None:
             tags.append(RunTag(names.BEST_VAL_ACCURACY, repr(best["best_val_accuracy"])))
     client.log_batch(parent_run_id, tags=tags)
-    colour_runs(client, result.groups, histories)
-    log.info("finalised sweep %s: %d runs, best %s", parent_run_id, len(runs), best["run_name"] if best else "none")
+    colour_runs(client, result.groups)
+    log.debug("finalised sweep %s: %d runs, best %s", parent_run_id, len(runs), best["run_name"] if best else "none")
     return result
 
 
-def colour_runs(client: Any, groups: Sequence[Group], histories: dict[str, RunHistory]) -> None:
+def colour_runs(client: Any, groups: Sequence[Group]) -> None:
     """Tag every run with its configuration's colour in comparison.png (``mlflow.runColor``), for the MLflow UI."""
     from mlflow.entities import RunTag
 
-    colours = run_colours([r["run_id"] for r in g.rows] for g in plotted_groups(groups, histories))
-    for run_id, colour in colours.items():
-        client.log_batch(run_id, tags=[RunTag(names.RUN_COLOR, colour)])
+    palette = config_colours([g.key for g in groups])  # the mapping write_sweep_outputs drew with
+    for g in groups:
+        for r in g.rows:
+            client.log_batch(r["run_id"], tags=[RunTag(names.RUN_COLOR, palette[g.key])])

@@ -24,6 +24,7 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
 from .. import names, signals
+from . import progress
 
 log = logging.getLogger(__name__)
 
@@ -60,7 +61,7 @@ class MlflowSweepParent(Callback):
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         from hydra.errors import CompactHydraException
 
-        from ..config.checks import validate_grid
+        from ..config.checks import expand_grid, validate_grid
         from ..redact import mask_credentials
         from ..tracking.store import open_store
         from .dryrun import is_dry_run
@@ -73,6 +74,10 @@ class MlflowSweepParent(Callback):
         # or an unusable store must not start, so report in one sentence and exit (SystemExit passes through).
         try:
             validate_grid(config)
+            jobs = expand_grid(config)
+            sweep_dir = Path(str(config.hydra.sweep.dir))
+            sweep_dir.mkdir(parents=True, exist_ok=True)
+            progress.start(sweep_dir, None if jobs is None else len(jobs))
             if not config.tracking.enabled:
                 return
             client, uri, experiment_id = open_store(config.tracking)
@@ -80,7 +85,7 @@ class MlflowSweepParent(Callback):
             sys.stderr.write(f"Error: {mask_credentials(exc)}\n")
             sys.exit(1)
         try:
-            run, sweep_dir, sweep_id, name = self._create_parent(config, client, experiment_id)
+            run, sweep_id, name = self._create_parent(config, client, experiment_id, sweep_dir)
         except Exception as exc:  # any store failure here: one sentence, and no job is launched
             from ..tracking.store_checks import one_line
 
@@ -98,18 +103,19 @@ class MlflowSweepParent(Callback):
         tmp.replace(sweep_dir / names.PARENT_FILE)
         atexit.register(self._terminate_if_running, "FAILED")
         log.info("MLflow parent run %r (%s) for sweep %s", name, run.info.run_id, sweep_id)
-        self._ui = open_sweep_view(client, uri, experiment_id, sweep_id, run.info.run_id, name, config)
+        try:
+            self._ui = open_sweep_view(client, uri, experiment_id, sweep_id, run.info.run_id, name, config)
+        except Exception as exc:  # noqa: BLE001 - the view is a convenience: the sweep runs without it
+            log.warning("could not write the sweep's MLflow UI view: %s", exc)
 
     @staticmethod
-    def _create_parent(config: DictConfig, client: Any, experiment_id: str) -> tuple[Any, Path, str, str]:
-        """(parent run, sweep dir, sweep id, display name) of a new sweep, after marking orphaned runs KILLED."""
+    def _create_parent(config: DictConfig, client: Any, experiment_id: str, sweep_dir: Path) -> tuple[Any, str, str]:
+        """(parent run, sweep id, display name) of a new sweep, after marking orphaned runs KILLED."""
         from ..redact import mask_credentials
         from ..tracking.liveness import mark_orphaned_runs, owner_tags
 
         # runs left RUNNING by a killed launch are KILLED now, before this sweep's jobs decide what to rerun
         mark_orphaned_runs(client, experiment_id)
-        sweep_dir = Path(str(config.hydra.sweep.dir))
-        sweep_dir.mkdir(parents=True, exist_ok=True)
         sweep_id = f"{sweep_dir.name}-{uuid.uuid4().hex[:8]}"
         name = sweep_display_name(config)
         run = client.create_run(
@@ -125,10 +131,19 @@ class MlflowSweepParent(Callback):
                 **owner_tags(heartbeat=False),
             },
         )
-        return run, sweep_dir, sweep_id, name
+        return run, sweep_id, name
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        progress.close_bar()
         self._terminate_if_running("FINISHED")
+
+    def summary_links(self) -> list[str]:
+        """Lines appended to the end-of-sweep summary after the files: where to open the sweep in the UI."""
+        if self._ui is None:
+            return []
+        from ..tracking.views import sweep_link_lines
+
+        return list(sweep_link_lines(self._ui["tracking_uri"], self._ui["experiment_id"], self._ui["view"]))
 
     def _terminate_if_running(self, status: str) -> None:
         """Attach the sweep summary (comparison.png, summary.csv/md, best-child tags) and end the parent run (KILLED
@@ -144,10 +159,15 @@ class MlflowSweepParent(Callback):
                 mark_orphaned_runs(self._client, self._experiment_id)
             except Exception as exc:
                 log.warning("could not mark the sweep's orphaned runs KILLED: %s", exc)
+        progress.close_bar()
         try:
-            from ..reporting.finalize import finalize_sweep
+            from ..reporting.console import summary_lines
+            from ..reporting.finalize import finalize_sweep, sweep_title
 
-            finalize_sweep(self._client, self._run_id, self._sweep_dir)
+            summary = finalize_sweep(self._client, self._run_id, self._sweep_dir)
+            title = sweep_title(self._client.get_run(self._run_id).info.run_name or "")
+            for line in summary_lines(summary, title, extra_lines=self.summary_links()):
+                log.info("%s", line)
         except Exception as exc:  # the summary is a convenience: never fail the sweep over it
             log.warning("could not summarise sweep %s: %s", self._run_id, exc)
         try:
@@ -157,9 +177,8 @@ class MlflowSweepParent(Callback):
             log.warning("could not terminate the sweep's parent run %s: %s", self._run_id, exc)
         try:
             drop_parent_if_nothing_trained(self._client, self._run_id)
-            announce_sweep_view(self._ui)
-        except Exception as exc:  # noqa: BLE001 - conveniences: never fail the sweep over them
-            log.warning("could not report the sweep's UI view: %s", exc)
+        except Exception as exc:  # noqa: BLE001 - a convenience: never fail the sweep over it
+            log.warning("could not check the sweep's parent run for an all-reused relaunch: %s", exc)
         self._run_id = None
 
 
@@ -174,16 +193,6 @@ def open_sweep_view(client: Any, uri: str, experiment_id: str, sweep_id: str, pa
                             num_jobs=len(jobs) if jobs is not None else 1000)
     log.info("MLflow UI view of this sweep: %s", sweep_link(uri, experiment_id, view))
     return {"tracking_uri": uri, "experiment_id": experiment_id, "view": view}
-
-
-def announce_sweep_view(ui: dict | None) -> None:
-    """The end-of-sweep lines about the UI: the command that starts it (sqlite) and the one link to the sweep's view."""
-    if ui is None:
-        return
-    from ..tracking.views import sweep_link_lines
-
-    for line in sweep_link_lines(ui["tracking_uri"], ui["experiment_id"], ui["view"]):
-        log.info("%s", line)
 
 
 def drop_parent_if_nothing_trained(client: Any, parent_run_id: str) -> bool:
