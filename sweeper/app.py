@@ -173,9 +173,9 @@ def open_tracking(job: Job) -> Store:
     return Store(client, uri, experiment_id, parent)
 
 
-def reuse_finished(job: Job, store: Store) -> float | None:
+def reuse_finished(job: Job, store: Store, trial: Any = None) -> float | None:
     """If this config already FINISHED (also under an older release's hash), link that run to the sweep and return
-    its objective; None when the job must train."""
+    its objective (a search trial's objective when the job is one); None when the job must train."""
     from .tracking.resume import find_finished, link_to_sweep, objective_of, run_link
 
     hashes = [job.tags[names.CONFIG_HASH], *legacy_hashes(job.container, job.threads)]
@@ -183,7 +183,7 @@ def reuse_finished(job: Job, store: Store) -> float | None:
     if run is None:
         return None
     link_to_sweep(store.client, run, store.parent)
-    result = objective_of(run)
+    result = trial.reused(run) if trial is not None else objective_of(run)
     log.info("%s: skipped, config_hash %s already FINISHED as run %r (%s), best val loss %.4f; "
              "tracking.skip_finished=false reruns it", job.name, run.data.tags[names.CONFIG_HASH][:12],
              run.info.run_name, run_link(store.uri, run), result)
@@ -235,8 +235,9 @@ def write_artifacts(cfg: DictConfig, result: Any, out_dir: Path, title: str) -> 
     return paths
 
 
-def train(job: Job, dataset: Any, sink: Any, model_cfg: Any, train_cfg: Any) -> Any:
-    """Fit with the job's BLAS threads, streaming events to the sink; log the summary and artifacts."""
+def train(job: Job, dataset: Any, sink: Any, model_cfg: Any, train_cfg: Any, observe: Any = None) -> Any:
+    """Fit with the job's BLAS threads, streaming events to the sink; log the summary and artifacts. ``observe`` (a
+    search trial's) sees every event after the sink and may stop the run (see ``mlp_core.fit``)."""
     import mlp_core
     from threadpoolctl import threadpool_limits
 
@@ -247,6 +248,7 @@ def train(job: Job, dataset: Any, sink: Any, model_cfg: Any, train_cfg: Any) -> 
             def on_event(event: Any) -> None:
                 dropped.check()  # an interrupt Python swallowed in a finalizer still ends the run here
                 sink(event)
+                return observe(event) if observe is not None else None
 
             result = mlp_core.fit(dataset, model_cfg, train_cfg, on_event=on_event)
             dropped.check()
@@ -270,14 +272,17 @@ def train_and_track(cfg: DictConfig) -> float:
 
     from .tracking.run import MetricSink
 
+    from .sweep.trial import TrialLink
+
     signals.install()  # also in launcher workers (joblib, submitit), which never run main()
     job = prepare(cfg)
+    trial = TrialLink.of_job(job.hydra_cfg)  # None unless the job is a trial of a search sweeper
     store = None
     if cfg.tracking.enabled:
         store = open_tracking(job)
-        job.tags = run_tags(job, store.parent)
+        job.tags = {**run_tags(job, store.parent), **(trial.tags() if trial else {})}
         if cfg.tracking.skip_finished:
-            reused = reuse_finished(job, store)
+            reused = reuse_finished(job, store, trial)
             if reused is not None:
                 return reused
 
@@ -299,8 +304,10 @@ def train_and_track(cfg: DictConfig) -> float:
             tracker.log_dataset(dataset)
         log.info("%s: %d parameters, %d steps/epoch, %s, %d BLAS threads", job.name, num_parameters,
                  len(dataset.train.y) // train_cfg.batch_size, dataset.source, job.threads)
-        result = train(job, dataset, sink, model_cfg, train_cfg)
+        result = train(job, dataset, sink, model_cfg, train_cfg, trial.observe if trial else None)
         if tracker is not None:
+            if trial is not None:
+                tracker.set_tags(trial.end_tags(result.stop_reason))
             tracker.end("FINISHED")
     except BaseException as exc:
         if tracker is not None:
@@ -308,6 +315,8 @@ def train_and_track(cfg: DictConfig) -> float:
         raise
     log.info("%s: stop_reason=%s best val loss %.4f, best val accuracy %.4f after %d steps (%.1f s)", job.name,
              result.stop_reason, result.best_val_loss, result.best_val_accuracy, result.num_steps, result.wall_time_s)
+    if trial is not None:
+        return trial.objective({key: v for key, v, _ in summary_metrics(result)})
     return objective(result)
 
 
