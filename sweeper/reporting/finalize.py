@@ -17,7 +17,7 @@ from sweeper import names
 from .history import RunHistory, load_history
 from .plots import plot_comparison
 from .selection import select_runs
-from .tables import Group, best_row, group_rows, run_name, summary_markdown, summary_rows, write_summary_csv
+from .tables import SUMMARY_FIELDS, Group, best_row, group_rows, run_name, summary_markdown, summary_rows, write_summary_csv
 
 if TYPE_CHECKING:
     from mlflow.entities import Run
@@ -37,12 +37,16 @@ class SweepSummary:
 
 
 def write_sweep_outputs(runs: Sequence[Run], histories: dict[str, RunHistory], out_dir: str | Path,
-                        title: str | None = None) -> SweepSummary:
+                        title: str | None = None, order: tuple[str, bool] | None = None) -> SweepSummary:
     """comparison.png (seeds of one config as mean ± std), summary.csv and summary.md for `runs` into `out_dir`
-    (no MLflow writes)."""
+    (no MLflow writes). `order` = (row field, descending) sorts the rows, missing values last; else start order."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     keys, rows = summary_rows(runs, histories)
+    if order is not None:
+        field, descending = order
+        valued = [r for r in rows if isinstance(r.get(field), (int, float)) and r[field] == r[field]]
+        rows = sorted(valued, key=lambda r: r[field], reverse=descending) + [r for r in rows if r not in valued]
     groups = group_rows(rows, keys)
     best = best_row(rows)
     plotted = {g.label: [histories[r["run_id"]] for r in g.rows
@@ -72,7 +76,7 @@ def finalize_sweep(client: Any, parent_run_id: str, out_dir: str | Path) -> Swee
     parent = client.get_run(parent_run_id)
     runs, _ = select_runs(client, parent_run_id=parent_run_id)
     histories = {r.info.run_id: load_history(client, r) for r in runs}
-    result = write_sweep_outputs(runs, histories, out_dir, title=f"sweep {run_name(parent)}")
+    result = write_sweep_outputs(runs, histories, out_dir, title=f"sweep {run_name(parent)}", order=_order(parent))
     for path in result.files.values():
         client.log_artifact(parent_run_id, str(path))
     reused = sum(r.data.tags.get(names.PARENT_RUN_ID) != parent_run_id for r in runs)
@@ -87,3 +91,14 @@ def finalize_sweep(client: Any, parent_run_id: str, out_dir: str | Path) -> Swee
     client.log_batch(parent_run_id, tags=tags)
     log.info("finalised sweep %s: %d runs, best %s", parent_run_id, len(runs), best["run_name"] if best else "none")
     return result
+
+
+def _order(parent: Any) -> tuple[str, bool] | None:
+    """A search's summary is sorted by its objective (best first); a grid's keeps the order its runs started in."""
+    objective = parent.data.tags.get(names.SEARCH_OBJECTIVE)
+    if objective is None:
+        return None
+    field = objective.replace("/", "_")
+    if field not in SUMMARY_FIELDS:
+        field = names.OBJECTIVE.replace("/", "_")
+    return field, parent.data.tags.get(names.SEARCH_DIRECTION) == "maximize"
