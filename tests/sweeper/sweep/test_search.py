@@ -232,3 +232,23 @@ def test_the_dry_run_lists_the_space_and_the_first_batch_and_creates_nothing(tmp
     assert len(rows) == 3 and all("optimizer.lr=" in r and ("[32]" in r and "2,400" in r or "[64]" in r and
                                                             "4,800" in r) for r in rows), out
     assert not (tmp_path / "dry" / "mlflow.db").exists() and not (tmp_path / "dry" / "outputs").exists()
+
+
+def readme_search_commands() -> list[str]:
+    text = (REPO / "README.md").read_text()
+    section = text[text.index("### Random and TPE search"):]
+    block = section[section.index("```bash\n") + 8:]
+    return [line for line in block[:block.index("```")].splitlines() if line.startswith("mlp-sweep")]
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("command", readme_search_commands())
+def test_a_readme_search_command_runs_as_written_in_a_dry_run(tmp_path, command):
+    """Each search command of the README, with its launcher replaced by the dry run (which trains nothing)."""
+    import shlex
+
+    args = [a for a in shlex.split(command, comments=True)[1:] if not a.startswith("hydra/launcher=")]
+    proc = run_cli([*args, "hydra/launcher=dryrun"], tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "Search space (" in proc.stdout and "Dry run:" in proc.stdout
+    assert not (tmp_path / "outputs").exists()
