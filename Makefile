@@ -46,6 +46,7 @@ bench: setup
 	$(BIN)/python benchmarks/bench_sweep.py
 	$(BIN)/python benchmarks/bench_store.py
 	$(BIN)/python benchmarks/bench_startup.py
+	$(BIN)/python benchmarks/bench_search.py
 
 ## The MLflow UI on the project's store (Ctrl-C to stop).
 ui: setup
