@@ -277,6 +277,8 @@ def train_and_track(cfg: DictConfig) -> float:
     signals.install()  # also in launcher workers (joblib, submitit), which never run main()
     job = prepare(cfg)
     trial = TrialLink.of_job(job.hydra_cfg)  # None unless the job is a trial of a search sweeper
+    if trial is not None:
+        job.name = trial.run_name(cfg.name, job.overrides)
     store = None
     if cfg.tracking.enabled:
         store = open_tracking(job)

@@ -156,9 +156,9 @@ def parse_space(lines: Sequence[str]) -> Space:
                                   "interval(a, b), int(interval(a, b)), tag(log, interval(a, b)), a value or a list")
         except ValueError as exc:  # Optuna's own check, e.g. a log interval that starts at 0
             raise ConfigError(f"search space {override.input_line!r} is invalid: {exc}") from None
-    if not space.distributions:
-        raise ConfigError("the search space has no sampled parameter: give at least one choice(...) or interval(a, b),"
-                          " e.g. 'optimizer.lr=tag(log, interval(0.003, 0.3))' (plain lists are grid axes)")
+    if not space.distributions:  # only grid axes: the trials cycle through the grid (as batches of n_jobs)
+        log.warning("the search space samples nothing (only values and grid axes): trials take the grid's "
+                    "combinations in turn; sample with choice(...) or interval(a, b)")
     return space
 
 
@@ -167,10 +167,9 @@ def _key_of(line: str) -> str:
 
 
 def override_value(value: Any) -> str:
-    """A sampled value as override text; floats keep 4 significant digits (readable run names)."""
-    if isinstance(value, float):
-        return format(value, ".4g")
-    return str(value)
+    """A sampled value as override text, exact (a float's repr parses back to the same double, so the trained value
+    is the one Optuna recorded); run names shorten it (``sweeper.sweep.trial.TrialLink.run_name``)."""
+    return repr(value) if isinstance(value, float) else str(value)
 
 
 def corner_jobs(space: Space) -> list[tuple[str, list[str]]]:
@@ -209,10 +208,17 @@ def check_space(config: Any, arguments: Sequence[str] | None = None) -> tuple[Se
     space = parse_space(space_overrides(config, task))
     for what, overrides in corner_jobs(space):
         try:
-            validate(compose(config_name=config.hydra.job.config_name, overrides=overrides))
+            checked(compose(config_name=config.hydra.job.config_name, overrides=overrides), validate)
         except (ConfigError, ConfigCompositionException) as exc:
             raise ConfigError(f"the search space is invalid, nothing was started: {what}: {exc}".replace("\n", " "))
     return settings, space
+
+
+def checked(cfg: Any, validate: Any) -> None:
+    """Range-check a composed job config of this app (another app's config, as in Hydra's own sweeper test suite,
+    is only composed)."""
+    if "model" in cfg and "trainer" in cfg:
+        validate(cfg)
 
 
 # ------------------------------------------------------------------------------------------------ the study

@@ -14,7 +14,7 @@ from typing import Any, Sequence
 
 from .. import names
 from ..config.checks import ConfigError
-from .search import (Settings, Space, check_space, launch_seed, make_pruner, make_sampler, open_storage,
+from .search import (Settings, Space, check_space, checked, launch_seed, make_pruner, make_sampler, open_storage,
                      override_value, storage_location, study_name, write_handoff)
 
 log = logging.getLogger(__name__)
@@ -31,9 +31,7 @@ def suggest(trial: Any, space: Space) -> dict[str, str]:
         elif isinstance(dist, IntDistribution):
             values[key] = str(trial.suggest_int(key, dist.low, dist.high, log=dist.log))
         else:
-            sampled = trial.suggest_float(key, dist.low, dist.high, log=dist.log)
-            text = override_value(sampled)  # 4 significant digits, unless that leaves the interval
-            values[key] = text if dist.low <= float(text) <= dist.high else repr(sampled)
+            values[key] = override_value(trial.suggest_float(key, dist.low, dist.high, log=dist.log))
     return values
 
 
@@ -77,7 +75,7 @@ def check_batch(config: Any, hydra_context: Any, batch: Sequence[Sequence[str]])
 
     for overrides in batch:
         try:
-            validate(hydra_context.config_loader.load_sweep_config(config, list(overrides)))
+            checked(hydra_context.config_loader.load_sweep_config(config, list(overrides)), validate)
         except ConfigError as exc:
             raise ConfigError(f"sampled trial {' '.join(overrides)} is invalid, the search stops: {exc}") from None
 

@@ -18,7 +18,7 @@ log = logging.getLogger(__name__)
 
 def _parent(config: Any) -> tuple[Any, str] | None:
     """(client, parent run id) of this sweep, or None when tracking is off."""
-    if not config.tracking.enabled:
+    if not config.get("tracking") or not config.tracking.enabled:  # tracking off, or another app's config
         return None
     parent = read_parent(str(config.hydra.sweep.dir))
     if parent is None:

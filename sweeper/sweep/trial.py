@@ -54,6 +54,20 @@ class TrialLink:
     def tags(self) -> dict[str, str]:
         return {names.TRIAL_NUMBER: str(self.number), names.STUDY_NAME: self.info["study_name"]}
 
+    @staticmethod
+    def run_name(label: str, overrides: list[str]) -> str:
+        """The run's name with sampled floats shortened to 4 significant digits (the params keep the exact value)."""
+        from ..config.identity import run_name
+
+        def short(override: str) -> str:
+            key, sep, text = override.partition("=")
+            try:
+                return f"{key}={float(text):.4g}" if sep and any(c in text for c in ".e") else override
+            except ValueError:
+                return override
+
+        return run_name(label, [short(o) for o in overrides])
+
     def observe(self, event: Any) -> str | None:
         """The fit observer: report the curve at each validation point; "pruned" when the pruner says stop."""
         from mlp_core import ValidationPoint
