@@ -313,7 +313,7 @@ def train_and_track(cfg: DictConfig) -> float:
             tracker.end("FINISHED")
     except BaseException as exc:
         if tracker is not None:
-            _end_failed(sink, exc)
+            _end_failed(sink, exc, {names.TRIAL_STATE: "FAIL"} if trial is not None else {})
         raise
     log.info("%s: stop_reason=%s best val loss %.4f, best val accuracy %.4f after %d steps (%.1f s)", job.name,
              result.stop_reason, result.best_val_loss, result.best_val_accuracy, result.num_steps, result.wall_time_s)
@@ -322,14 +322,14 @@ def train_and_track(cfg: DictConfig) -> float:
     return objective(result)
 
 
-def _end_failed(sink: Any, exc: BaseException) -> None:
+def _end_failed(sink: Any, exc: BaseException, tags: dict[str, str] | None = None) -> None:
     """Keep the partial history, tag the error and end the run KILLED (Ctrl-C) or FAILED; never hide the job's own
     error behind a tracking one."""
     tracker = sink.tracker
     try:
         sink.flush()
         tracker.set_tags({names.ERROR: f"{type(exc).__name__}: {mask_credentials(exc)}",
-                          names.ERROR_TRACEBACK: mask_credentials(traceback.format_exc()[-4000:])})
+                          names.ERROR_TRACEBACK: mask_credentials(traceback.format_exc()[-4000:]), **(tags or {})})
         tracker.end("KILLED" if isinstance(exc, KeyboardInterrupt) else "FAILED")
     except Exception as tracking_exc:
         log.warning("could not mark run %s as failed: %s", tracker.run_id, tracking_exc)

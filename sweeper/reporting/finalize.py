@@ -17,7 +17,8 @@ from sweeper import names
 from .history import RunHistory, load_history
 from .plots import plot_comparison
 from .selection import select_runs
-from .tables import SUMMARY_FIELDS, Group, best_row, group_rows, run_name, summary_markdown, summary_rows, write_summary_csv
+from .tables import (SUMMARY_FIELDS, Group, best_row, group_rows, run_name, summary_markdown, summary_rows,
+                     write_summary_csv)
 
 if TYPE_CHECKING:
     from mlflow.entities import Run
