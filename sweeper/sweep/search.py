@@ -120,7 +120,7 @@ def space_overrides(config: Any, arguments: Sequence[str]) -> list[str]:
 def parse_space(lines: Sequence[str]) -> Space:
     """Parse override lines into a Space; raises ConfigError naming an unsupported or invalid parameter."""
     from hydra.core.override_parser.overrides_parser import OverridesParser
-    from hydra.core.override_parser.types import Transformer
+    from hydra.core.override_parser.types import ChoiceSweep, Transformer
     from hydra.errors import HydraException
     from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 
@@ -140,10 +140,10 @@ def parse_space(lines: Sequence[str]) -> Space:
         space.texts[key], space.prefixes[key] = text, override.get_key_element()
         value = override.value()
         try:
-            if override.is_choice_sweep() and not value.simple_form:
+            if isinstance(value, ChoiceSweep) and not value.simple_form:
                 space.distributions[key] = CategoricalDistribution(
                     list(override.sweep_iterator(transformer=Transformer.encode)))
-            elif override.is_choice_sweep() or override.is_range_sweep():
+            elif isinstance(value, ChoiceSweep) or override.is_range_sweep():
                 space.grid[key] = list(override.sweep_string_iterator())
             elif override.is_interval_sweep():
                 log_scale = "log" in value.tags

@@ -249,3 +249,34 @@ def test_a_readme_search_command_runs_as_written_in_a_dry_run(tmp_path, command)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "Search space (" in proc.stdout and "Dry run:" in proc.stdout
     assert not (tmp_path / "outputs").exists()
+
+
+def test_the_space_grammar_maps_to_optuna_distributions_grid_axes_and_fixed_values():
+    from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
+
+    from sweeper.config.checks import ConfigError
+    from sweeper.sweep.search import parse_space
+
+    space = parse_space(["experiment=task3c", "optimizer.lr=tag(log, interval(0.003, 0.3))",
+                         "optimizer.momentum=interval(0, 0.95)", "model.depth=int(interval(1, 3))",
+                         "model.hidden_sizes=choice([64],[64, 64])", "trainer.seed=0,1", "+x=range(0,3)",
+                         "optimizer.momentum=interval(0.5, 0.9)"])  # a later value of a key wins, as in Hydra
+    assert space.distributions == {
+        "optimizer.lr": FloatDistribution(0.003, 0.3, log=True),
+        "model.depth": IntDistribution(1, 3),
+        "model.hidden_sizes": CategoricalDistribution(["[64]", "[64,64]"]),
+        "optimizer.momentum": FloatDistribution(0.5, 0.9),
+    }
+    assert space.grid == {"trainer.seed": ["0", "1"], "x": ["0", "1", "2"]} and space.prefixes["x"] == "+x"
+    assert space.fixed == ["experiment=task3c"] and len(space.cells()) == 6
+    with pytest.raises(ConfigError, match="not supported"):
+        parse_space(["data=glob(*)"])
+    with pytest.raises(ConfigError, match="is invalid"):
+        parse_space(["optimizer.lr=tag(log, interval(0, 1))"])
+
+
+def test_a_resumed_study_draws_a_new_sampler_stream():
+    from sweeper.sweep.search import launch_seed
+
+    assert launch_seed(7, 0) == 7  # a fresh study: the user's seed, so reruns are identical
+    assert len({launch_seed(7, n) for n in (0, 3, 4)} | {launch_seed(8, 3)}) == 4
