@@ -17,7 +17,7 @@ from .losses import FusedSoftmaxCE
 from .model import MLP, ModelConfig
 from .optim import SGD
 
-STOP_REASONS = ("max_epochs", "early_stopping", "diverged")
+STOP_REASONS = ("max_epochs", "early_stopping", "diverged")  # or the string an observer returned (see fit)
 
 
 @dataclass(frozen=True)
@@ -148,12 +148,16 @@ def fit(
     dataset,
     model: ModelConfig,
     train: TrainConfig,
-    on_event: Callable[[Event], None] | None = None,
+    on_event: Callable[[Event], str | None] | None = None,
 ) -> FitResult:
     """Train an MLP on `dataset` (an mlp_core Dataset: train/val Splits of float32 x (N, D) and int labels y (N,)).
 
     Returns a FitResult with full histories. `on_event` receives TrainLosses batches (at each validation point and at
     the end), ValidationPoints and a final RunEnd. The same seed gives bit-identical weights and histories.
+
+    An observer may ask `fit` to stop: when `on_event` returns a non-empty `str` for a ValidationPoint, `fit` stops at
+    once after that validation point (no further step touches the weights) and that string becomes
+    `FitResult.stop_reason` (e.g. "pruned"). Any other return value (None) changes nothing.
     """
     if not isinstance(model, ModelConfig):
         raise TypeError(f"model must be a ModelConfig, got {type(model).__name__}")
@@ -241,7 +245,11 @@ def fit(
                     val_loss.append(vl)
                     val_acc.append(va)
                     train_acc.append(ta)
-                    emit(ValidationPoint(step, epoch, float(since.mean(dtype=np.float64)), ta, vl, va))
+                    verdict = emit(ValidationPoint(step, epoch, float(since.mean(dtype=np.float64)), ta, vl, va))
+                    if isinstance(verdict, str) and verdict:
+                        stop_reason = verdict
+                        step += 1
+                        break
                     if not math.isfinite(vl):
                         stop_reason = "diverged"
                         step += 1

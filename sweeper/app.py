@@ -192,31 +192,31 @@ def open_tracking(job: Job) -> Store:
     return Store(client, uri, experiment_id, parent)
 
 
-def reuse_finished(job: Job, store: Store) -> float | None:
+def reuse_finished(job: Job, store: Store, trial: Any = None) -> float | None:
     """If this config already FINISHED (also under an older release's hash), link that run to the sweep and return
-    its objective; None when the job must train."""
+    its objective (a search trial's objective when the job is one); None when the job must train."""
     from .tracking.resume import find_finished
 
     run = find_finished(store.client, store.experiment_id, config_hashes(job))
-    return None if run is None else reuse(job, store, run, "already FINISHED")
+    return None if run is None else reuse(job, store, run, "already FINISHED", trial)
 
 
 def config_hashes(job: Job) -> list[str]:
     return [job.tags[names.CONFIG_HASH], *legacy_hashes(job.container, job.threads)]
 
 
-def reuse(job: Job, store: Store, run: Any, how: str) -> float:
+def reuse(job: Job, store: Store, run: Any, how: str, trial: Any = None) -> float:
     from .tracking.resume import link_to_sweep, objective_of, run_link
 
     link_to_sweep(store.client, run, store.parent, job.tags.get(names.CONFIG_LABEL))
-    result = objective_of(run)
+    result = trial.reused(run) if trial is not None else objective_of(run)
     log.info("%s: skipped, config_hash %s %s as run %r (%s), best val loss %.4f; "
              "tracking.skip_finished=false reruns it", job.name, run.data.tags[names.CONFIG_HASH][:12], how,
              run.info.run_name, run_link(store.uri, run), result)
     return result
 
 
-def claim_run(job: Job, store: Store, tags: dict[str, str]) -> tuple[str | None, float | None]:
+def claim_run(job: Job, store: Store, tags: dict[str, str], trial: Any = None) -> tuple[str | None, float | None]:
     """(run id to train in, None), or (None, objective) when the config FINISHED elsewhere while this job waited its
     turn (``sweeper.tracking.claims``). Without skip_finished the run is created without a claim: a forced rerun."""
     from .tracking.claims import acquire
@@ -227,7 +227,7 @@ def claim_run(job: Job, store: Store, tags: dict[str, str]) -> tuple[str | None,
         return store.client.create_run(store.experiment_id, run_name=job.name, tags=tags).info.run_id, None
     claim = acquire(store.client, store.experiment_id, job.name, tags, config_hashes(job), store.uri)
     if claim.reused is not None:
-        return None, reuse(job, store, claim.reused, "FINISHED elsewhere while this job waited")
+        return None, reuse(job, store, claim.reused, "FINISHED elsewhere while this job waited", trial)
     return claim.run_id, None
 
 
@@ -276,8 +276,9 @@ def write_artifacts(cfg: DictConfig, result: Any, out_dir: Path, title: str) -> 
     return paths
 
 
-def train(job: Job, dataset: Any, sink: Any, model_cfg: Any, train_cfg: Any) -> Any:
-    """Fit with the job's BLAS threads, streaming events to the sink; log the summary and artifacts."""
+def train(job: Job, dataset: Any, sink: Any, model_cfg: Any, train_cfg: Any, observe: Any = None) -> Any:
+    """Fit with the job's BLAS threads, streaming events to the sink; log the summary and artifacts. ``observe`` (a
+    search trial's) sees every event after the sink and may stop the run (see ``mlp_core.fit``)."""
     import mlp_core
     from threadpoolctl import threadpool_limits
 
@@ -288,6 +289,7 @@ def train(job: Job, dataset: Any, sink: Any, model_cfg: Any, train_cfg: Any) -> 
             def on_event(event: Any) -> None:
                 dropped.check()  # an interrupt Python swallowed in a finalizer still ends the run here
                 sink(event)
+                return observe(event) if observe is not None else None
 
             result = mlp_core.fit(dataset, model_cfg, train_cfg, on_event=on_event)
             dropped.check()
@@ -320,13 +322,18 @@ def _train_and_track(job: Job) -> float:
 
     from .tracking.run import MetricSink
 
+    from .sweep.trial import TrialLink
+
     cfg = job.cfg
+    trial = TrialLink.of_job(job.hydra_cfg)  # None unless the job is a trial of a search sweeper
+    if trial is not None:
+        job.name = trial.run_name(cfg.name, job.overrides)
     store = None
     if cfg.tracking.enabled:
         store = open_tracking(job)
-        job.tags = run_tags(job, store.parent)
+        job.tags = {**run_tags(job, store.parent), **(trial.tags() if trial else {})}
         if cfg.tracking.skip_finished:
-            reused = reuse_finished(job, store)
+            reused = reuse_finished(job, store, trial)
             if reused is not None:
                 job.reused = True
                 return reused
@@ -341,7 +348,7 @@ def _train_and_track(job: Job) -> float:
         from .tracking.store_checks import store_step
 
         with store_step(store.uri, "claiming the run's config"):
-            run_id, reused = claim_run(job, store, {**job.tags, **owner_tags()})
+            run_id, reused = claim_run(job, store, {**job.tags, **owner_tags()}, trial)
         if run_id is None:
             job.reused = True
             return reused
@@ -354,19 +361,23 @@ def _train_and_track(job: Job) -> float:
                 tracker.log_dataset(dataset)
         log.info("%s: %d parameters, %d steps/epoch, %s, %d BLAS threads", job.name, num_parameters,
                  len(dataset.train.y) // train_cfg.batch_size, dataset.source, job.threads)
-        result = train(job, dataset, sink, model_cfg, train_cfg)
+        result = train(job, dataset, sink, model_cfg, train_cfg, trial.observe if trial else None)
         if tracker is not None:
+            if trial is not None:
+                tracker.set_tags(trial.end_tags(result.stop_reason))
             tracker.end("FINISHED")
     except BaseException as exc:
         if tracker is not None:
-            _end_failed(sink, exc)
+            _end_failed(sink, exc, {names.TRIAL_STATE: "FAIL"} if trial is not None else {})
         raise
     log.info("%s: stop_reason=%s best val loss %.4f, best val accuracy %.4f after %d steps (%.1f s)", job.name,
              result.stop_reason, result.best_val_loss, result.best_val_accuracy, result.num_steps, result.wall_time_s)
+    if trial is not None:
+        return trial.objective({key: v for key, v, _ in summary_metrics(result)})
     return objective(result)
 
 
-def _end_failed(sink: Any, exc: BaseException) -> None:
+def _end_failed(sink: Any, exc: BaseException, tags: dict[str, str] | None = None) -> None:
     """Keep the partial history, tag the error and end the run KILLED (Ctrl-C, SIGTERM: the signal named in the
     killed_reason tag) or FAILED; never hide the job's own error behind a tracking one."""
     tracker = sink.tracker
@@ -376,7 +387,7 @@ def _end_failed(sink: Any, exc: BaseException) -> None:
     try:
         sink.flush()
         tags = {names.ERROR: f"{type(exc).__name__}: {mask_credentials(exc)}",
-                names.ERROR_TRACEBACK: mask_credentials(traceback.format_exc()[-4000:])}
+                names.ERROR_TRACEBACK: mask_credentials(traceback.format_exc()[-4000:]), **(tags or {})}
         if killed:
             tags[names.KILLED_REASON] = f"interrupted by {signals.received_name()} (pid {os.getpid()})"
         tracker.set_tags(tags)

@@ -43,7 +43,7 @@ NAME_PARAM = "name"
 # ---------------------------------------------------------------------------------------------- run tags
 CONFIG_HASH = "config_hash"                # identity of what is trained (sweeper.config.identity)
 CONFIG_HASH_NOSEED = "config_hash_noseed"  # the same without the seed: groups the seeds of one config
-STOP_REASON = "stop_reason"                # max_epochs | early_stopping | diverged
+STOP_REASON = "stop_reason"                # max_epochs | early_stopping | diverged | pruned
 EXPERIMENT = "experiment"                  # the preset's name (cfg.name)
 CONFIG_LABEL = "config_label"              # readable and one per config_hash_noseed: what the UI view groups by
 OVERRIDES = "hydra.overrides"
@@ -91,6 +91,24 @@ SWEEP_CHILDREN_FINISHED = "sweep_children_finished"
 BEST_CHILD_RUN_ID = "best_child_run_id"
 BEST_CHILD_NAME = "best_child_name"
 # the parent also carries BEST_VAL_LOSS and BEST_VAL_ACCURACY as tags (the best child's values)
+
+# ---------------------------------------------------------------------------------------------- search (Optuna)
+STOP_PRUNED = "pruned"                     # the stop_reason of a run its trial's pruner stopped
+PRUNED_TAG = "pruned"                      # "true" on a run that its pruner stopped (it still ends FINISHED)
+TRIAL_NUMBER = "optuna.trial_number"       # child run tags
+TRIAL_STATE = "optuna.trial_state"         # COMPLETE | PRUNED | FAIL
+STUDY_NAME = "optuna.study_name"           # child and parent run tag
+PRUNED_ATTR = "pruned_at_step"             # Optuna user attribute a job sets on its trial when pruned
+SEARCH_PARAM_PREFIX = "search."            # parent params: search.sampler, search.seed, search.space.<key>, ...
+BEST_TRIAL = "optuna.best_trial"           # parent tags at the end of a search
+BEST_TRIAL_VALUE = "optuna.best_value"
+BEST_TRIAL_PARAMS = "optuna.best_params"
+SEARCH_OBJECTIVE = "optuna.objective"      # parent tags: what the summary is sorted by
+SEARCH_DIRECTION = "optuna.direction"
+SEARCH_FILE = "optuna_search.json"         # the search handoff in hydra.sweep.dir (sweeper.sweep.trial)
+OPTIMIZATION_HISTORY = "optimization_history.png"
+PARALLEL_COORDINATES = "parallel_coordinates.png"
+SLICE_PLOT = "slice.png"
 
 # the parent-run handoff: a JSON file in hydra.sweep.dir that every job of the sweep reads
 PARENT_FILE = "mlflow_parent.json"

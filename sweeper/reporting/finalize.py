@@ -18,7 +18,8 @@ from .colours import config_colours
 from .history import RunHistory, load_history
 from .plots import plot_comparison
 from .selection import select_runs
-from .tables import Group, best_row, group_rows, run_name, summary_markdown, summary_rows, write_summary_csv
+from .tables import (SUMMARY_FIELDS, Group, best_row, group_rows, run_name, summary_markdown, summary_rows,
+                     write_summary_csv)
 
 if TYPE_CHECKING:
     from mlflow.entities import Run
@@ -50,12 +51,16 @@ def figure_title(title: str | None, keys: Sequence[str], groups: Sequence[Group]
 
 
 def write_sweep_outputs(runs: Sequence[Run], histories: dict[str, RunHistory], out_dir: str | Path,
-                        title: str | None = None) -> SweepSummary:
+                        title: str | None = None, order: tuple[str, bool] | None = None) -> SweepSummary:
     """comparison.png (seeds of one config as mean ± std), summary.csv and summary.md for `runs` into `out_dir`
-    (no MLflow writes)."""
+    (no MLflow writes). `order` = (row field, descending) sorts the rows, missing values last; else start order."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     keys, rows = summary_rows(runs, histories)
+    if order is not None:
+        field, descending = order
+        valued = [r for r in rows if isinstance(r.get(field), (int, float)) and r[field] == r[field]]
+        rows = sorted(valued, key=lambda r: r[field], reverse=descending) + [r for r in rows if r not in valued]
     groups = group_rows(rows, keys)
     best = best_row(rows)
     plotted = {g.label: [histories[r["run_id"]] for r in g.rows
@@ -92,7 +97,8 @@ def finalize_sweep(client: Any, parent_run_id: str, out_dir: str | Path) -> Swee
     parent = client.get_run(parent_run_id)
     runs, _ = select_runs(client, parent_run_id=parent_run_id)
     histories = {r.info.run_id: load_history(client, r) for r in runs}
-    result = write_sweep_outputs(runs, histories, out_dir, title=sweep_title(run_name(parent)))
+    result = write_sweep_outputs(runs, histories, out_dir, title=sweep_title(run_name(parent)),
+                                  order=_order(parent))
     for path in result.files.values():
         client.log_artifact(parent_run_id, str(path))
     result.reused = {r.info.run_id for r in runs if r.data.tags.get(names.PARENT_RUN_ID) != parent_run_id}
@@ -118,3 +124,14 @@ def colour_runs(client: Any, groups: Sequence[Group]) -> None:
     for g in groups:
         for r in g.rows:
             client.log_batch(r["run_id"], tags=[RunTag(names.RUN_COLOR, palette[g.key])])
+
+
+def _order(parent: Any) -> tuple[str, bool] | None:
+    """A search's summary is sorted by its objective (best first); a grid's keeps the order its runs started in."""
+    objective = parent.data.tags.get(names.SEARCH_OBJECTIVE)
+    if objective is None:
+        return None
+    field = objective.replace("/", "_")
+    if field not in SUMMARY_FIELDS:
+        field = names.OBJECTIVE.replace("/", "_")
+    return field, parent.data.tags.get(names.SEARCH_DIRECTION) == "maximize"

@@ -224,3 +224,30 @@ def test_history_rows(small_data):
     assert len(rows) == result.num_steps
     with_val = [r for r in rows if r["val_loss"] is not None]
     assert [r["step"] for r in with_val] == result.val_steps.tolist()
+
+
+def test_an_observer_stops_fit_after_a_validation_point_with_its_reason(small_data):
+    """The stop contract: a non-empty str returned for a ValidationPoint ends fit right after that point, and the
+    weights are those of that step (the same as a run whose last step it is); None and other values change nothing."""
+    model, train = ModelConfig((8,)), TrainConfig(epochs=3, early_stopping=False)
+    full = fit(small_data, model, train)
+    seen = []
+
+    def stop_at_third_point(event):
+        if isinstance(event, ValidationPoint):
+            seen.append(event.step)
+            return "pruned" if len(seen) == 3 else None
+        return "ignored for non-validation events"
+
+    stopped = fit(small_data, model, train, on_event=stop_at_third_point)
+    third = int(full.val_steps[2])
+    assert stopped.stop_reason == "pruned" and seen == full.val_steps[:3].tolist()
+    assert stopped.num_steps == third + 1 and stopped.val_steps.tolist() == full.val_steps[:3].tolist()
+    np.testing.assert_array_equal(stopped.train_loss, full.train_loss[: third + 1])
+    # no step after the stopping point touched the weights: they still give that point's validation loss
+    val_loss, _ = stopped.model.evaluate(small_data.val.x, small_data.val.y)
+    assert val_loss == full.val_loss[2] != full.final_val_loss
+    for harmless in (None, "", 0, False):
+        again = fit(small_data, model, train, on_event=lambda e, h=harmless: h)
+        assert again.stop_reason == "max_epochs" and again.num_steps == full.num_steps
+        np.testing.assert_array_equal(again.model.params, full.model.params)
