@@ -16,6 +16,7 @@ from .init import INITS
 from .losses import cross_entropy, softmax
 from .model import BIAS_CONVENTIONS, MLP, ModelConfig, num_parameters
 from .optim import SGD
+from .population import FUSABLE_FIELDS, Member, fit_population, fusable_key
 from .idx import DataError, read_idx, write_idx
 from .train import (
     STOP_REASONS,
@@ -31,6 +32,7 @@ from .train import (
 
 __all__ = [
     "ACTIVATIONS",
+    "FUSABLE_FIELDS",
     "BIAS_CONVENTIONS",
     "INITS",
     "STOP_REASONS",
@@ -40,6 +42,7 @@ __all__ = [
     "FitResult",
     "GradCheckReport",
     "MLP",
+    "Member",
     "ModelConfig",
     "RunEnd",
     "SGD",
@@ -50,6 +53,8 @@ __all__ = [
     "ValidationPoint",
     "cross_entropy",
     "fit",
+    "fit_population",
+    "fusable_key",
     "gradient_check",
     "load_dataset",
     "make_generators",

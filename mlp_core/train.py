@@ -144,6 +144,53 @@ def check_fit_args(dataset, train: TrainConfig) -> None:
         raise ValueError(f"the validation split of {dataset.name}/{dataset.split} is empty")
 
 
+def build_result(
+    net: MLP,
+    losses: np.ndarray,
+    val_steps: list[int],
+    val_loss: list[float],
+    val_acc: list[float],
+    train_acc: list[float],
+    stop_reason: str,
+    num_steps: int,
+    epochs: int,
+    steps_per_epoch: int,
+    started: float,
+) -> FitResult:
+    """The FitResult of a finished run from its histories (`losses`: the num_steps mini-batch losses, copied)."""
+    vl_arr = np.asarray(val_loss, dtype=np.float64)
+    va_arr = np.asarray(val_acc, dtype=np.float64)
+    if len(vl_arr):
+        finite = np.where(np.isfinite(vl_arr), vl_arr, np.inf)
+        best_l = int(np.argmin(finite))
+        best_a = int(np.argmax(va_arr))
+        best = (float(vl_arr[best_l]), val_steps[best_l], float(va_arr[best_a]), val_steps[best_a])
+        final = (float(vl_arr[-1]), float(va_arr[-1]))
+    else:
+        best = (math.nan, -1, math.nan, -1)
+        final = (math.nan, math.nan)
+    return FitResult(
+        model=net,
+        train_loss=losses.copy(),
+        val_steps=np.asarray(val_steps, dtype=np.int64),
+        val_loss=vl_arr,
+        val_accuracy=va_arr,
+        train_accuracy=np.asarray(train_acc, dtype=np.float64),
+        best_val_loss=best[0],
+        best_val_loss_step=best[1],
+        best_val_accuracy=best[2],
+        best_val_accuracy_step=best[3],
+        final_val_loss=final[0],
+        final_val_accuracy=final[1],
+        stop_reason=stop_reason,
+        num_steps=num_steps,
+        epochs=epochs,
+        steps_per_epoch=steps_per_epoch,
+        wall_time_s=time.perf_counter() - started,
+        num_parameters=net.num_parameters,
+    )
+
+
 def fit(
     dataset,
     model: ModelConfig,
@@ -258,36 +305,8 @@ def fit(
     if best_params is not None and val_steps and stop_reason != "diverged":
         params[...] = best_params
     flush(step)
-    vl_arr = np.asarray(val_loss, dtype=np.float64)
-    va_arr = np.asarray(val_acc, dtype=np.float64)
-    if len(vl_arr):
-        finite = np.where(np.isfinite(vl_arr), vl_arr, np.inf)
-        best_l = int(np.argmin(finite))
-        best_a = int(np.argmax(va_arr))
-        best = (float(vl_arr[best_l]), val_steps[best_l], float(va_arr[best_a]), val_steps[best_a])
-        final = (float(vl_arr[-1]), float(va_arr[-1]))
-    else:
-        best = (math.nan, -1, math.nan, -1)
-        final = (math.nan, math.nan)
-    result = FitResult(
-        model=net,
-        train_loss=losses[:step].copy(),
-        val_steps=np.asarray(val_steps, dtype=np.int64),
-        val_loss=vl_arr,
-        val_accuracy=va_arr,
-        train_accuracy=np.asarray(train_acc, dtype=np.float64),
-        best_val_loss=best[0],
-        best_val_loss_step=best[1],
-        best_val_accuracy=best[2],
-        best_val_accuracy_step=best[3],
-        final_val_loss=final[0],
-        final_val_accuracy=final[1],
-        stop_reason=stop_reason,
-        num_steps=step,
-        epochs=epoch,
-        steps_per_epoch=steps_per_epoch,
-        wall_time_s=time.perf_counter() - started,
-        num_parameters=net.num_parameters,
+    result = build_result(
+        net, losses[:step], val_steps, val_loss, val_acc, train_acc, stop_reason, step, epoch, steps_per_epoch, started
     )
     emit(RunEnd(result))
     return result
