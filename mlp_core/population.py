@@ -17,7 +17,9 @@ match `fit` to float32 rounding (tests/core/test_population.py: losses within 1e
 their scale after an epoch). Members never mix: each member's numbers do not depend on which other members share
 its pass, and a rerun of the same population is bit-identical.
 
-Benchmark note: measured peak memory in docs/population.md.
+Benchmark note: K = 64 members of 784-64-10 at batch 32 on MNIST (assignment split, 20,000 training samples) peaked
+at 285 MiB resident, 98 MiB above the loaded dataset; memory grows as K x (4 parameter-sized buffers + one batch)
+plus an evaluation block of EVAL_ROWS x K x hidden floats (docs/population.md).
 """
 
 from __future__ import annotations
