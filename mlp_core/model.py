@@ -278,6 +278,41 @@ class MLP:
         backward_pass(self._lin, self._glin, self.activation, x, ws, dlogits)
 
     # ---------------------------------------------------------------- public API
+    def gradients(self, x: np.ndarray, y: np.ndarray) -> np.ndarray:
+        """dL/dparams of the mean cross-entropy over one batch x: (n, input_dim), labels y: (n,) ints, as a flat copy
+        in the layout of `params` (W0, (b0,) W1, ...); `grads` holds the same values afterwards."""
+        x = self._check_input(x)
+        ws = self._workspace(x.shape[0])
+        logits = self._forward(x, ws)
+        dlogits = logits - logits.max(axis=1, keepdims=True)
+        np.exp(dlogits, out=dlogits)
+        dlogits /= dlogits.sum(axis=1, keepdims=True)
+        dlogits[np.arange(len(y)), y] -= 1.0
+        dlogits /= len(y)
+        self._backward(x, ws, dlogits)
+        return self.grads.copy()
+
+    def parameters(self) -> list[np.ndarray]:
+        """The parameter arrays in buffer order: W0, (b0,) W1, (b1,) ... (views into `params`)."""
+        return [p for w, b in zip(self.weights, self.biases) for p in (w, b) if p is not None]
+
+    def assign(self, source: "MLP | list[np.ndarray]") -> None:
+        """Copy the parameters of `source`, an MLP of this architecture or its `parameters()` arrays, into this one
+        (converted to this model's dtype). ValueError naming the first array that does not fit."""
+        arrays = source.parameters() if isinstance(source, MLP) else list(source)
+        mine = self.parameters()
+        if len(arrays) != len(mine):
+            raise ValueError(
+                f"initial weights: got {len(arrays)} arrays but {self!r} has {len(mine)} "
+                f"({', '.join(str(p.shape) for p in mine)})"
+            )
+        for index, (target, array) in enumerate(zip(mine, arrays)):
+            array = np.asarray(array)
+            if array.shape != target.shape:
+                raise ValueError(f"initial weights: array {index} has shape {array.shape}, {self!r} needs {target.shape}")
+        for target, array in zip(mine, arrays):
+            target[...] = array
+
     def predict_logits(self, x: np.ndarray, chunk_size: int = 2048) -> np.ndarray:
         """Logits for x: (N, input_dim) -> (N, num_classes)."""
         x = self._check_input(x)

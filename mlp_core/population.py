@@ -42,7 +42,9 @@ from .train import (
     TrainLosses,
     ValidationPoint,
     build_result,
+    check_dtype,
     check_fit_args,
+    epoch_order,
     make_generators,
     validation_interval,
 )
@@ -50,10 +52,12 @@ from .train import (
 
 @dataclass(frozen=True)
 class Member:
-    """One member of a population: its architecture and its training settings."""
+    """One member of a population: its architecture, its training settings and, optionally, its initial weights
+    (an MLP of this architecture or its `parameters()` arrays; by default drawn from train.seed as `fit` does)."""
 
     model: ModelConfig
     train: TrainConfig
+    initial: object = None
 
 
 FUSABLE_FIELDS = ("hidden_sizes", "activation", "bias", "batch_size", "validations_per_epoch")
@@ -69,7 +73,7 @@ def _check_members(dataset, members) -> list[Member]:
         raise ValueError(f"members must be a non-empty list of Member(model, train), got {members!r}")
     checked = []
     for index, member in enumerate(members):
-        if isinstance(member, tuple) and len(member) == 2:
+        if isinstance(member, tuple) and len(member) in (2, 3):
             member = Member(*member)
         if not isinstance(member, Member):
             raise TypeError(f"members[{index}] must be a Member(model, train), got {type(member).__name__}")
@@ -140,8 +144,9 @@ def fit_population(
     on_event: Callable[[int, object], str | None] | None = None,
     dtype=np.float32,
 ) -> list[FitResult]:
-    """Train every member of `members` (Member(model, train), or (ModelConfig, TrainConfig) pairs) on `dataset` in
-    one fused pass; returns one FitResult per member, in order, each with the structure and meaning of `fit`'s.
+    """Train every member of `members` (Member(model, train[, initial]), or such tuples) on `dataset` in one fused
+    pass; returns one FitResult per member, in order, each with the structure and meaning of `fit`'s. `dtype` is
+    float32 or float64, as for `fit`.
 
     `on_event(member, event)` receives the member's index and the same events `fit` emits for it (TrainLosses,
     ValidationPoint, RunEnd), in step order. Called with a ValidationPoint it may return a non-empty str: that member
@@ -151,7 +156,7 @@ def fit_population(
     next step. Its wall_time_s is the population's time until then.
     """
     members = _check_members(dataset, members)
-    dtype = np.dtype(dtype)
+    dtype = check_dtype(dtype)
     emit = on_event or (lambda member, event: None)
     started = time.perf_counter()
 
@@ -171,6 +176,8 @@ def fit_population(
     for member in members:
         init_rng, shuffle_rng = make_generators(member.train.seed)
         nets.append(MLP(input_dim, member.model, num_classes, rng=init_rng, dtype=dtype))
+        if member.initial is not None:
+            nets[-1].assign(member.initial)
         shuffle_rngs.append(shuffle_rng)
     activation = nets[0].activation
     sizes, bias = nets[0].sizes, first.model.bias
@@ -252,7 +259,7 @@ def fit_population(
                 epoch += 1
                 for row, k in enumerate(stack.members):
                     if members[k].train.shuffle:
-                        stack.orders[row] = shuffle_rngs[k].permutation(num_train)
+                        stack.orders[row] = epoch_order(shuffle_rngs[k], num_train)
                     else:
                         stack.orders[row] = np.arange(num_train)
             rows = stack.orders[:, within * batch : (within + 1) * batch]

@@ -144,3 +144,18 @@ def test_members_that_cannot_share_a_pass_are_refused_before_any_work(small_data
 def test_an_empty_population_is_refused(small_data):
     with pytest.raises(ValueError, match="members must be a non-empty list"):
         fit_population(small_data, [])
+
+
+def test_members_take_initial_weights_and_float64_like_fit(small_data):
+    from mlp_core import MLP
+
+    model = ModelConfig((8,), activation="sigmoid")
+    start = MLP(small_data.input_dim, model, rng=77)
+    train = TrainConfig(epochs=2, lr=0.1, momentum=0.9, seed=2)
+    solo = fit(small_data, model, train, dtype=np.float64, initial=start)
+    fused = fit_population(
+        small_data, [Member(model, train, start), Member(model, TrainConfig(epochs=2, seed=3))], dtype=np.float64
+    )
+    assert fused[0].model.params.dtype == np.float64 and fused[0].train_loss.dtype == np.float64
+    np.testing.assert_allclose(fused[0].train_loss, solo.train_loss, rtol=1e-12)
+    np.testing.assert_allclose(fused[0].model.params, solo.model.params, rtol=0, atol=1e-12)
