@@ -79,6 +79,7 @@ class Job:
     threads: int
     hydra_cfg: Any
     tags: dict[str, str] = field(default_factory=dict)
+    engine: str | None = None  # "population(8)" for a member of a fused population: tagged; hashed up to "("
 
     @property
     def in_sweep(self) -> bool:
@@ -100,7 +101,8 @@ def prepare(cfg: DictConfig) -> Job:
 
 def run_tags(job: Job, parent: dict | None) -> dict[str, str]:
     commit, dirty = git_commit()
-    config_hash, config_hash_noseed = run_hashes(job.container, job.threads)
+    engine = job.engine.partition("(")[0] if job.engine else None  # the population's size does not change the bits
+    config_hash, config_hash_noseed = run_hashes(job.container, job.threads, engine)
     tags = {
         names.OVERRIDES: mask_credentials(" ".join(job.overrides)),
         names.CONFIG_HASH: config_hash,
@@ -113,6 +115,7 @@ def run_tags(job: Job, parent: dict | None) -> dict[str, str]:
         names.BLAS_THREADS: job.threads,
         names.OUTPUT_DIR: job.hydra_cfg.runtime.output_dir if job.hydra_cfg else None,
         names.EXPERIMENT: job.cfg.name,
+        names.ENGINE: job.engine,
     }
     return {key: str(v) for key, v in tags.items() if v is not None}
 
@@ -178,7 +181,8 @@ def reuse_finished(job: Job, store: Store) -> float | None:
     its objective; None when the job must train."""
     from .tracking.resume import find_finished, link_to_sweep, objective_of, run_link
 
-    hashes = [job.tags[names.CONFIG_HASH], *legacy_hashes(job.container, job.threads)]
+    legacy = legacy_hashes(job.container, job.threads) if job.engine is None else []  # no old release had engines
+    hashes = [job.tags[names.CONFIG_HASH], *legacy]
     run = find_finished(store.client, store.experiment_id, hashes)
     if run is None:
         return None
@@ -252,26 +256,27 @@ def train(job: Job, dataset: Any, sink: Any, model_cfg: Any, train_cfg: Any) -> 
             dropped.check()
     finally:
         sink.progress.close()
+    record_result(job, result, sink, _output_dir())
+    return result
+
+
+def record_result(job: Job, result: Any, sink: Any, out_dir: Path) -> None:
+    """After training: flush the metrics, write the artifacts to out_dir, log summary metrics, stop reason and
+    artifacts (the run stays RUNNING)."""
     sink.flush()
-    paths = write_artifacts(job.cfg, result, _output_dir(), job.name)
+    paths = write_artifacts(job.cfg, result, out_dir, job.name)
     tracker = sink.tracker
     if tracker is not None:
         tracker.log_metrics(summary_metrics(result))
         tracker.set_tags({names.STOP_REASON: result.stop_reason})
         for path in paths:
             tracker.log_artifact(path)
-    return result
 
 
-def train_and_track(cfg: DictConfig) -> float:
-    """One job: validate, open the store, skip if finished, load data, create the run, train, log. Returns the
-    objective (best validation loss)."""
-    import mlp_core
-
-    from .tracking.run import MetricSink
-
-    signals.install()  # also in launcher workers (joblib, submitit), which never run main()
+def open_job(cfg: DictConfig, engine: str | None = None) -> tuple[Job, Any, Any]:
+    """Validate, open the store, tag; (job, store or None, the objective of a FINISHED run of this config or None)."""
     job = prepare(cfg)
+    job.engine = engine
     store = None
     if cfg.tracking.enabled:
         store = open_tracking(job)
@@ -279,31 +284,52 @@ def train_and_track(cfg: DictConfig) -> float:
         if cfg.tracking.skip_finished:
             reused = reuse_finished(job, store)
             if reused is not None:
-                return reused
+                return job, store, reused
+    return job, store, None
 
-    dataset = load_data(cfg)
-    model_cfg, train_cfg = to_core(cfg)
+
+def start_run(job: Job, store: Any, dataset: Any, model_cfg: Any, train_cfg: Any) -> Any:
+    """Create the job's run (if tracked), log its params and dataset; returns its MetricSink (a failure: FAILED)."""
+    import mlp_core
+
+    from .tracking.liveness import owner_tags
+    from .tracking.run import MetricSink, RunTracker
+
     num_parameters = mlp_core.num_parameters(dataset.input_dim, model_cfg, dataset.num_classes)
     tracker = None
     if store is not None:
-        from .tracking.liveness import owner_tags
-        from .tracking.run import RunTracker
-
         tracker = RunTracker.start(store.client, store.experiment_id, job.name, {**job.tags, **owner_tags()},
                                    parent_run_id=store.parent["run_id"] if store.parent else None,
-                                   background_metrics=bool(cfg.tracking.background_metrics))
+                                   background_metrics=bool(job.cfg.tracking.background_metrics))
     sink = MetricSink(tracker)
     try:
         if tracker is not None:
             tracker.log_params(run_params(job, model_cfg, num_parameters))
             tracker.log_dataset(dataset)
-        log.info("%s: %d parameters, %d steps/epoch, %s, %d BLAS threads", job.name, num_parameters,
-                 len(dataset.train.y) // train_cfg.batch_size, dataset.source, job.threads)
-        result = train(job, dataset, sink, model_cfg, train_cfg)
-        if tracker is not None:
-            tracker.end("FINISHED")
     except BaseException as exc:
-        if tracker is not None:
+        _end_failed(sink, exc)
+        raise
+    log.info("%s: %d parameters, %d steps/epoch, %s, %d BLAS threads", job.name, num_parameters,
+             len(dataset.train.y) // train_cfg.batch_size, dataset.source, job.threads)
+    return sink
+
+
+def train_and_track(cfg: DictConfig) -> float:
+    """One job: validate, open the store, skip if finished, load data, create the run, train, log. Returns the
+    objective (best validation loss)."""
+    signals.install()  # also in launcher workers (joblib, submitit), which never run main()
+    job, store, reused = open_job(cfg)
+    if reused is not None:
+        return reused
+    dataset = load_data(cfg)
+    model_cfg, train_cfg = to_core(cfg)
+    sink = start_run(job, store, dataset, model_cfg, train_cfg)
+    try:
+        result = train(job, dataset, sink, model_cfg, train_cfg)
+        if sink.tracker is not None:
+            sink.tracker.end("FINISHED")
+    except BaseException as exc:
+        if sink.tracker is not None:
             _end_failed(sink, exc)
         raise
     log.info("%s: stop_reason=%s best val loss %.4f, best val accuracy %.4f after %d steps (%.1f s)", job.name,

@@ -63,6 +63,7 @@ class MlflowSweepParent(Callback):
         from ..tracking.liveness import mark_orphaned_runs, owner_tags
         from ..tracking.store import open_store
         from .dryrun import is_dry_run
+        from .launcher_checks import check_launcher
 
         # A dry run creates no store and no run. It also skips validate_grid: the dry-run launcher lists an invalid
         # job in its table with the reason (and exits 1), which says more than an abort before the table.
@@ -71,6 +72,7 @@ class MlflowSweepParent(Callback):
         # Hydra turns a callback's exception into a warning and launches the jobs anyway; a sweep with an invalid job
         # or an unusable store must not start, so report in one sentence and exit (SystemExit passes through).
         try:
+            check_launcher(config)
             validate_grid(config)
             if not config.tracking.enabled:
                 return
