@@ -178,7 +178,7 @@ def evaluate_stack(lin: list, activation, x: np.ndarray, y: np.ndarray, rows: in
     b0_all = None if b0 is None else np.moveaxis(b0, 0, 1).reshape(1, members * hidden)
     rows = max(1, min(rows, n))
     first = np.empty((rows, members * hidden), dtype=w0.dtype)
-    later = [np.empty((members, rows, w.shape[-1]), dtype=w0.dtype) for w, _ in lin[1:]]
+    later = _Workspace(rows, acts=[np.empty((members, rows, w.shape[-1]), dtype=w0.dtype) for w, _ in lin[1:]])
     total_loss = np.zeros(members, dtype=np.float64)
     correct = np.zeros(members, dtype=np.int64)
     last = len(lin) - 1
@@ -192,15 +192,7 @@ def evaluate_stack(lin: list, activation, x: np.ndarray, y: np.ndarray, rows: in
         if last:
             activation.forward_(h)
         a = h.reshape(m, members, hidden).transpose(1, 0, 2)  # (K, m, hidden): a view, no copy
-        for layer in range(1, last + 1):
-            w, b = lin[layer]
-            out = later[layer - 1][:, :m]
-            np.matmul(a, w, out=out)
-            if b is not None:
-                out += b
-            if layer != last:
-                activation.forward_(out)
-            a = out
+        a = forward_pass(lin[1:], activation, a, later)
         labels = y[start:stop]
         correct += np.count_nonzero(a.argmax(axis=-1) == labels, axis=-1)
         a -= a.max(axis=-1, keepdims=True)

@@ -46,6 +46,7 @@ from .train import (
     check_fit_args,
     epoch_order,
     make_generators,
+    training_arrays,
     validation_interval,
 )
 
@@ -160,12 +161,8 @@ def fit_population(
     emit = on_event or (lambda member, event: None)
     started = time.perf_counter()
 
-    x_train = np.ascontiguousarray(dataset.train.x, dtype=dtype)
-    y_train = np.asarray(dataset.train.y)
-    x_val = np.ascontiguousarray(dataset.val.x, dtype=dtype)
-    y_val = np.asarray(dataset.val.y)
+    x_train, y_train, x_val, y_val, num_classes = training_arrays(dataset, dtype)
     num_train, input_dim = x_train.shape
-    num_classes = int(getattr(dataset, "num_classes", 10))
     first = members[0]
     batch = first.train.batch_size
     steps_per_epoch, val_every = validation_interval(num_train, batch, first.train.validations_per_epoch)

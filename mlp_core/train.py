@@ -166,6 +166,14 @@ def check_fit_args(dataset, train: TrainConfig) -> None:
         raise ValueError(f"the validation split of {dataset.name}/{dataset.split} is empty")
 
 
+def training_arrays(dataset, dtype) -> tuple:
+    """(x_train, y_train, x_val, y_val, num_classes): the inputs contiguous in the training dtype."""
+    x_train = np.ascontiguousarray(dataset.train.x, dtype=dtype)
+    x_val = np.ascontiguousarray(dataset.val.x, dtype=dtype)
+    num_classes = int(getattr(dataset, "num_classes", 10))
+    return x_train, np.asarray(dataset.train.y), x_val, np.asarray(dataset.val.y), num_classes
+
+
 def build_result(
     net: MLP,
     losses: np.ndarray,
@@ -238,12 +246,8 @@ def fit(
     emit = on_event or (lambda event: None)
     started = time.perf_counter()
 
-    x_train = np.ascontiguousarray(dataset.train.x, dtype=dtype)
-    y_train = np.asarray(dataset.train.y)
-    x_val = np.ascontiguousarray(dataset.val.x, dtype=dtype)
-    y_val = np.asarray(dataset.val.y)
+    x_train, y_train, x_val, y_val, num_classes = training_arrays(dataset, dtype)
     num_train, input_dim = x_train.shape
-    num_classes = int(getattr(dataset, "num_classes", 10))
 
     init_rng, shuffle_rng = make_generators(train.seed)
     net = MLP(input_dim, model, num_classes, rng=init_rng, dtype=dtype)
