@@ -74,3 +74,48 @@ def test_bad_knobs_are_refused_in_one_sentence_before_any_run(tmp_path, knob, va
     else:
         assert proc.stderr.strip().splitlines()[-1] == f"Error: hydra.launcher.{knob} must be an integer >= 1, got {value}"
     assert not (tmp_path / "m.db").exists() and not (tmp_path / "outputs").exists()
+
+
+@pytest.mark.integration
+@pytest.mark.slow
+@pytest.mark.soak
+def test_ctrl_c_during_a_population_marks_every_member_killed_with_its_metrics(tmp_path):
+    """Ctrl-C once the members' first metrics are in the store; the wait for the exit only bounds a hang."""
+    import os
+    import signal
+    import subprocess
+
+    from ...handshake import HANG, catches_sigint, default_sigint, wait_for
+    from ...reliability.helpers import cli_command, cli_env
+    from ...reliability.test_faults import _metric_rows
+    from ..sweeper_helpers import runs_of, sqlite_uri
+
+    db = tmp_path / "mlflow.db"
+    args = ["-m", "data=digits", "trainer.epochs=100000", "trainer.early_stopping.enabled=false",
+            "optimizer.lr=0.1,0.2", "hydra/launcher=population", f"tracking.uri={sqlite_uri(db)}",
+            f"hydra.sweep.dir={tmp_path / 'sweep'}"]
+    with (tmp_path / "stderr.log").open("w") as stderr:
+        proc = subprocess.Popen(cli_command(args), cwd=tmp_path, env=cli_env(tmp_path / "outputs"),
+                                stdout=subprocess.DEVNULL, stderr=stderr, start_new_session=True,
+                                preexec_fn=default_sigint)
+    try:
+        wait_for(lambda: _metric_rows(db) >= 2, "train/loss rows of the members in the store", proc=proc)
+        assert catches_sigint(proc.pid), "the app does not handle SIGINT"
+        proc.send_signal(signal.SIGINT)
+        proc.wait(timeout=HANG)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    err = (tmp_path / "stderr.log").read_text()
+    assert proc.returncode == 128 + signal.SIGINT, err[-3000:]
+    assert "interrupted by Ctrl-C" in err and "Traceback" not in err
+    client, runs = runs_of(sqlite_uri(db))
+    members = [r for r in runs if names.PARENT_RUN_ID in r.data.tags]
+    assert len(members) == 2 and all(r.data.tags[names.ENGINE] == "population(2)" for r in members)
+    for run in members:
+        assert run.info.status == "KILLED" and run.data.tags[names.ERROR].startswith("KeyboardInterrupt")
+        history = client.get_metric_history(run.info.run_id, names.TRAIN_LOSS)
+        assert sorted(m.step for m in history) == list(range(len(history))) and history  # a gap-free prefix
+    (parent,) = [r for r in runs if names.PARENT_RUN_ID not in r.data.tags]
+    assert parent.info.status == "KILLED"
