@@ -51,6 +51,7 @@ OUTPUT_DIR = "hydra.output_dir"
 SWEEP_DIR = "hydra.sweep_dir"
 SWEEP_ID = "sweep_id"
 BLAS_THREADS = "blas_threads"
+ENGINE = "engine"                          # population(K) for a member of a fused population; absent for solo runs
 GIT_COMMIT = "git_commit"
 GIT_DIRTY = "git_dirty"
 ERROR = "error"

@@ -29,12 +29,16 @@ def effective_hidden_sizes(model: Mapping[str, Any]) -> tuple[int, ...]:
     return (int(model["width"]),) * int(model["depth"])
 
 
-def hash_view(container: Mapping[str, Any], threads: int, drop_seed: bool = False) -> dict:
+def hash_view(container: Mapping[str, Any], threads: int, drop_seed: bool = False, engine: str | None = None) -> dict:
     """The resolved config as hashed: effective hidden sizes, the effective BLAS thread count, no excluded keys.
 
     ``drop_seed`` gives the view that groups the seeds of one configuration (mean/std bands of a seed sweep).
+    ``engine`` ("population" for a member of a fused population) is hashed too, since its bits differ from a solo
+    run's; a solo run has no engine key, so its hash is what it always was.
     """
     view = {k: v for k, v in container.items() if k not in HASH_EXCLUDED_KEYS}
+    if engine is not None:
+        view[names.ENGINE] = engine
     trainer = dict(view["trainer"])
     if drop_seed:
         trainer.pop("seed", None)
@@ -51,10 +55,10 @@ def config_hash(view: Mapping[str, Any]) -> str:
     return hashlib.sha256(json.dumps(view, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
 
 
-def run_hashes(container: Mapping[str, Any], threads: int) -> tuple[str, str]:
-    """(config_hash, config_hash_noseed) of a resolved config run with ``threads`` BLAS threads."""
-    return (config_hash(hash_view(container, threads)),
-            config_hash(hash_view(container, threads, drop_seed=True)))
+def run_hashes(container: Mapping[str, Any], threads: int, engine: str | None = None) -> tuple[str, str]:
+    """(config_hash, config_hash_noseed) of a resolved config run with ``threads`` BLAS threads (by ``engine``)."""
+    return (config_hash(hash_view(container, threads, engine=engine)),
+            config_hash(hash_view(container, threads, drop_seed=True, engine=engine)))
 
 
 def legacy_hashes(container: Mapping[str, Any], threads: int) -> list[str]:

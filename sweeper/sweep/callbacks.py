@@ -65,6 +65,7 @@ class MlflowSweepParent(Callback):
         from ..redact import mask_credentials
         from ..tracking.store import open_store
         from .dryrun import is_dry_run
+        from .launcher_checks import check_launcher
         from .search import check_space, is_search
 
         # A dry run creates no store and no run. It also skips validate_grid: the dry-run launcher lists an invalid
@@ -74,6 +75,7 @@ class MlflowSweepParent(Callback):
         # Hydra turns a callback's exception into a warning and launches the jobs anyway; a sweep with an invalid job
         # or an unusable store must not start, so report in one sentence and exit (SystemExit passes through).
         try:
+            check_launcher(config)
             if is_search(config):  # a search's space: its extremes are composed and checked
                 check_space(config)
             validate_grid(config)
