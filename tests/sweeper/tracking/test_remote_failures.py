@@ -22,6 +22,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from sweeper import names
+from sweeper.tracking import store
 from sweeper.tracking.spill import read_spill
 
 from ...handshake import wait_for
@@ -169,7 +170,10 @@ class Handler(BaseHTTPRequestHandler):
         if server.experiment and "experiments/get-by-name" in self.path:
             return self._answer(200, {"experiment": {"experiment_id": "1", "name": "mlp-sweeps",
                                                      "artifact_location": "mlflow-artifacts:/1",
-                                                     "lifecycle_stage": "active"}})
+                                                     "lifecycle_stage": "active",
+                                                     # set up as this release creates it: no tag to add
+                                                     "tags": [{"key": k, "value": v}
+                                                              for k, v in store.EXPERIMENT_TAGS.items()]}})
         if server.mode == "forward":
             return self._forward(server.target)
         if server.mode == "hang":
