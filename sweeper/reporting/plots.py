@@ -315,9 +315,8 @@ def comparison_figure(groups: Any, title: str | None = None, show_val_loss: bool
     if ylim:
         ax_acc.set_ylim(*ylim)
         _clip_note(ax_acc, ylim, acc_series, "accuracy")
-    train_name = f"training loss ({SMOOTHING_WINDOW}-step moving average)"
-    ax_loss.set_title(f"validation loss (solid), {train_name} (light)" if show_val_loss else train_name,
-                      fontsize=10)
+    ax_loss.set_title(f"validation loss (solid), training loss ({SMOOTHING_WINDOW}-step moving average, light)"
+                      if show_val_loss else f"training loss ({SMOOTHING_WINDOW}-step moving average)", fontsize=10)
     ax_acc.set_title("validation accuracy", fontsize=10)
     if loss_series and show_val_loss:
         ax_loss.legend(handles=[Line2D([], [], color="0.2", lw=1.8, label="validation loss"),

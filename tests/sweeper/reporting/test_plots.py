@@ -240,7 +240,7 @@ def test_comparison_figure_draws_the_seed_mean_with_a_std_band():
     np.testing.assert_allclose(xy(single_acc)[1], [0.95])
     # the legend names the config and how many seeds were averaged, never one seed
     assert legend_texts(ax_acc) == ["hidden_sizes=[32] (mean ± std over 2 seeds)", "hidden_sizes=[128]"]
-    assert ax_loss.get_title() == "validation loss (solid), training loss (10-step moving average) (light)"
+    assert ax_loss.get_title() == "validation loss (solid), training loss (10-step moving average, light)"
     assert ax_acc.get_title() == "validation accuracy"
 
     # each group keeps one colour across its curves, and the groups differ
