@@ -191,8 +191,10 @@ def open_sweep_view(client: Any, uri: str, experiment_id: str, sweep_id: str, pa
                     config: DictConfig) -> dict:
     """Write the sweep's saved UI view (sweeper.tracking.views) and log its link; what ``announce_sweep_view`` needs."""
     from ..config.checks import expand_grid
+    from ..tracking.store import tag_experiment
     from ..tracking.views import sweep_link, write_sweep_view
 
+    tag_experiment(client, experiment_id)
     jobs = expand_grid(config)
     view = write_sweep_view(client, experiment_id, sweep_id, parent_run_id, name,
                             num_jobs=len(jobs) if jobs is not None else 1000)

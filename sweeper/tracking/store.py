@@ -170,9 +170,6 @@ def get_or_create_experiment(client: Any, name: str, artifact_location: str | No
         experiment.artifact_location, f"of experiment {name!r} (id {experiment.experiment_id}) in {shown}",
         "make it a writable directory, or set tracking.experiment_name to a new experiment (and "
         "tracking.artifact_location to a writable directory)")
-    for key, value in EXPERIMENT_TAGS.items():  # experiments created by older releases
-        if key not in experiment.tags:
-            client.set_experiment_tag(experiment.experiment_id, key, value)
     return experiment.experiment_id
 
 
@@ -185,6 +182,15 @@ def bound_http_retries(tracking_cfg: Any) -> None:
         setting = tracking_cfg.get(key) if hasattr(tracking_cfg, "get") else getattr(tracking_cfg, key, None)
         if setting is not None:
             os.environ[env] = str(int(setting))
+
+
+def tag_experiment(client: Any, experiment_id: str) -> None:
+    """Give an experiment made by an older release the tags a new one gets (``EXPERIMENT_TAGS``), keeping any a user
+    set. Called when a sweep starts, which writes to the store anyway: a refused single run changes nothing."""
+    tags = client.get_experiment(experiment_id).tags
+    for key, value in EXPERIMENT_TAGS.items():
+        if key not in tags:
+            client.set_experiment_tag(experiment_id, key, value)
 
 
 def open_store(tracking_cfg: Any) -> tuple[Any, str, str]:

@@ -22,7 +22,7 @@ from sweeper.reporting.history import RunHistory
 from sweeper.reporting.colours import PALETTE, config_colour, run_colours
 from sweeper.reporting.plots import comparison_figure
 from sweeper.tracking import sqlite_bulk, views
-from sweeper.tracking.store import get_or_create_experiment
+from sweeper.tracking.store import get_or_create_experiment, tag_experiment
 
 from ..sweeper_helpers import compose_cfg, sqlite_uri
 
@@ -47,10 +47,12 @@ def test_the_tool_creates_a_model_training_experiment_ranked_by_val_loss(client,
     assert tags[names.EXPERIMENT_KIND] == "custom_model_development"
     assert tags[names.PRIMARY_METRIC] == names.VAL_LOSS
     assert tags[names.PRIMARY_METRIC_GREATER_IS_BETTER] == "False"
-    # an experiment of an older release gets them too, and a user's own choice is kept
+    # an experiment of an older release gets them when a sweep starts (not on opening it), a user's choice is kept
     old = client.create_experiment("old", artifact_location=(tmp_path / "old").as_uri(),
                                    tags={names.PRIMARY_METRIC: "val/accuracy"})
     assert get_or_create_experiment(client, "old", None) == old
+    assert names.EXPERIMENT_KIND not in client.get_experiment(old).tags
+    tag_experiment(client, old)
     tags = client.get_experiment(old).tags
     assert tags[names.EXPERIMENT_KIND] == "custom_model_development" and tags[names.PRIMARY_METRIC] == "val/accuracy"
 
