@@ -179,40 +179,14 @@ def open_tracking(job: Job) -> Store:
 def reuse_finished(job: Job, store: Store) -> float | None:
     """If this config already FINISHED (also under an older release's hash), link that run to the sweep and return
     its objective; None when the job must train."""
-    from .tracking.resume import find_finished
+    from .tracking.resume import find_finished, reuse_run
 
     run = find_finished(store.client, store.experiment_id, config_hashes(job))
-    return None if run is None else reuse(job, store, run, "already FINISHED")
+    return None if run is None else reuse_run(store, job.name, run, "already FINISHED")
 
 
 def config_hashes(job: Job) -> list[str]:
     return [job.tags[names.CONFIG_HASH], *legacy_hashes(job.container, job.threads)]
-
-
-def reuse(job: Job, store: Store, run: Any, how: str) -> float:
-    from .tracking.resume import link_to_sweep, objective_of, run_link
-
-    link_to_sweep(store.client, run, store.parent)
-    result = objective_of(run)
-    log.info("%s: skipped, config_hash %s %s as run %r (%s), best val loss %.4f; "
-             "tracking.skip_finished=false reruns it", job.name, run.data.tags[names.CONFIG_HASH][:12], how,
-             run.info.run_name, run_link(store.uri, run), result)
-    return result
-
-
-def claim_run(job: Job, store: Store, tags: dict[str, str]) -> tuple[str | None, float | None]:
-    """(run id to train in, None), or (None, objective) when the config FINISHED elsewhere while this job waited its
-    turn (``sweeper.tracking.claims``). Without skip_finished the run is created without a claim: a forced rerun."""
-    from .tracking.claims import acquire
-
-    if store.parent:
-        tags[names.PARENT_RUN_ID] = store.parent["run_id"]
-    if not job.cfg.tracking.skip_finished:
-        return store.client.create_run(store.experiment_id, run_name=job.name, tags=tags).info.run_id, None
-    claim = acquire(store.client, store.experiment_id, job.name, tags, config_hashes(job), store.uri)
-    if claim.reused is not None:
-        return None, reuse(job, store, claim.reused, "FINISHED elsewhere while this job waited")
-    return claim.run_id, None
 
 
 # ---------------------------------------------------------------------------------------------------- training
@@ -315,12 +289,14 @@ def _train_and_track(cfg: DictConfig) -> float:
     num_parameters = mlp_core.num_parameters(dataset.input_dim, model_cfg, dataset.num_classes)
     tracker = None
     if store is not None:
+        from .tracking.claims import claim_run
         from .tracking.liveness import owner_tags
         from .tracking.run import RunTracker
         from .tracking.store_checks import store_step
 
         with store_step(store.uri, "claiming the run's config"):
-            run_id, reused = claim_run(job, store, {**job.tags, **owner_tags()})
+            run_id, reused = claim_run(store, job.name, {**job.tags, **owner_tags()}, config_hashes(job),
+                                       forced=not cfg.tracking.skip_finished)
         if run_id is None:
             return reused
         tracker = RunTracker.attach(store.client, run_id, background_metrics=bool(cfg.tracking.background_metrics))

@@ -38,7 +38,7 @@ from typing import Any, Callable, Iterable, Sequence
 
 from .. import names
 from .liveness import Heartbeat, kill_orphan, orphan_reason
-from .resume import find_finished, quote, run_link
+from .resume import find_finished, quote, reuse_run, run_link
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +52,21 @@ class Claim:
     run_id: str | None = None
     reused: Any = None
     waited_for: Any = None  # the run this job waited for, if any
+
+
+def claim_run(store: Any, job_name: str, tags: dict[str, str], config_hashes: Sequence[str],
+              forced: bool = False) -> tuple[str | None, float | None]:
+    """A job's run in ``store`` (``sweeper.app.Store``): (run id to train in, None), or (None, objective) when the
+    config FINISHED elsewhere while the job waited its turn. ``forced`` (tracking.skip_finished=false): a plain run,
+    no claim, for a deliberate rerun."""
+    if store.parent:
+        tags[names.PARENT_RUN_ID] = store.parent["run_id"]
+    if forced:
+        return store.client.create_run(store.experiment_id, run_name=job_name, tags=tags).info.run_id, None
+    claim = acquire(store.client, store.experiment_id, job_name, tags, config_hashes, store.uri)
+    if claim.reused is not None:
+        return None, reuse_run(store, job_name, claim.reused, "FINISHED elsewhere while this job waited")
+    return claim.run_id, None
 
 
 def ticket_of(run: Any) -> int | None:

@@ -9,11 +9,14 @@ run again; ``tracking.skip_finished=false`` forces a rerun.
 """
 from __future__ import annotations
 
+import logging
 import math
 from typing import Any, Iterable
 
 from .. import names
 from ..redact import mask_credentials
+
+log = logging.getLogger(__name__)
 
 
 def quote(value: str) -> str:
@@ -56,3 +59,14 @@ def link_to_sweep(client: Any, run: Any, parent: dict | None) -> None:
     from mlflow.entities import RunTag
 
     client.log_batch(run.info.run_id, tags=[RunTag(names.sweep_link_tag(parent[names.SWEEP_ID]), parent["run_id"])])
+
+
+def reuse_run(store: Any, job_name: str, run: Any, how: str) -> float:
+    """Link the FINISHED ``run`` to the sweep of ``store`` (``sweeper.app.Store``), log one line naming it, return its
+    objective; ``how`` says how it was found ("already FINISHED", ...)."""
+    link_to_sweep(store.client, run, store.parent)
+    result = objective_of(run)
+    log.info("%s: skipped, config_hash %s %s as run %r (%s), best val loss %.4f; "
+             "tracking.skip_finished=false reruns it", job_name, run.data.tags[names.CONFIG_HASH][:12], how,
+             run.info.run_name, run_link(store.uri, run), result)
+    return result
