@@ -147,6 +147,10 @@ def received() -> int | None:
     return _received[0] if _received else None
 
 
+def received_name_of(signum: int) -> str:
+    return "Ctrl-C" if signum == signal.SIGINT else signal.Signals(signum).name
+
+
 def received_name() -> str:
     """``SIGTERM`` (or the other signal's name), or ``Ctrl-C`` for SIGINT (and for a KeyboardInterrupt no handler of
     ours saw)."""
@@ -179,15 +183,17 @@ class Deferred:
         return self
 
     def _record(self, signum: int, frame: Any) -> None:
-        if self.pending:  # a second interrupt gets through at once, even while the write is stuck (a dead server)
+        if signum == signal.SIGTERM and (signal.SIGTERM in self.pending or signal.SIGTERM in _received):
+            return  # a repeated SIGTERM (a launcher forwarding the group's) must not cut the write (see _interrupt)
+        if self.pending:  # a second Ctrl-C gets through at once, even while the write is stuck (a dead server)
             self._restore()
             _received.append(signum)
             raise WriteInterrupted(signal.Signals(signum).name)
         self.pending.append(signum)
-        name = "SIGTERM" if signum == signal.SIGTERM else "Ctrl-C"
+        again = " (press Ctrl-C again to stop now)" if signum == signal.SIGINT else ""
         # os.write, not sys.stderr: the handler may interrupt the main thread inside a write to sys.stderr
-        os.write(2, f"mlp-sweep: {name} received during a store write; it stops the run once the write ends (send it "
-                    "again to stop now)\n".encode())
+        os.write(2, f"mlp-sweep: {received_name_of(signum)} received during a store write; it stops the run once the "
+                    f"write ends{again}\n".encode())
 
     def _restore(self) -> None:
         for signum, handler in self.replaced:

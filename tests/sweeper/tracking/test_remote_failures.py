@@ -239,6 +239,19 @@ def test_a_second_interrupt_gets_through_a_deferred_block_at_once():
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # the handler is back
 
 
+def test_a_repeated_sigterm_never_cuts_a_write_but_a_ctrl_c_does():
+    """A launcher forwards SIGTERM to workers that already got it from the group: that must not cut the write."""
+    from sweeper import signals
+
+    held = signals.Deferred()
+    held.pending, held.replaced = [signal.SIGTERM], []
+    held._record(signal.SIGTERM, None)  # ignored: the write goes on
+    assert held.pending == [signal.SIGTERM]
+    with pytest.raises(signals.WriteInterrupted):
+        held._record(signal.SIGINT, None)
+    signals._received.remove(signal.SIGINT)  # the record of this process's signals, as before the test
+
+
 @pytest.mark.slow
 @pytest.mark.soak
 @pytest.mark.integration
