@@ -82,16 +82,38 @@ def requeue_if_preempted() -> None:
     """In a Slurm job of submitit interrupted by SIGTERM (preemption, ``scancel --signal=TERM``) or by submitit's
     SIGUSR2 (time limit): let submitit checkpoint the job and ask Slurm to requeue it, then exit (SystemExit). The
     requeued job runs the same config again; a config that FINISHED meanwhile is skipped (tracking.skip_finished).
-    Does nothing anywhere else, and returns when the requeue fails (a job cancelled for good, for instance)."""
+    Does nothing anywhere else, nor when Slurm no longer runs the job (``scancel``: a cancelled job stays cancelled;
+    a job Slurm requeues itself needs no second requeue), and returns when the requeue fails."""
     import logging
 
     signum = received()
     if not _requeue_handler or signum is None or signum == signal.SIGINT:
         return
+    log = logging.getLogger(__name__)
+    state = slurm_job_state()
+    if state != "RUNNING":
+        log.warning("Slurm job %s is %s: not requeued by this job", os.environ.get("SLURM_JOB_ID"), state)
+        return
     try:
         _requeue_handler[0](signum, None)
-    except Exception as exc:  # scontrol refused (the job was cancelled), or submitit's countdown ran out
-        logging.getLogger(__name__).warning("the Slurm job was not requeued: %s", exc)
+    except Exception as exc:  # scontrol refused, or submitit's countdown of time-outs ran out
+        log.warning("the Slurm job was not requeued: %s", exc)
+
+
+def slurm_job_state() -> str:
+    """JobState of this Slurm job as ``scontrol show job`` reports it (RUNNING, CANCELLED, ...), or "unknown"."""
+    import subprocess
+
+    job = os.environ.get("SLURM_JOB_ID")
+    if not job:
+        return "unknown"
+    try:
+        out = subprocess.run(["scontrol", "show", "job", "--oneliner", job], capture_output=True, text=True,
+                             timeout=60).stdout
+    except (OSError, subprocess.TimeoutExpired):
+        return "unknown"
+    fields = dict(item.split("=", 1) for item in out.split() if "=" in item)
+    return fields.get("JobState", "unknown")
 
 
 def _children() -> list[int]:
