@@ -52,10 +52,11 @@ def array_task(cluster, index: int) -> str:
 
 
 def requeued_state(cluster, task: str) -> str:
-    """The task's JobState once Slurm has requeued it (Restarts >= 1), else ""."""
+    """PENDING or RUNNING once Slurm has requeued the task (Restarts >= 1), else "" (not yet, or still REQUEUED)."""
     out = cluster._run("scontrol", "show", "job", "--oneliner", task).stdout
     fields = dict(item.split("=", 1) for item in out.split() if "=" in item)
-    return fields.get("JobState", "") if int(fields.get("Restarts", "0")) >= 1 else ""
+    state = fields.get("JobState", "")
+    return state if int(fields.get("Restarts", "0")) >= 1 and state in ("PENDING", "RUNNING") else ""
 
 
 @pytest.mark.slow
