@@ -62,7 +62,11 @@ def requeued_state(cluster, task: str) -> str:
 @pytest.mark.slow
 @pytest.mark.soak
 @pytest.mark.integration
-def test_a_slurm_sweep_survives_a_preempted_job_with_one_finished_run_per_config(slurm_cluster, tmp_path):
+@pytest.mark.parametrize("preempt", [
+    ["scancel", "--signal=TERM"],  # SIGTERM only: the job asks submitit to requeue it
+    ["scontrol", "requeue"],       # what preemption with PreemptMode=REQUEUE does: Slurm sends SIGTERM and requeues
+], ids=["scancel-TERM", "scontrol-requeue"])
+def test_a_slurm_sweep_survives_a_preempted_job_with_one_finished_run_per_config(slurm_cluster, tmp_path, preempt):
     store = sqlite_uri(tmp_path / "mlflow.db")
     env = {k: v for k, v in slurm_cluster.env.items() if not k.startswith(("MLFLOW_", "HYDRA_"))}
     env.update(MLP_SWEEPS_OUTPUTS=str(tmp_path / "outputs"), MLP_SWEEPS_OFFLINE="1", PYTHONPATH=str(HOLD_HOOK),
@@ -73,7 +77,7 @@ def test_a_slurm_sweep_survives_a_preempted_job_with_one_finished_run_per_config
         held = wait_for(lambda: held_run_is_training(store, tmp_path), "the held job's train/loss points", proc=proc,
                         poll=0.5)
         task = wait_for(lambda: array_task(slurm_cluster, WIDTHS.index(HELD)), "the held job in squeue", proc=proc)
-        result = slurm_cluster._run("scancel", "--signal=TERM", task)  # what Slurm's preemption sends
+        result = slurm_cluster._run(*preempt, task)
         assert result.returncode == 0, result.stderr
         state = wait_for(lambda: requeued_state(slurm_cluster, task), "Slurm requeueing the preempted job", proc=proc)
         if state == "PENDING":  # Slurm delays a requeued job by about 2 min (its BeginTime): start it now
@@ -102,5 +106,6 @@ def test_a_slurm_sweep_survives_a_preempted_job_with_one_finished_run_per_config
     rerun = next(r for r in finished if r.data.params["model.width"] == HELD)
     assert rerun.data.tags[names.CONFIG_HASH] == killed.data.tags[names.CONFIG_HASH]
     assert rerun.data.tags[names.PARENT_RUN_ID] == parents[0].info.run_id
-    assert "Requeued job" in logs + "\n".join(p.read_text(errors="replace")
-                                              for p in (tmp_path / "sweep").rglob("*_log.*"))
+    job_logs = "\n".join(p.read_text(errors="replace") for p in (tmp_path / "sweep").rglob("*_log.*"))
+    # the job itself asked for the requeue after a bare SIGTERM; after `scontrol requeue` Slurm did, and the job left it
+    assert ("Requeued job" in job_logs) == (preempt[0] == "scancel"), job_logs[-3000:]
