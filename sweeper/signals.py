@@ -130,6 +130,13 @@ def _children() -> list[int]:
     return pids
 
 
+def _in_my_group(pid: int) -> bool:
+    try:
+        return os.getpgid(pid) == os.getpgrp()
+    except ProcessLookupError:
+        return False
+
+
 def _sigterm_disposition(pid: int) -> str:
     """"caught", "ignored" or "default" for SIGTERM in ``pid`` ("gone" once it has exited)."""
     try:
@@ -150,8 +157,9 @@ def _let_workers_finish(forward: bool) -> None:
     reaches it, before they could end their runs. So first: send SIGTERM on to the workers that did not get it from
     the process group (``kill <pid>`` of the launcher, ``docker stop``), then wait, at most ``WORKER_GRACE_SECONDS``,
     until no worker catches SIGTERM any more (a worker puts back the default handler once its run has ended, see
-    ``restore``). Children that ignore SIGTERM (loky's resource tracker) are left alone."""
-    workers = [pid for pid in _children() if _sigterm_disposition(pid) != "ignored"]
+    ``restore``). Children that ignore SIGTERM (loky's resource tracker) or live in a session of their own (the
+    background metric writer, which the run drains itself) are left alone."""
+    workers = [pid for pid in _children() if _in_my_group(pid) and _sigterm_disposition(pid) != "ignored"]
     if not workers:
         return
     if forward:
