@@ -16,6 +16,7 @@ from .init import INITS
 from .losses import cross_entropy, softmax
 from .model import BIAS_CONVENTIONS, MLP, ModelConfig, num_parameters
 from .optim import SGD
+from .population import FUSABLE_FIELDS, Member, fit_population, fusable_key
 from .idx import DataError, read_idx, write_idx
 from .train import (
     STOP_REASONS,
@@ -24,6 +25,7 @@ from .train import (
     TrainConfig,
     TrainLosses,
     ValidationPoint,
+    epoch_order,
     fit,
     make_generators,
     validation_interval,
@@ -31,6 +33,7 @@ from .train import (
 
 __all__ = [
     "ACTIVATIONS",
+    "FUSABLE_FIELDS",
     "BIAS_CONVENTIONS",
     "INITS",
     "STOP_REASONS",
@@ -40,6 +43,7 @@ __all__ = [
     "FitResult",
     "GradCheckReport",
     "MLP",
+    "Member",
     "ModelConfig",
     "RunEnd",
     "SGD",
@@ -49,7 +53,10 @@ __all__ = [
     "TrainLosses",
     "ValidationPoint",
     "cross_entropy",
+    "epoch_order",
     "fit",
+    "fit_population",
+    "fusable_key",
     "gradient_check",
     "load_dataset",
     "make_generators",

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import importlib.util
 import math
 import os
 from dataclasses import dataclass
@@ -249,6 +250,13 @@ def _load_digits(normalization: str) -> Dataset:
     try:
         from sklearn.datasets import load_digits
     except ImportError as exc:
+        cause: BaseException | None = exc
+        while cause is not None:  # an interrupt during the (slow) import can surface as an ImportError
+            if isinstance(cause, KeyboardInterrupt):
+                raise cause from None
+            cause = cause.__cause__ or cause.__context__
+        if importlib.util.find_spec("sklearn") is not None:
+            raise  # installed but broken: its own message says why
         raise DataError("dataset 'digits' needs scikit-learn (pip install scikit-learn)") from exc
     bunch = load_digits()
     images = bunch.data.astype(np.uint8)  # values are integers 0..16

@@ -81,20 +81,6 @@ def _same_patterns(a: list, b: list) -> bool:
     return all(np.array_equal(p, q) for p, q in zip(a, b))
 
 
-def analytic_gradients(model: MLP, x: np.ndarray, y: np.ndarray) -> np.ndarray:
-    """The model's backward pass: a flat copy of dL/dparams for the batch (x, y)."""
-    ws = model._workspace(x.shape[0]) if x.shape[0] else None
-    logits = model._forward(x, ws)
-    onehot = np.zeros_like(logits)
-    onehot[np.arange(len(y)), y] = 1.0
-    shifted = logits - logits.max(axis=1, keepdims=True)
-    probs = np.exp(shifted)
-    probs /= probs.sum(axis=1, keepdims=True)
-    dlogits = (probs - onehot) / len(y)
-    model._backward(x, ws, dlogits)
-    return model.grads.copy()
-
-
 def gradient_check(
     x: np.ndarray,
     y: np.ndarray,
@@ -110,7 +96,7 @@ def gradient_check(
     y = np.asarray(y)
     model = MLP(x.shape[1], config, num_classes, rng=seed, dtype=np.float64)
     model.params[...] = np.random.default_rng(seed).uniform(-1.0, 1.0, size=model.params.shape)
-    analytic = analytic_gradients(model, x, y)
+    analytic = model.gradients(x, y)
 
     # Pre-activations and inputs of every layer at the unperturbed weights.
     inputs, pres = [], []

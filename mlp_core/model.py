@@ -88,12 +88,119 @@ def num_parameters(input_dim: int, model: ModelConfig, num_classes: int = 10) ->
 
 @dataclass
 class _Workspace:
-    """Preallocated activations and deltas for a batch of at most `rows` samples."""
+    """Preallocated activations and deltas for a batch of at most `rows` samples (of each member, when stacked)."""
 
     rows: int
-    acts: list = field(default_factory=list)  # per layer (rows, n_out); the last holds the logits
-    deltas: list = field(default_factory=list)  # per hidden layer (rows, n_out)
-    scratch: list = field(default_factory=list)  # per hidden layer (rows, n_out)
+    acts: list = field(default_factory=list)  # per layer (..., rows, n_out); the last holds the logits
+    deltas: list = field(default_factory=list)  # per hidden layer (..., rows, n_out)
+    scratch: list = field(default_factory=list)  # per hidden layer (..., rows, n_out)
+
+    @classmethod
+    def allocate(cls, sizes: list[int], rows: int, dtype, members: tuple[int, ...] = ()) -> "_Workspace":
+        """Buffers for layer sizes [n_0, ..., n_L]; `members` = (K,) gives each buffer a leading member axis."""
+        ws = cls(rows)
+        for n_out in sizes[1:]:
+            ws.acts.append(np.empty((*members, rows, n_out), dtype=dtype))
+        for n_out in sizes[1:-1]:
+            ws.deltas.append(np.empty((*members, rows, n_out), dtype=dtype))
+            ws.scratch.append(np.empty((*members, rows, n_out), dtype=dtype))
+        return ws
+
+
+def carve(flat: np.ndarray, sizes: list[int], bias: str):
+    """Split a flat buffer (P,), or a stack of them (K, P), into per-layer views (a leading K axis is kept):
+    (weights, biases, [(W used in matmul, bias row (..., 1, n_out) or None)])."""
+    lead = flat.shape[:-1]
+    views = {}
+    offset = 0
+    for name, shape in _parameter_shapes(sizes, bias).items():
+        size = math.prod(shape)
+        views[name] = flat[..., offset : offset + size].reshape(*lead, *shape)
+        offset += size
+    assert offset == flat.shape[-1]
+    num_layers = len(sizes) - 1
+    weights = [views[f"W{layer}"] for layer in range(num_layers)]
+    biases = [views.get(f"b{layer}") for layer in range(num_layers)]
+    if bias == "input_only":
+        lin = [(weights[0][..., :-1, :], weights[0][..., -1:, :])] + [(w, None) for w in weights[1:]]
+    else:
+        lin = [(w, b[..., None, :]) for w, b in zip(weights, biases)]
+    return weights, biases, lin
+
+
+def forward_pass(lin: list, activation, x: np.ndarray, ws: _Workspace) -> np.ndarray:
+    """Forward x: (..., n, input_dim) through the layers `lin` into the workspace; returns the logits view
+    (..., n, num_classes). A leading member axis on x, the weights and the workspace makes it a stacked pass."""
+    n = x.shape[-2]
+    a = x
+    last = len(lin) - 1
+    for layer, (w, b) in enumerate(lin):
+        h = ws.acts[layer] if n == ws.rows else ws.acts[layer][..., :n, :]
+        np.matmul(a, w, out=h)
+        if b is not None:
+            h += b
+        if layer != last:
+            activation.forward_(h)
+        a = h
+    return a
+
+
+def backward_pass(lin: list, glin: list, activation, x: np.ndarray, ws: _Workspace, dlogits: np.ndarray) -> None:
+    """Fill the gradient views `glin` from dL/dlogits: (..., n, num_classes), using the activations cached by
+    `forward_pass` (stacked like it when the arrays carry a member axis)."""
+    d = dlogits
+    for layer in range(len(lin) - 1, -1, -1):
+        a_prev = x if layer == 0 else ws.acts[layer - 1]
+        gw, gb = glin[layer]
+        np.matmul(np.swapaxes(a_prev, -1, -2), d, out=gw)
+        if gb is not None:
+            np.sum(d, axis=-2, keepdims=True, out=gb)
+        if layer:
+            d_prev = ws.deltas[layer - 1]
+            np.matmul(d, np.swapaxes(lin[layer][0], -1, -2), out=d_prev)
+            activation.backward_(d_prev, a_prev, ws.scratch[layer - 1])
+            d = d_prev
+
+
+EVAL_ROWS = 2048  # rows per evaluation block (see docs/population.md for the measurements)
+
+
+def evaluate_stack(lin: list, activation, x: np.ndarray, y: np.ndarray, rows: int = EVAL_ROWS):
+    """(mean cross-entropy, accuracy) of each of K stacked members over x: (N, input_dim), labels y: (N,); `lin` as
+    `carve` gives it for a (K, P) stack. Returns two (K,) float64 arrays.
+
+    The first layer of all members is ONE matmul x_block @ [W_0 of member 1 | ... | W_0 of member K], the later
+    layers a stacked matmul; accuracy is the argmax of the logits, the loss one log-sum-exp per row (float64 sums)."""
+    w0, b0 = lin[0]
+    members, n_in, hidden = w0.shape
+    n = x.shape[0]
+    w0_all = np.ascontiguousarray(np.moveaxis(w0, 0, 1)).reshape(n_in, members * hidden)
+    b0_all = None if b0 is None else np.moveaxis(b0, 0, 1).reshape(1, members * hidden)
+    rows = max(1, min(rows, n))
+    first = np.empty((rows, members * hidden), dtype=w0.dtype)
+    later = _Workspace(rows, acts=[np.empty((members, rows, w.shape[-1]), dtype=w0.dtype) for w, _ in lin[1:]])
+    total_loss = np.zeros(members, dtype=np.float64)
+    correct = np.zeros(members, dtype=np.int64)
+    last = len(lin) - 1
+    for start in range(0, n, rows):
+        stop = min(start + rows, n)
+        m = stop - start
+        h = first[:m]
+        np.matmul(x[start:stop], w0_all, out=h)
+        if b0_all is not None:
+            h += b0_all
+        if last:
+            activation.forward_(h)
+        a = h.reshape(m, members, hidden).transpose(1, 0, 2)  # (K, m, hidden): a view, no copy
+        a = forward_pass(lin[1:], activation, a, later)
+        labels = y[start:stop]
+        correct += np.count_nonzero(a.argmax(axis=-1) == labels, axis=-1)
+        a -= a.max(axis=-1, keepdims=True)
+        picked = np.take_along_axis(a, np.broadcast_to(labels[:, None], (members, m, 1)), axis=-1)
+        log_norm = np.log(np.exp(a).sum(axis=-1, dtype=np.float64))
+        total_loss += log_norm.sum(axis=-1) - picked.sum(axis=(1, 2), dtype=np.float64)
+    n = max(1, n)
+    return total_loss / n, correct / n
 
 
 class MLP:
@@ -135,21 +242,7 @@ class MLP:
         return len(self.sizes) - 1
 
     def _carve(self, flat: np.ndarray):
-        """Split a flat buffer into per-layer views: (weights, biases, [(W used in matmul, bias vector or None)])."""
-        views = {}
-        offset = 0
-        for name, shape in _parameter_shapes(self.sizes, self.config.bias).items():
-            size = math.prod(shape)
-            views[name] = flat[offset : offset + size].reshape(shape)
-            offset += size
-        assert offset == flat.size
-        weights = [views[f"W{layer}"] for layer in range(self.num_layers)]
-        biases = [views.get(f"b{layer}") for layer in range(self.num_layers)]
-        if self.config.bias == "input_only":
-            lin = [(weights[0][:-1], weights[0][-1])] + [(w, None) for w in weights[1:]]
-        else:
-            lin = list(zip(weights, biases))
-        return weights, biases, lin
+        return carve(flat, self.sizes, self.config.bias)
 
     def initialize(self, rng: np.random.Generator) -> None:
         """Draw all weights with the configured scheme; `per_layer` biases start at 0.
@@ -165,46 +258,53 @@ class MLP:
     def _workspace(self, rows: int) -> _Workspace:
         ws = self._workspaces.get(rows)
         if ws is None:
-            ws = _Workspace(rows)
-            for n_out in self.sizes[1:]:
-                ws.acts.append(np.empty((rows, n_out), dtype=self.dtype))
-            for n_out in self.sizes[1:-1]:
-                ws.deltas.append(np.empty((rows, n_out), dtype=self.dtype))
-                ws.scratch.append(np.empty((rows, n_out), dtype=self.dtype))
-            self._workspaces[rows] = ws
+            ws = self._workspaces[rows] = _Workspace.allocate(self.sizes, rows, self.dtype)
         return ws
 
     def _forward(self, x: np.ndarray, ws: _Workspace) -> np.ndarray:
         """Forward x: (n, input_dim) into the workspace; returns the logits view (n, num_classes)."""
-        n = x.shape[0]
-        a = x
-        last = self.num_layers - 1
-        for layer, (w, b) in enumerate(self._lin):
-            h = ws.acts[layer] if n == ws.rows else ws.acts[layer][:n]
-            np.matmul(a, w, out=h)
-            if b is not None:
-                h += b
-            if layer != last:
-                self.activation.forward_(h)
-            a = h
-        return a
+        return forward_pass(self._lin, self.activation, x, ws)
 
     def _backward(self, x: np.ndarray, ws: _Workspace, dlogits: np.ndarray) -> None:
         """Fill `grads` from dL/dlogits: (n, num_classes), using the activations cached by `_forward`."""
-        d = dlogits
-        for layer in range(self.num_layers - 1, -1, -1):
-            a_prev = x if layer == 0 else ws.acts[layer - 1]
-            gw, gb = self._glin[layer]
-            np.matmul(a_prev.T, d, out=gw)
-            if gb is not None:
-                np.sum(d, axis=0, out=gb)
-            if layer:
-                d_prev = ws.deltas[layer - 1]
-                np.matmul(d, self._lin[layer][0].T, out=d_prev)
-                self.activation.backward_(d_prev, a_prev, ws.scratch[layer - 1])
-                d = d_prev
+        backward_pass(self._lin, self._glin, self.activation, x, ws, dlogits)
 
     # ---------------------------------------------------------------- public API
+    def gradients(self, x: np.ndarray, y: np.ndarray) -> np.ndarray:
+        """dL/dparams of the mean cross-entropy over one batch x: (n, input_dim), labels y: (n,) ints, as a flat copy
+        in the layout of `params` (W0, (b0,) W1, ...); `grads` holds the same values afterwards."""
+        x = self._check_input(x)
+        ws = self._workspace(x.shape[0])
+        logits = self._forward(x, ws)
+        dlogits = logits - logits.max(axis=1, keepdims=True)
+        np.exp(dlogits, out=dlogits)
+        dlogits /= dlogits.sum(axis=1, keepdims=True)
+        dlogits[np.arange(len(y)), y] -= 1.0
+        dlogits /= len(y)
+        self._backward(x, ws, dlogits)
+        return self.grads.copy()
+
+    def parameters(self) -> list[np.ndarray]:
+        """The parameter arrays in buffer order: W0, (b0,) W1, (b1,) ... (views into `params`)."""
+        return [p for w, b in zip(self.weights, self.biases) for p in (w, b) if p is not None]
+
+    def assign(self, source: "MLP | list[np.ndarray]") -> None:
+        """Copy the parameters of `source`, an MLP of this architecture or its `parameters()` arrays, into this one
+        (converted to this model's dtype). ValueError naming the first array that does not fit."""
+        arrays = source.parameters() if isinstance(source, MLP) else list(source)
+        mine = self.parameters()
+        if len(arrays) != len(mine):
+            raise ValueError(
+                f"initial weights: got {len(arrays)} arrays but {self!r} has {len(mine)} "
+                f"({', '.join(str(p.shape) for p in mine)})"
+            )
+        for index, (target, array) in enumerate(zip(mine, arrays)):
+            array = np.asarray(array)
+            if array.shape != target.shape:
+                raise ValueError(f"initial weights: array {index} has shape {array.shape}, {self!r} needs {target.shape}")
+        for target, array in zip(mine, arrays):
+            target[...] = array
+
     def predict_logits(self, x: np.ndarray, chunk_size: int = 2048) -> np.ndarray:
         """Logits for x: (N, input_dim) -> (N, num_classes)."""
         x = self._check_input(x)
@@ -219,23 +319,12 @@ class MLP:
         """Predicted labels (argmax of the output): (N,) int64."""
         return self.predict_logits(x).argmax(axis=1)
 
-    def evaluate(self, x: np.ndarray, y: np.ndarray, chunk_size: int = 2048) -> tuple[float, float]:
-        """(mean cross-entropy, accuracy) over the whole set, in chunks; sums are accumulated in float64."""
+    def evaluate(self, x: np.ndarray, y: np.ndarray, chunk_size: int = EVAL_ROWS) -> tuple[float, float]:
+        """(mean cross-entropy, accuracy) over the whole set, in row blocks; sums are accumulated in float64."""
         x = self._check_input(x)
-        ws = self._workspace(min(chunk_size, max(1, x.shape[0])))
-        total_loss = 0.0
-        correct = 0
-        for start in range(0, x.shape[0], ws.rows):
-            stop = min(start + ws.rows, x.shape[0])
-            logits = self._forward(x[start:stop], ws)
-            labels = y[start:stop]
-            correct += int(np.count_nonzero(logits.argmax(axis=1) == labels))
-            shifted = logits - logits.max(axis=1, keepdims=True)
-            log_norm = np.log(np.exp(shifted).sum(axis=1, dtype=np.float64))
-            picked = shifted[np.arange(stop - start), labels]
-            total_loss += float(log_norm.sum() - picked.sum(dtype=np.float64))
-        n = max(1, x.shape[0])
-        return total_loss / n, correct / n
+        lin = [(w[None], None if b is None else b[None]) for w, b in self._lin]
+        loss, accuracy = evaluate_stack(lin, self.activation, x, np.asarray(y), chunk_size)
+        return float(loss[0]), float(accuracy[0])
 
     def _check_input(self, x: np.ndarray) -> np.ndarray:
         if x.ndim != 2 or x.shape[1] != self.input_dim:

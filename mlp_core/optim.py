@@ -35,12 +35,19 @@ class SGD:
         """One update, in place on `params`."""
         if self.velocity is None or self.velocity.shape != params.shape:
             self.init(params)
-        scaled = self._scaled
         if self.momentum:
-            v = self.velocity
-            v *= self.momentum
-            v += grads
-            np.multiply(v, self.lr, out=scaled)
+            momentum_step(params, grads, self.velocity, self._scaled, self.lr, self.momentum)
         else:
-            np.multiply(grads, self.lr, out=scaled)
-        params -= scaled
+            np.multiply(grads, self.lr, out=self._scaled)
+            params -= self._scaled
+
+
+def momentum_step(params, grads, velocity, scaled, lr, momentum) -> None:
+    """v <- g + momentum * v; w <- w - lr * v, in place; `scaled` is scratch of params' shape.
+
+    `lr` and `momentum` are Python floats, or (K, 1) arrays of params' dtype for a stack of K members' (K, P)
+    buffers. With momentum 0 this is bit-identical to plain SGD for finite v: 0 * v + g = g."""
+    velocity *= momentum
+    velocity += grads
+    np.multiply(velocity, lr, out=scaled)
+    params -= scaled

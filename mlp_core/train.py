@@ -17,7 +17,7 @@ from .losses import FusedSoftmaxCE
 from .model import MLP, ModelConfig
 from .optim import SGD
 
-STOP_REASONS = ("max_epochs", "early_stopping", "diverged")
+STOP_REASONS = ("max_epochs", "early_stopping", "diverged")  # or the string an observer returned (see fit)
 
 
 @dataclass(frozen=True)
@@ -132,6 +132,28 @@ def validation_interval(num_train: int, batch_size: int, validations_per_epoch: 
     return steps_per_epoch, max(1, steps_per_epoch // validations_per_epoch)
 
 
+def epoch_order(shuffle_rng: np.random.Generator, num_train: int) -> np.ndarray:
+    """The order in which one shuffled epoch visits the training samples: a permutation of range(num_train).
+
+    A run seeded `seed` draws epoch e's order (e = 1, 2, ...) as the e-th call of this function on the shuffle
+    generator of `make_generators(seed)`; its steps take consecutive slices of batch_size from it, the last partial
+    batch dropped. Without shuffling an epoch visits the samples in file order."""
+    return shuffle_rng.permutation(num_train)
+
+
+FIT_DTYPES = ("float32", "float64")
+
+
+def check_dtype(dtype) -> np.dtype:
+    try:
+        found = np.dtype(dtype)
+    except TypeError:
+        found = None
+    if found is None or found.name not in FIT_DTYPES:
+        raise ValueError(f"dtype must be one of {', '.join(FIT_DTYPES)}, got {dtype!r}")
+    return found
+
+
 def check_fit_args(dataset, train: TrainConfig) -> None:
     """Boundary checks that need the data: raise ValueError before any work starts."""
     n = len(dataset.train.y)
@@ -144,53 +166,117 @@ def check_fit_args(dataset, train: TrainConfig) -> None:
         raise ValueError(f"the validation split of {dataset.name}/{dataset.split} is empty")
 
 
+def training_arrays(dataset, dtype) -> tuple:
+    """(x_train, y_train, x_val, y_val, num_classes): the inputs contiguous in the training dtype."""
+    x_train = np.ascontiguousarray(dataset.train.x, dtype=dtype)
+    x_val = np.ascontiguousarray(dataset.val.x, dtype=dtype)
+    num_classes = int(getattr(dataset, "num_classes", 10))
+    return x_train, np.asarray(dataset.train.y), x_val, np.asarray(dataset.val.y), num_classes
+
+
+def build_result(
+    net: MLP,
+    losses: np.ndarray,
+    val_steps: list[int],
+    val_loss: list[float],
+    val_acc: list[float],
+    train_acc: list[float],
+    stop_reason: str,
+    num_steps: int,
+    epochs: int,
+    steps_per_epoch: int,
+    started: float,
+) -> FitResult:
+    """The FitResult of a finished run from its histories (`losses`: the num_steps mini-batch losses, copied)."""
+    vl_arr = np.asarray(val_loss, dtype=np.float64)
+    va_arr = np.asarray(val_acc, dtype=np.float64)
+    if len(vl_arr):
+        finite = np.where(np.isfinite(vl_arr), vl_arr, np.inf)
+        best_l = int(np.argmin(finite))
+        best_a = int(np.argmax(va_arr))
+        best = (float(vl_arr[best_l]), val_steps[best_l], float(va_arr[best_a]), val_steps[best_a])
+        final = (float(vl_arr[-1]), float(va_arr[-1]))
+    else:
+        best = (math.nan, -1, math.nan, -1)
+        final = (math.nan, math.nan)
+    return FitResult(
+        model=net,
+        train_loss=losses.copy(),
+        val_steps=np.asarray(val_steps, dtype=np.int64),
+        val_loss=vl_arr,
+        val_accuracy=va_arr,
+        train_accuracy=np.asarray(train_acc, dtype=np.float64),
+        best_val_loss=best[0],
+        best_val_loss_step=best[1],
+        best_val_accuracy=best[2],
+        best_val_accuracy_step=best[3],
+        final_val_loss=final[0],
+        final_val_accuracy=final[1],
+        stop_reason=stop_reason,
+        num_steps=num_steps,
+        epochs=epochs,
+        steps_per_epoch=steps_per_epoch,
+        wall_time_s=time.perf_counter() - started,
+        num_parameters=net.num_parameters,
+    )
+
+
 def fit(
     dataset,
     model: ModelConfig,
     train: TrainConfig,
-    on_event: Callable[[Event], None] | None = None,
+    on_event: Callable[[Event], str | None] | None = None,
+    *,
+    dtype=np.float32,
+    initial=None,
 ) -> FitResult:
     """Train an MLP on `dataset` (an mlp_core Dataset: train/val Splits of float32 x (N, D) and int labels y (N,)).
 
     Returns a FitResult with full histories. `on_event` receives TrainLosses batches (at each validation point and at
     the end), ValidationPoints and a final RunEnd. The same seed gives bit-identical weights and histories.
+
+    An observer may ask `fit` to stop: when `on_event` returns a non-empty `str` for a ValidationPoint, `fit` stops at
+    once after that validation point (no further step touches the weights) and that string becomes
+    `FitResult.stop_reason` (e.g. "pruned"). Any other return value (None) changes nothing.
+
+    `dtype` is float32 (the course's) or float64 (for checking results). `initial`, an MLP of this architecture or
+    its `parameters()` arrays, replaces the drawn initial weights (the seed still draws the shuffle order).
     """
     if not isinstance(model, ModelConfig):
         raise TypeError(f"model must be a ModelConfig, got {type(model).__name__}")
     if not isinstance(train, TrainConfig):
         raise TypeError(f"train must be a TrainConfig, got {type(train).__name__}")
     check_fit_args(dataset, train)
+    dtype = check_dtype(dtype)
     emit = on_event or (lambda event: None)
     started = time.perf_counter()
 
-    x_train = np.ascontiguousarray(dataset.train.x, dtype=np.float32)
-    y_train = np.asarray(dataset.train.y)
-    x_val = np.ascontiguousarray(dataset.val.x, dtype=np.float32)
-    y_val = np.asarray(dataset.val.y)
+    x_train, y_train, x_val, y_val, num_classes = training_arrays(dataset, dtype)
     num_train, input_dim = x_train.shape
-    num_classes = int(getattr(dataset, "num_classes", 10))
 
     init_rng, shuffle_rng = make_generators(train.seed)
-    net = MLP(input_dim, model, num_classes, rng=init_rng)
+    net = MLP(input_dim, model, num_classes, rng=init_rng, dtype=dtype)
+    if initial is not None:
+        net.assign(initial)
     optimizer = SGD(train.lr, train.momentum)
     optimizer.init(net.params)
     stopper = EarlyStopping(train.patience)
-    loss_fn = FusedSoftmaxCE(train.batch_size, num_classes)
+    loss_fn = FusedSoftmaxCE(train.batch_size, num_classes, dtype)
 
     batch = train.batch_size
     steps_per_epoch, val_every = validation_interval(num_train, batch, train.validations_per_epoch)
     max_steps = steps_per_epoch * train.epochs
-    onehot = np.zeros((num_train, num_classes), dtype=np.float32)
+    onehot = np.zeros((num_train, num_classes), dtype=dtype)
     onehot[np.arange(num_train), y_train] = 1.0
     # Each step gathers its 32 rows into buffers allocated once (~9 us); shuffling the whole 20k x 784 array every
     # epoch instead costs ~20 ms, i.e. ~30 us per step. Without shuffling, batches are views in file order.
-    x_batch = np.empty((batch, input_dim), dtype=np.float32)
-    onehot_batch = np.empty((batch, num_classes), dtype=np.float32)
+    x_batch = np.empty((batch, input_dim), dtype=dtype)
+    onehot_batch = np.empty((batch, num_classes), dtype=dtype)
     order = np.arange(num_train)
     ws = net._workspace(batch)
     best_params = np.empty_like(net.params) if train.restore_best else None
 
-    losses = np.empty(max_steps, dtype=np.float32)
+    losses = np.empty(max_steps, dtype=dtype)
     val_steps: list[int] = []
     val_loss: list[float] = []
     val_acc: list[float] = []
@@ -212,7 +298,7 @@ def fit(
     with np.errstate(over="ignore", invalid="ignore"):
         while epoch < train.epochs and stop_reason == "max_epochs":
             if train.shuffle:
-                order = shuffle_rng.permutation(num_train)
+                order = epoch_order(shuffle_rng, num_train)
             epoch += 1
             for i in range(steps_per_epoch):
                 lo = i * batch
@@ -241,7 +327,11 @@ def fit(
                     val_loss.append(vl)
                     val_acc.append(va)
                     train_acc.append(ta)
-                    emit(ValidationPoint(step, epoch, float(since.mean(dtype=np.float64)), ta, vl, va))
+                    verdict = emit(ValidationPoint(step, epoch, float(since.mean(dtype=np.float64)), ta, vl, va))
+                    if isinstance(verdict, str) and verdict:
+                        stop_reason = verdict
+                        step += 1
+                        break
                     if not math.isfinite(vl):
                         stop_reason = "diverged"
                         step += 1
@@ -258,36 +348,8 @@ def fit(
     if best_params is not None and val_steps and stop_reason != "diverged":
         params[...] = best_params
     flush(step)
-    vl_arr = np.asarray(val_loss, dtype=np.float64)
-    va_arr = np.asarray(val_acc, dtype=np.float64)
-    if len(vl_arr):
-        finite = np.where(np.isfinite(vl_arr), vl_arr, np.inf)
-        best_l = int(np.argmin(finite))
-        best_a = int(np.argmax(va_arr))
-        best = (float(vl_arr[best_l]), val_steps[best_l], float(va_arr[best_a]), val_steps[best_a])
-        final = (float(vl_arr[-1]), float(va_arr[-1]))
-    else:
-        best = (math.nan, -1, math.nan, -1)
-        final = (math.nan, math.nan)
-    result = FitResult(
-        model=net,
-        train_loss=losses[:step].copy(),
-        val_steps=np.asarray(val_steps, dtype=np.int64),
-        val_loss=vl_arr,
-        val_accuracy=va_arr,
-        train_accuracy=np.asarray(train_acc, dtype=np.float64),
-        best_val_loss=best[0],
-        best_val_loss_step=best[1],
-        best_val_accuracy=best[2],
-        best_val_accuracy_step=best[3],
-        final_val_loss=final[0],
-        final_val_accuracy=final[1],
-        stop_reason=stop_reason,
-        num_steps=step,
-        epochs=epoch,
-        steps_per_epoch=steps_per_epoch,
-        wall_time_s=time.perf_counter() - started,
-        num_parameters=net.num_parameters,
+    result = build_result(
+        net, losses[:step], val_steps, val_loss, val_acc, train_acc, stop_reason, step, epoch, steps_per_epoch, started
     )
     emit(RunEnd(result))
     return result

@@ -14,12 +14,10 @@ from __future__ import annotations
 import contextlib
 import csv
 import logging
-import math
 import os
 import sys
 import time
 import traceback
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -30,11 +28,11 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
 from . import names, signals
-from .config.checks import ConfigError, to_core, validate, value
-from .config.identity import flatten, legacy_hashes, run_hashes, run_name
-from .paths import CONF_DIR, git_commit, outputs_dir, unwritable_reason
+from .config.checks import to_core, value
+from .job import Job, Store, claim_run, objective, prepare, run_params, summary_metrics, track_job
+from .paths import CONF_DIR, outputs_dir, unwritable_reason
 from .redact import mask_credentials
-from .sweep.workers import blas_threads
+from .sweep import progress
 
 log = logging.getLogger("sweeper")
 
@@ -67,130 +65,6 @@ class DataLoadError(CompactHydraException):
     """The dataset could not be loaded; printed as one sentence, without a traceback."""
 
 
-# ---------------------------------------------------------------------------------------------------- the job
-
-@dataclass
-class Job:
-    """What a job knows before it trains: its config as a plain dict, its name, overrides and BLAS threads."""
-
-    cfg: DictConfig
-    container: dict
-    name: str
-    overrides: list[str]
-    threads: int
-    hydra_cfg: Any
-    tags: dict[str, str] = field(default_factory=dict)
-
-    @property
-    def in_sweep(self) -> bool:
-        return self.hydra_cfg is not None and self.hydra_cfg.mode == RunMode.MULTIRUN
-
-
-def prepare(cfg: DictConfig) -> Job:
-    """Check the config and gather what identifies the job; raises ConfigError before any work."""
-    validate(cfg)
-    hydra_cfg = HydraConfig.get() if HydraConfig.initialized() else None
-    if hydra_cfg is not None and hydra_cfg.mode == RunMode.RUN and cfg.sweep_name is not None:
-        # without -m Hydra ignores hydra.sweeper.params and would silently train the default config once
-        raise ConfigError(f"sweep preset {cfg.sweep_name!r} declares a grid: run it with -m, "
-                          f"e.g. mlp-sweep -m +sweep={cfg.sweep_name}")
-    overrides = list(hydra_cfg.overrides.task) if hydra_cfg else []
-    container = OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)
-    return Job(cfg, container, run_name(cfg.name, overrides), overrides, blas_threads(cfg), hydra_cfg)
-
-
-def run_tags(job: Job, parent: dict | None) -> dict[str, str]:
-    commit, dirty = git_commit()
-    config_hash, config_hash_noseed = run_hashes(job.container, job.threads)
-    tags = {
-        names.OVERRIDES: mask_credentials(" ".join(job.overrides)),
-        names.CONFIG_HASH: config_hash,
-        names.CONFIG_HASH_NOSEED: config_hash_noseed,
-        names.GIT_COMMIT: commit,
-        names.GIT_DIRTY: str(dirty).lower() if commit else None,
-        names.SOURCE_GIT_COMMIT: commit,
-        names.SOURCE_NAME: names.SOURCE_NAME_VALUE,
-        names.SWEEP_ID: parent[names.SWEEP_ID] if parent else None,
-        names.BLAS_THREADS: job.threads,
-        names.OUTPUT_DIR: job.hydra_cfg.runtime.output_dir if job.hydra_cfg else None,
-        names.EXPERIMENT: job.cfg.name,
-    }
-    return {key: str(v) for key, v in tags.items() if v is not None}
-
-
-def run_params(job: Job, model_cfg: Any, num_parameters: int) -> dict[str, Any]:
-    """The resolved config with dotted keys (credentials masked), plus what the config only implies."""
-    params = {k: mask_credentials(v) if isinstance(v, str) else v for k, v in flatten(job.container).items()}
-    params[names.EFFECTIVE_HIDDEN_SIZES_PARAM] = list(model_cfg.hidden_sizes)
-    params[names.NUM_PARAMETERS] = num_parameters
-    params[names.BLAS_THREADS_PARAM] = job.threads
-    return params
-
-
-def summary_metrics(result: Any) -> list[tuple[str, float, int]]:
-    values = {
-        names.NUM_PARAMETERS: result.num_parameters,
-        names.BEST_VAL_LOSS: result.best_val_loss,
-        names.BEST_VAL_ACCURACY: result.best_val_accuracy,
-        names.FINAL_VAL_LOSS: result.final_val_loss,
-        names.FINAL_VAL_ACCURACY: result.final_val_accuracy,
-        names.EPOCHS: result.epochs,
-        names.STEPS: result.num_steps,
-        names.TRAIN_SECONDS: result.wall_time_s,
-    }
-    return [(key, float(v), 0) for key, v in values.items()]
-
-
-def objective(result: Any) -> float:
-    """The value a job returns to Hydra: the best validation loss; a diverged run is the worst, never NaN."""
-    best = float(result.best_val_loss)
-    return best if math.isfinite(best) else float("inf")
-
-
-# ---------------------------------------------------------------------------------------------------- the store
-
-@dataclass
-class Store:
-    client: Any
-    uri: str
-    experiment_id: str
-    parent: dict | None
-
-
-def open_tracking(job: Job) -> Store:
-    """Open the store (and the sweep's parent handoff); mark orphaned runs when no sweep launcher did it already."""
-    from .sweep.callbacks import read_parent, uri_digest
-    from .tracking.liveness import mark_orphaned_runs
-    from .tracking.store import open_store
-
-    client, uri, experiment_id = open_store(job.cfg.tracking)
-    parent = read_parent(job.hydra_cfg.sweep.dir) if job.in_sweep else None
-    if parent is not None and parent["tracking_uri_sha256"] != uri_digest(uri):
-        parent = None  # this job logs to another store than the sweep's parent (tracking.uri was swept)
-    if parent is not None:
-        experiment_id = parent["experiment_id"]
-    else:  # in a sweep the launcher did this once, before any job started
-        mark_orphaned_runs(client, experiment_id)
-    return Store(client, uri, experiment_id, parent)
-
-
-def reuse_finished(job: Job, store: Store) -> float | None:
-    """If this config already FINISHED (also under an older release's hash), link that run to the sweep and return
-    its objective; None when the job must train."""
-    from .tracking.resume import find_finished, link_to_sweep, objective_of, run_link
-
-    hashes = [job.tags[names.CONFIG_HASH], *legacy_hashes(job.container, job.threads)]
-    run = find_finished(store.client, store.experiment_id, hashes)
-    if run is None:
-        return None
-    link_to_sweep(store.client, run, store.parent)
-    result = objective_of(run)
-    log.info("%s: skipped, config_hash %s already FINISHED as run %r (%s), best val loss %.4f; "
-             "tracking.skip_finished=false reruns it", job.name, run.data.tags[names.CONFIG_HASH][:12],
-             run.info.run_name, run_link(store.uri, run), result)
-    return result
-
-
 # ---------------------------------------------------------------------------------------------------- training
 
 def load_data(cfg: DictConfig) -> Any:
@@ -210,7 +84,7 @@ def _progress_bar(total: int, name: str) -> Any:
     from tqdm.auto import tqdm
 
     return tqdm(total=total, desc=name, unit="step", dynamic_ncols=True, leave=False,
-                disable=not sys.stderr.isatty())
+                position=progress.run_bar_position(), disable=not sys.stderr.isatty())
 
 
 def _output_dir() -> Path:
@@ -236,8 +110,9 @@ def write_artifacts(cfg: DictConfig, result: Any, out_dir: Path, title: str) -> 
     return paths
 
 
-def train(job: Job, dataset: Any, sink: Any, model_cfg: Any, train_cfg: Any) -> Any:
-    """Fit with the job's BLAS threads, streaming events to the sink; log the summary and artifacts."""
+def train(job: Job, dataset: Any, sink: Any, model_cfg: Any, train_cfg: Any, observe: Any = None) -> Any:
+    """Fit with the job's BLAS threads, streaming events to the sink; log the summary and artifacts. ``observe`` (a
+    search trial's) sees every event after the sink and may stop the run (see ``mlp_core.fit``)."""
     import mlp_core
     from threadpoolctl import threadpool_limits
 
@@ -245,91 +120,126 @@ def train(job: Job, dataset: Any, sink: Any, model_cfg: Any, train_cfg: Any) -> 
     try:
         with signals.Dropped() as dropped, threadpool_limits(limits=job.threads, user_api="blas"):
 
-            def on_event(event: Any) -> None:
+            def on_event(event: Any) -> str | None:
                 dropped.check()  # an interrupt Python swallowed in a finalizer still ends the run here
                 sink(event)
+                return observe(event) if observe is not None else None
 
             result = mlp_core.fit(dataset, model_cfg, train_cfg, on_event=on_event)
             dropped.check()
     finally:
         sink.progress.close()
-    sink.flush()
-    paths = write_artifacts(job.cfg, result, _output_dir(), job.name)
-    tracker = sink.tracker
-    if tracker is not None:
-        tracker.log_metrics(summary_metrics(result))
-        tracker.set_tags({names.STOP_REASON: result.stop_reason})
-        for path in paths:
-            tracker.log_artifact(path)
+    record_result(job, result, sink)
     return result
 
 
+def record_result(job: Job, result: Any, sink: Any) -> None:
+    """After training: flush the metrics, write the artifacts to the sink's run dir, log summary metrics, stop reason
+    and artifacts (the run stays RUNNING)."""
+    sink.flush()
+    paths = write_artifacts(job.cfg, result, sink.run_dir, job.name)
+    sink.log_summary(summary_metrics(result), {names.STOP_REASON: result.stop_reason}, paths)
+
+
+def start_run(job: Job, store: Store | None, dataset: Any, model_cfg: Any, train_cfg: Any,
+              trial: Any = None) -> tuple[Any, float | None]:
+    """Claim the job's config and log its params and dataset: (its MetricSink, None); or (None, objective) when the
+    config FINISHED elsewhere while this job waited its turn. A failure ends the run FAILED."""
+    import mlp_core
+
+    from .tracking.liveness import owner_tags
+    from .tracking.run import MetricSink, RunTracker
+    from .tracking.store_checks import store_step
+
+    num_parameters = mlp_core.num_parameters(dataset.input_dim, model_cfg, dataset.num_classes)
+    tracker = None
+    if store is not None:
+        with store_step(store.uri, "claiming the run's config"):
+            run_id, reused = claim_run(job, store, {**job.tags, **owner_tags()}, trial)
+        if run_id is None:
+            job.reused = True
+            return None, reused
+        tracker = RunTracker.attach(store.client, run_id, background_metrics=bool(job.cfg.tracking.background_metrics))
+    sink = MetricSink(tracker, run_dir=_job_dir(job))
+    try:
+        if tracker is not None:
+            with store_step(store.uri, "logging the run's params and dataset"):
+                tracker.log_params(run_params(job, model_cfg, num_parameters))
+                tracker.log_dataset(dataset)
+    except BaseException as exc:
+        _end_failed(sink, exc, _trial_failed(trial))
+        raise
+    log.info("%s: %d parameters, %d steps/epoch, %s, %d BLAS threads", job.name, num_parameters,
+             len(dataset.train.y) // train_cfg.batch_size, dataset.source, job.threads)
+    return sink, None
+
+
+def _job_dir(job: Job) -> Path:
+    """The job's own output dir (a population launcher sets up several jobs in one process)."""
+    return Path(job.hydra_cfg.runtime.output_dir) if job.hydra_cfg is not None else _output_dir()
+
+
+def _trial_failed(trial: Any) -> dict[str, str]:
+    return {names.TRIAL_STATE: "FAIL"} if trial is not None else {}
+
+
 def train_and_track(cfg: DictConfig) -> float:
-    """One job: validate, open the store, skip if finished, load data, create the run, train, log. Returns the
-    objective (best validation loss)."""
+    """One job: validate, open the store, skip if finished, load data, claim the config, train, log. Returns the
+    objective (best validation loss). In a sweep, the job's outcome then goes into the sweep's progress line."""
     # also in launcher workers (joblib, submitit), which never run main(); a worker puts its own handlers back once
     # its run has ended, which tells the launcher waiting on an interrupt that it may go on (signals.restore)
     replaced = signals.install()
     try:
-        return _train_and_track(cfg)
+        job = prepare(cfg)
+        with progress.job_outcome(job.hydra_cfg if job.in_sweep else None) as outcome:
+            result = _train_and_track(job)
+            outcome.reused = job.reused
+        return result
     finally:
         signals.restore(replaced)
 
 
-def _train_and_track(cfg: DictConfig) -> float:
-    import mlp_core
+def _train_and_track(job: Job) -> float:
+    from .sweep.trial import TrialLink
 
-    from .tracking.run import MetricSink
-
-    job = prepare(cfg)
-    store = None
-    if cfg.tracking.enabled:
-        store = open_tracking(job)
-        job.tags = run_tags(job, store.parent)
-        if cfg.tracking.skip_finished:
-            reused = reuse_finished(job, store)
-            if reused is not None:
-                return reused
-
-    dataset = load_data(cfg)
-    model_cfg, train_cfg = to_core(cfg)
-    num_parameters = mlp_core.num_parameters(dataset.input_dim, model_cfg, dataset.num_classes)
-    tracker = None
-    if store is not None:
-        from .tracking.liveness import owner_tags
-        from .tracking.run import RunTracker
-
-        tracker = RunTracker.start(store.client, store.experiment_id, job.name, {**job.tags, **owner_tags()},
-                                   parent_run_id=store.parent["run_id"] if store.parent else None,
-                                   background_metrics=bool(cfg.tracking.background_metrics))
-    sink = MetricSink(tracker)
+    trial = TrialLink.of_job(job.hydra_cfg)  # None unless the job is a trial of a search sweeper
+    store, reused = track_job(job, trial)
+    if reused is not None:
+        return reused
+    dataset = load_data(job.cfg)
+    model_cfg, train_cfg = to_core(job.cfg)
+    sink, reused = start_run(job, store, dataset, model_cfg, train_cfg, trial)
+    if sink is None:
+        return reused
+    tracker = sink.tracker
     try:
+        result = train(job, dataset, sink, model_cfg, train_cfg, trial.observe if trial else None)
         if tracker is not None:
-            tracker.log_params(run_params(job, model_cfg, num_parameters))
-            tracker.log_dataset(dataset)
-        log.info("%s: %d parameters, %d steps/epoch, %s, %d BLAS threads", job.name, num_parameters,
-                 len(dataset.train.y) // train_cfg.batch_size, dataset.source, job.threads)
-        result = train(job, dataset, sink, model_cfg, train_cfg)
-        if tracker is not None:
+            if trial is not None:
+                tracker.set_tags(trial.end_tags(result.stop_reason))
             tracker.end("FINISHED")
     except BaseException as exc:
         if tracker is not None:
-            _end_failed(sink, exc)
+            _end_failed(sink, exc, _trial_failed(trial))
         raise
     log.info("%s: stop_reason=%s best val loss %.4f, best val accuracy %.4f after %d steps (%.1f s)", job.name,
              result.stop_reason, result.best_val_loss, result.best_val_accuracy, result.num_steps, result.wall_time_s)
+    if trial is not None:
+        return trial.objective({key: v for key, v, _ in summary_metrics(result)})
     return objective(result)
 
 
-def _end_failed(sink: Any, exc: BaseException) -> None:
+def _end_failed(sink: Any, exc: BaseException, tags: dict[str, str] | None = None) -> None:
     """Keep the partial history, tag the error and end the run KILLED (Ctrl-C, SIGTERM: the signal named in the
     killed_reason tag) or FAILED; never hide the job's own error behind a tracking one."""
     tracker = sink.tracker
     killed = isinstance(exc, KeyboardInterrupt)
+    if sink.store_failed or isinstance(exc, CompactHydraException):  # the store failed: another call would only
+        return  # wait out the retries again (the run's unsaved points are spilled; a later launch marks it KILLED)
     try:
         sink.flush()
         tags = {names.ERROR: f"{type(exc).__name__}: {mask_credentials(exc)}",
-                names.ERROR_TRACEBACK: mask_credentials(traceback.format_exc()[-4000:])}
+                names.ERROR_TRACEBACK: mask_credentials(traceback.format_exc()[-4000:]), **(tags or {})}
         if killed:
             tags[names.KILLED_REASON] = f"interrupted by {signals.received_name()} (pid {os.getpid()})"
         tracker.set_tags(tags)

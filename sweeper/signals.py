@@ -5,7 +5,8 @@ SIGTERM is what Slurm sends on preemption and time-out (SIGKILL follows after a 
 sends; Python's default action kills the process at once, without ``finally`` blocks. ``install`` makes both signals
 raise ``KeyboardInterrupt`` and remembers which one arrived (``received``). ``Deferred`` holds them back while a store
 write runs and delivers them right after it committed (an interrupt inside MLflow's sqlite transaction left that
-connection holding the database lock, and the KILLED path's own writes then waited on it for minutes);
+connection holding the database lock, and the KILLED path's own writes then waited on it for minutes), but lets a
+second one through at once, so that a write stuck on a dead server never holds Ctrl-C;
 ``Dropped`` re-raises an interrupt whose exception Python swallowed.
 """
 from __future__ import annotations
@@ -188,8 +189,13 @@ def exit_code() -> int:
     return 128 + (received() or signal.SIGINT)
 
 
+class WriteInterrupted(KeyboardInterrupt):
+    """A second interrupt that cut a store write short: what it was writing may not be stored."""
+
+
 class Deferred:
-    """``with Deferred(): write()``: SIGINT/SIGTERM that arrive during the block are recorded and raised after it."""
+    """``with Deferred(): write()``: SIGINT/SIGTERM that arrive during the block are recorded and raised after it; a
+    second one is raised at once."""
 
     def __enter__(self) -> "Deferred":
         self.pending: list[int] = []
@@ -203,11 +209,23 @@ class Deferred:
         return self
 
     def _record(self, signum: int, frame: Any) -> None:
+        if self.pending:  # a second interrupt gets through at once, even while the write is stuck (a dead server)
+            self._restore()
+            _received.append(signum)
+            raise WriteInterrupted(signal.Signals(signum).name)
         self.pending.append(signum)
+        name = "SIGTERM" if signum == signal.SIGTERM else "Ctrl-C"
+        # os.write, not sys.stderr: the handler may interrupt the main thread inside a write to sys.stderr
+        os.write(2, f"mlp-sweep: {name} received during a store write; it stops the run once the write ends (send it "
+                    "again to stop now)\n".encode())
 
-    def __exit__(self, *exc: Any) -> None:
+    def _restore(self) -> None:
         for signum, handler in self.replaced:
             signal.signal(signum, handler)
+        self.replaced = []
+
+    def __exit__(self, *exc: Any) -> None:
+        self._restore()
         if self.pending and exc[0] is None:
             _interrupt(self.pending[0], None)
 

@@ -84,6 +84,9 @@ def validate(cfg: Any) -> None:
          "null (automatic) or an integer >= 1")
     need(bool(str(cfg.tracking.experiment_name).strip()), "tracking.experiment_name", cfg.tracking.experiment_name,
          "a non-empty name")
+    for key, low in (("http_max_retries", 0), ("http_timeout", 1)):
+        setting = cfg.tracking.get(key)
+        need(setting is None or setting >= low, f"tracking.{key}", setting, f"null (automatic) or an integer >= {low}")
 
     from mlp_core import split_sizes, validate_data_args
 

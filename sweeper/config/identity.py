@@ -12,6 +12,8 @@ import hashlib
 import json
 from typing import Any, Iterable, Mapping
 
+from .. import names
+
 # Keys that describe where/how a run is recorded or launched, or label it, not what is trained.
 HASH_EXCLUDED_KEYS = ("tracking", "hydra", "launcher", "name", "sweep_name")
 # Overrides that select what the run name already says (the experiment's own name) or say nothing about the model.
@@ -27,12 +29,16 @@ def effective_hidden_sizes(model: Mapping[str, Any]) -> tuple[int, ...]:
     return (int(model["width"]),) * int(model["depth"])
 
 
-def hash_view(container: Mapping[str, Any], threads: int, drop_seed: bool = False) -> dict:
+def hash_view(container: Mapping[str, Any], threads: int, drop_seed: bool = False, engine: str | None = None) -> dict:
     """The resolved config as hashed: effective hidden sizes, the effective BLAS thread count, no excluded keys.
 
     ``drop_seed`` gives the view that groups the seeds of one configuration (mean/std bands of a seed sweep).
+    ``engine`` ("population" for a member of a fused population) is hashed too, since its bits differ from a solo
+    run's; a solo run has no engine key, so its hash is what it always was.
     """
     view = {k: v for k, v in container.items() if k not in HASH_EXCLUDED_KEYS}
+    if engine is not None:
+        view[names.ENGINE] = engine
     trainer = dict(view["trainer"])
     if drop_seed:
         trainer.pop("seed", None)
@@ -49,10 +55,10 @@ def config_hash(view: Mapping[str, Any]) -> str:
     return hashlib.sha256(json.dumps(view, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
 
 
-def run_hashes(container: Mapping[str, Any], threads: int) -> tuple[str, str]:
-    """(config_hash, config_hash_noseed) of a resolved config run with ``threads`` BLAS threads."""
-    return (config_hash(hash_view(container, threads)),
-            config_hash(hash_view(container, threads, drop_seed=True)))
+def run_hashes(container: Mapping[str, Any], threads: int, engine: str | None = None) -> tuple[str, str]:
+    """(config_hash, config_hash_noseed) of a resolved config run with ``threads`` BLAS threads (by ``engine``)."""
+    return (config_hash(hash_view(container, threads, engine=engine)),
+            config_hash(hash_view(container, threads, drop_seed=True, engine=engine)))
 
 
 def legacy_hashes(container: Mapping[str, Any], threads: int) -> list[str]:
@@ -72,6 +78,16 @@ def run_name(label: str, overrides: Iterable[str]) -> str:
         key, sep, value = override.lstrip("+~").partition("=")
         parts.append(f"{key.rsplit('.', 1)[-1]}{sep}{value}")
     return " ".join([str(label), *parts])
+
+
+def config_label(label: str, overrides: Iterable[str], config_hash_noseed: str) -> str:
+    """``task3c hidden_sizes=[128] (4c255d1a)``: the run name without the seed, plus the start of config_hash_noseed.
+
+    One value per config_hash_noseed (the hash makes two configs whose overrides read alike distinct), and the same for
+    every seed of a config: what the MLflow UI view groups runs by (a bare hash would be an unreadable group label).
+    """
+    kept = [o for o in overrides if o.lstrip("+~").partition("=")[0] != names.SEED_PARAM]
+    return f"{run_name(label, kept)} ({config_hash_noseed[:8]})"
 
 
 def flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:

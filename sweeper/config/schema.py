@@ -103,6 +103,8 @@ class TrackingConf:
     experiment_name: str = "mlp-sweeps"
     skip_finished: bool = True
     background_metrics: bool = False
+    http_max_retries: Optional[int] = None
+    http_timeout: Optional[int] = None
 
 
 @dataclass

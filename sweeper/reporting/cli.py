@@ -96,7 +96,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         raise
     if not runs:
         return _fail(f"no runs matched: searched {searched} in {mask_credentials(uri)}", EXIT_NOTHING_MATCHED)
-    files = write_report(client, runs, out_dir, title=f"mlp-sweeps report: {selector}", searched=searched)
+    files = write_report(client, runs, out_dir, title=f"mlp-sweeps report: {selector}", searched=searched,
+                         by_sweep=bool(args.experiment))
     if args.attach:
         finalize_sweep(client, args.parent_run_id, out_dir / "attached")
     print(f"{len(runs)} runs ({searched}) -> {out_dir}")

@@ -8,16 +8,18 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from sweeper import names
 
+from .colours import config_colours
 from .history import RunHistory, load_history
 from .plots import plot_comparison
 from .selection import select_runs
-from .tables import Group, best_row, group_rows, run_name, summary_markdown, summary_rows, write_summary_csv
+from .tables import (SUMMARY_FIELDS, Group, best_row, group_rows, run_name, summary_markdown, summary_rows,
+                     write_summary_csv)
 
 if TYPE_CHECKING:
     from mlflow.entities import Run
@@ -34,28 +36,51 @@ class SweepSummary:
     groups: list[Group]
     best: dict[str, Any] | None
     files: dict[str, Path]
+    reused: set[str] = field(default_factory=set)  # run ids of earlier launches that this sweep reused
+
+
+def figure_title(title: str | None, keys: Sequence[str], groups: Sequence[Group]) -> str | None:
+    """`title` plus what varies between the curves (the swept keys but the seed) and whether seeds were averaged."""
+    varies = [k.split(".")[-1] for k in keys if k != names.SEED_PARAM]
+    notes = [f"varies: {', '.join(varies)}"] if varies else []
+    if any(len(g.rows) > 1 for g in groups):
+        notes.append("seeds of one config averaged")
+    if not notes:
+        return title
+    return f"{title} ({'; '.join(notes)})" if title else "; ".join(notes)
 
 
 def write_sweep_outputs(runs: Sequence[Run], histories: dict[str, RunHistory], out_dir: str | Path,
-                        title: str | None = None) -> SweepSummary:
+                        title: str | None = None, order: tuple[str, bool] | None = None) -> SweepSummary:
     """comparison.png (seeds of one config as mean ± std), summary.csv and summary.md for `runs` into `out_dir`
-    (no MLflow writes)."""
+    (no MLflow writes). `order` = (row field, descending) sorts the rows, missing values last; else start order."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     keys, rows = summary_rows(runs, histories)
+    if order is not None:
+        field, descending = order
+        valued = [r for r in rows if isinstance(r.get(field), (int, float)) and r[field] == r[field]]
+        rows = sorted(valued, key=lambda r: r[field], reverse=descending) + [r for r in rows if r not in valued]
     groups = group_rows(rows, keys)
     best = best_row(rows)
     plotted = {g.label: [histories[r["run_id"]] for r in g.rows
                          if r["run_id"] in histories and not histories[r["run_id"]].is_empty] for g in groups}
     plotted = {label: hs for label, hs in plotted.items() if hs}
+    palette = config_colours([g.key for g in groups])  # by config (config_hash_noseed), in the sweep's order
     files = {
-        "comparison.png": plot_comparison(plotted, out_dir / "comparison.png", title=title),
+        "comparison.png": plot_comparison(plotted, out_dir / "comparison.png", title=figure_title(title, keys, groups),
+                                          colors={g.label: palette[g.key] for g in groups}),
         "summary.csv": write_summary_csv(rows, keys, out_dir / "summary.csv"),
     }
     md = out_dir / "summary.md"
     md.write_text(summary_markdown(rows, keys, groups, title=title, best=best))
     files["summary.md"] = md
     return SweepSummary(rows=rows, keys=keys, groups=groups, best=best, files=files)
+
+
+def sweep_title(parent_name: str) -> str:
+    """`sweep task3_tricks`; an ad-hoc sweep's parent is already named `sweep <overrides>`."""
+    return parent_name if parent_name == "sweep" or parent_name.startswith("sweep ") else f"sweep {parent_name}"
 
 
 def finalize_sweep(client: Any, parent_run_id: str, out_dir: str | Path) -> SweepSummary:
@@ -72,11 +97,12 @@ def finalize_sweep(client: Any, parent_run_id: str, out_dir: str | Path) -> Swee
     parent = client.get_run(parent_run_id)
     runs, _ = select_runs(client, parent_run_id=parent_run_id)
     histories = {r.info.run_id: load_history(client, r) for r in runs}
-    result = write_sweep_outputs(runs, histories, out_dir, title=f"sweep {run_name(parent)}")
+    result = write_sweep_outputs(runs, histories, out_dir, title=sweep_title(run_name(parent)),
+                                  order=_order(parent))
     for path in result.files.values():
         client.log_artifact(parent_run_id, str(path))
-    reused = sum(r.data.tags.get(names.PARENT_RUN_ID) != parent_run_id for r in runs)
-    tags = [RunTag(names.SWEEP_CHILDREN, str(len(runs))), RunTag(names.SWEEP_CHILDREN_REUSED, str(reused)),
+    result.reused = {r.info.run_id for r in runs if r.data.tags.get(names.PARENT_RUN_ID) != parent_run_id}
+    tags = [RunTag(names.SWEEP_CHILDREN, str(len(runs))), RunTag(names.SWEEP_CHILDREN_REUSED, str(len(result.reused))),
             RunTag(names.SWEEP_CHILDREN_FINISHED, str(sum(r["status"] == "FINISHED" for r in result.rows)))]
     best = result.best
     if best is not None:
@@ -85,5 +111,27 @@ def finalize_sweep(client: Any, parent_run_id: str, out_dir: str | Path) -> Swee
         if best["best_val_accuracy"] is not None:
             tags.append(RunTag(names.BEST_VAL_ACCURACY, repr(best["best_val_accuracy"])))
     client.log_batch(parent_run_id, tags=tags)
-    log.info("finalised sweep %s: %d runs, best %s", parent_run_id, len(runs), best["run_name"] if best else "none")
+    colour_runs(client, result.groups)
+    log.debug("finalised sweep %s: %d runs, best %s", parent_run_id, len(runs), best["run_name"] if best else "none")
     return result
+
+
+def colour_runs(client: Any, groups: Sequence[Group]) -> None:
+    """Tag every run with its configuration's colour in comparison.png (``mlflow.runColor``), for the MLflow UI."""
+    from mlflow.entities import RunTag
+
+    palette = config_colours([g.key for g in groups])  # the mapping write_sweep_outputs drew with
+    for g in groups:
+        for r in g.rows:
+            client.log_batch(r["run_id"], tags=[RunTag(names.RUN_COLOR, palette[g.key])])
+
+
+def _order(parent: Any) -> tuple[str, bool] | None:
+    """A search's summary is sorted by its objective (best first); a grid's keeps the order its runs started in."""
+    objective = parent.data.tags.get(names.SEARCH_OBJECTIVE)
+    if objective is None:
+        return None
+    field = objective.replace("/", "_")
+    if field not in SUMMARY_FIELDS:
+        field = names.OBJECTIVE.replace("/", "_")
+    return field, parent.data.tags.get(names.SEARCH_DIRECTION) == "maximize"

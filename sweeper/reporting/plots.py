@@ -2,8 +2,8 @@
 
 - `curves_figure`: one run, two panels. Left: training loss as a 10-step trailing moving average plus validation
   loss vs step. Right: training and validation accuracy vs step.
-- `comparison_figure`: one curve per group (experiment, sweep child, or several seeds of one config). Left: smoothed
-  training loss (optionally dashed validation loss). Right: validation accuracy. A group holding several runs is drawn
+- `comparison_figure`: one colour per group (one config: a run, or its seeds). Left: validation loss solid and the
+  smoothed training loss thin and light. Right: validation accuracy. A group holding several runs is drawn
   as its mean with a +-1 std band (see `aggregate_curves` for how runs of different lengths are combined).
 
 Both return the Figure; `save_figure` writes it as a PNG, and `plot_curves` / `plot_comparison` do both.
@@ -168,6 +168,22 @@ def _marker(n_points: int) -> str | None:
     return "o" if n_points <= 20 else None  # few points (or a single one) must stay visible
 
 
+def _clip_note(ax: Any, ylim: tuple[float, float] | None, series: Sequence[tuple[np.ndarray, np.ndarray]],
+               what: str, top: float = 0.98) -> None:
+    """Say in the panel when the y-range leaves out plotted values (the start of training, a late spike)."""
+    if ylim is None:
+        return
+    values = np.concatenate([np.asarray(v, dtype=np.float64) for _, v in series]) if series else np.zeros(0)
+    values = values[np.isfinite(values)]
+    notes = []
+    if values.size and values.max() > ylim[1]:
+        notes.append(f"{what} above {ylim[1]:.3g} cut off (max {values.max():.3g})")
+    if values.size and values.min() < ylim[0]:
+        notes.append(f"{what} below {ylim[0]:.3g} cut off (min {values.min():.3g})")
+    if notes:
+        ax.text(0.99, top, "\n".join(notes), ha="right", va="top", transform=ax.transAxes, color="0.35", fontsize=8)
+
+
 def curves_figure(history: Any, title: str | None = None) -> Figure:
     """The course's two-panel figure of one run.
 
@@ -197,6 +213,7 @@ def curves_figure(history: Any, title: str | None = None) -> Figure:
         ylim = _accuracy_ylim([(val_steps, train_acc), (val_steps, val_acc)])
         if ylim:
             ax_acc.set_ylim(*ylim)
+            _clip_note(ax_acc, ylim, [(val_steps, train_acc), (val_steps, val_acc)], "accuracy", top=0.5)
     else:
         ax_acc.text(0.5, 0.5, "no validation points", ha="center", va="center", transform=ax_acc.transAxes,
                     color="0.4")
@@ -206,6 +223,7 @@ def curves_figure(history: Any, title: str | None = None) -> Figure:
     ylim = _loss_ylim(loss_series)
     if ylim:
         ax_loss.set_ylim(*ylim)
+        _clip_note(ax_loss, ylim, loss_series, "loss", top=0.9)
     if not np.all(np.isfinite(train_loss)) or not np.all(np.isfinite(val_loss)):
         ax_loss.text(0.99, 0.98, "non-finite values (diverged)", ha="right", va="top", transform=ax_loss.transAxes,
                      color="C3", fontsize=9)
@@ -232,48 +250,56 @@ def _normalise_groups(groups: Any) -> list[tuple[str, list[Any]]]:
     return out
 
 
-def _colors(n: int) -> list[Any]:
-    from matplotlib import colormaps
-
-    if n <= 10:
-        return [f"C{i}" for i in range(n)]
-    cmap = colormaps["tab20"] if n <= 20 else colormaps["viridis"]
-    return [cmap(i / max(n - 1, 1)) if n > 20 else cmap(i) for i in range(n)]
+def group_legend(label: str, n_runs: int) -> str:
+    """A group of several runs (the seeds of one config) is drawn as a mean: the legend says over how many seeds,
+    never which seed."""
+    return label if n_runs == 1 else f"{label} (mean ± std over {n_runs} seeds)"
 
 
-def comparison_figure(groups: Any, title: str | None = None, show_val_loss: bool = True) -> Figure:
-    """One curve per group, overlaid.
+def comparison_figure(groups: Any, title: str | None = None, show_val_loss: bool = True,
+                      colors: Mapping[str, Any] | None = None) -> Figure:
+    """One colour per group, overlaid.
 
     groups: mapping label -> history or list of histories (or a sequence of (label, histories) pairs). The label is
-    shown in the legend, so callers pass the swept values, e.g. "hidden_sizes=[128]". A group with several histories
-    (seeds) is drawn as its mean with a +-1 std band, aggregated by `aggregate_curves` (mean over the runs available
-    at each step); the legend then says how many runs it holds.
-    axes[0]: per group its smoothed training loss (solid) and, if `show_val_loss`, its validation loss (dashed, no
-    legend entry). axes[1]: validation accuracy. A group without any curve (a run that failed early) draws nothing.
+    shown in the legend, so callers pass what varies, e.g. "hidden_sizes=[128]". A group with several histories
+    (the seeds of one config) is drawn as its mean with a +-1 std band, aggregated by `aggregate_curves` (mean over
+    the runs available at each step); the legend then says over how many seeds. colors: label -> colour (default
+    `config_colours` in group order).
+    axes[0]: per group its validation loss (solid, if `show_val_loss`) and its smoothed training loss (thin and
+    light, so the noisy training curves do not hide the validation ones); a small legend names the two styles.
+    axes[1]: validation accuracy, with the groups' legend. A group without any curve (a run that failed early) draws
+    nothing. A y-range that leaves out values says so in the panel.
     """
+    from matplotlib.lines import Line2D
+
+    from .colours import config_colours
+
     items = _normalise_groups(groups)
+    colors = {**config_colours([label for label, _ in items]), **(colors or {})}
     fig, ax_loss, ax_acc = _new_figure()
     if title:
         fig.suptitle(title)
     loss_series, acc_series = [], []
-    for (label, members), color in zip(items, _colors(len(items))):
+    for label, members in items:
+        color = colors[label]
         arrays = [_arrays(h) for h in members]
         n_runs = len(arrays)
-        legend = label if n_runs == 1 else f"{label} (mean ± std, n={n_runs})"
+        legend = group_legend(label, n_runs)
         train = aggregate_curves([(np.arange(a[0].size), moving_average(a[0])) for a in arrays if a[0].size])
         if train[0].size:
-            ax_loss.plot(train[0], train[1], color=color, lw=1.2, label=legend)
-            if n_runs > 1:
-                ax_loss.fill_between(train[0], train[1] - train[2], train[1] + train[2], color=color, alpha=0.2,
-                                     lw=0)
+            ax_loss.plot(train[0], train[1], color=color, lw=0.8, alpha=0.45 if show_val_loss else 1.0,
+                         label="_" + legend, zorder=1)
             loss_series.append((train[0], train[1]))
         valid = [a for a in arrays if a[1].size]
         if valid:
             vloss = aggregate_curves([(a[1], a[2]) for a in valid])
             vacc = aggregate_curves([(a[1], a[3]) for a in valid])
             if show_val_loss and vloss[0].size:
-                ax_loss.plot(vloss[0], vloss[1], color=color, lw=1.2, ls="--", marker=_marker(vloss[0].size),
-                             markersize=3)
+                ax_loss.plot(vloss[0], vloss[1], color=color, lw=1.8, marker=_marker(vloss[0].size),
+                             markersize=3, label="_" + legend, zorder=3)
+                if n_runs > 1:
+                    ax_loss.fill_between(vloss[0], vloss[1] - vloss[2], vloss[1] + vloss[2], color=color,
+                                         alpha=0.2, lw=0, zorder=2)
                 loss_series.append((vloss[0], vloss[1]))
             if vacc[0].size:
                 ax_acc.plot(vacc[0], vacc[1], color=color, lw=1.4, marker=_marker(vacc[0].size), markersize=3,
@@ -284,14 +310,19 @@ def comparison_figure(groups: Any, title: str | None = None, show_val_loss: bool
     ylim = _loss_ylim(loss_series)
     if ylim:
         ax_loss.set_ylim(*ylim)
+        _clip_note(ax_loss, ylim, loss_series, "loss")
     ylim = _accuracy_ylim(acc_series)
     if ylim:
         ax_acc.set_ylim(*ylim)
-    loss_title = f"training loss ({SMOOTHING_WINDOW}-step moving average)"
-    if show_val_loss:
-        loss_title += ", validation loss dashed"
-    ax_loss.set_title(loss_title, fontsize=10)
+        _clip_note(ax_acc, ylim, acc_series, "accuracy")
+    train_name = f"training loss ({SMOOTHING_WINDOW}-step moving average)"
+    ax_loss.set_title(f"validation loss (solid), {train_name} (light)" if show_val_loss else train_name,
+                      fontsize=10)
     ax_acc.set_title("validation accuracy", fontsize=10)
+    if loss_series and show_val_loss:
+        ax_loss.legend(handles=[Line2D([], [], color="0.2", lw=1.8, label="validation loss"),
+                                Line2D([], [], color="0.2", lw=0.8, alpha=0.45, label="training loss")],
+                       loc="lower left", fontsize=8)
     if not loss_series:
         ax_loss.text(0.5, 0.5, "no metrics", ha="center", va="center", transform=ax_loss.transAxes, color="0.4")
     if not acc_series:
@@ -300,11 +331,13 @@ def comparison_figure(groups: Any, title: str | None = None, show_val_loss: bool
     fontsize = 9 if len(items) <= 8 else 7
     if ax_acc.get_legend_handles_labels()[0]:
         ax_acc.legend(loc="lower right", fontsize=fontsize)
-    elif ax_loss.get_legend_handles_labels()[0]:
-        ax_loss.legend(loc="upper right", fontsize=fontsize)
+    elif not show_val_loss and loss_series:
+        ax_loss.legend(handles=[Line2D([], [], color=colors[label], label=group_legend(label, len(members)))
+                                for label, members in items], loc="upper right", fontsize=fontsize)
     return fig
 
 
-def plot_comparison(groups: Any, path: str | Path, title: str | None = None, show_val_loss: bool = True) -> Path:
+def plot_comparison(groups: Any, path: str | Path, title: str | None = None, show_val_loss: bool = True,
+                    colors: Mapping[str, Any] | None = None) -> Path:
     """`comparison_figure` written as a PNG to `path`; returns the path."""
-    return save_figure(comparison_figure(groups, title, show_val_loss), path)
+    return save_figure(comparison_figure(groups, title, show_val_loss, colors), path)

@@ -4,20 +4,34 @@ Written into the output directory: `comparison.png` (every selected run, seeds g
 `summary.csv`, `summary.md`, `report.md` (the table plus links to every figure), `curves/<run>.png` (the two-panel
 figure of each run), and the course's figures whose runs exist: `task2c_curves.png`, `task3_tricks.png`
 (2c → 3a → 3b → 3c), `task4_width.png` (3c / 4a / 4b) and `task4_depth.png` (3c / 4d / 4e / 4f). A course comparison
-is drawn when at least two of its presets have runs; several runs of one preset (seeds) become a mean ± std band.
+is drawn when at least two of its presets have runs. Runs are grouped by `config_hash_noseed` everywhere: the seeds
+of one config become a mean ± std band, and runs of one preset with other settings are curves of their own.
+`report.md` holds the figures, then (with `by_sweep`) one table section per sweep in the order they ran.
 """
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from sweeper import names
 
-from .finalize import write_sweep_outputs
+from .finalize import sweep_title, write_sweep_outputs
 from .history import RunHistory, load_history
 from .plots import plot_comparison, plot_curves
-from .tables import best_row, preset_name, run_name, safe_filename, summary_row
+from .tables import (
+    best_row,
+    config_group_key,
+    group_rows,
+    preset_name,
+    run_name,
+    safe_filename,
+    summary_markdown,
+    summary_row,
+    summary_rows,
+    without_seed,
+)
 
 if TYPE_CHECKING:
     from mlflow.entities import Run
@@ -73,12 +87,28 @@ def _course_label(run: Run, base: str, figure: str) -> str:
     return ", ".join(parts)
 
 
-def _course_figures(runs: Sequence[Run], histories: dict[str, RunHistory], out_dir: Path) -> dict[str, Path]:
-    presets: dict[str, list[Run]] = {}
+def _differing_params(configs: Sequence[Sequence[Run]], limit: int = 3) -> list[list[str]]:
+    """Per config (a list of its runs, seeds), `key=value` for the params that differ between the configs, seed and
+    parameter count left out; at most `limit` per config."""
+    skip = {names.SEED_PARAM, names.NUM_PARAMETERS}
+    params = [runs[0].data.params for runs in configs]
+    keys = sorted({k for p in params for k in p if k not in skip and len({q.get(k) for q in params}) > 1})
+    return [[f"{k.split('.')[-1]}={p.get(k, '')}" for k in keys][:limit] + (["…"] if len(keys) > limit else [])
+            for p in params]
+
+
+def _by_config(runs: Sequence[Run]) -> list[list[Run]]:
+    """`runs` grouped by config_hash_noseed (the seeds of one config together), in first-seen order."""
+    configs: dict[str, list[Run]] = {}
     for run in runs:
-        preset = preset_name(run)
-        if preset and not histories[run.info.run_id].is_empty:
-            presets.setdefault(preset, []).append(run)
+        configs.setdefault(config_group_key(run), []).append(run)
+    return list(configs.values())
+
+
+def _course_figures(runs: Sequence[Run], histories: dict[str, RunHistory], out_dir: Path) -> dict[str, Path]:
+    """The course's figures; one curve per config (config_hash_noseed), so runs of one preset with different
+    settings (say 17 epochs and 3 epochs) are separate curves, labelled with what differs between them."""
+    presets = _presets(runs, histories)
     files: dict[str, Path] = {}
     if BASELINE_PRESET in presets:
         by_id = {r.info.run_id: r for r in presets[BASELINE_PRESET]}
@@ -86,20 +116,68 @@ def _course_figures(runs: Sequence[Run], histories: dict[str, RunHistory], out_d
         run = by_id[(best_row(rows) or rows[0])["run_id"]]
         files[f"{BASELINE_PRESET}_curves.png"] = plot_curves(
             histories[run.info.run_id], out_dir / f"{BASELINE_PRESET}_curves.png",
-            title=f"{BASELINE_PRESET} baseline: {run_name(run)}")
-    for stem, title, members in COURSE_FIGURES:
-        present = [(preset, label) for preset, label in members if preset in presets]
-        if len(present) < 2:
-            continue
-        groups = {_course_label(presets[preset][0], label, stem): [histories[r.info.run_id] for r in presets[preset]]
-                  for preset, label in present}
+            title=f"{BASELINE_PRESET} baseline: {without_seed(run_name(run))}")
+    for stem, title, groups in course_figure_groups(runs, histories):
         files[f"{stem}.png"] = plot_comparison(groups, out_dir / f"{stem}.png", title=title)
     return files
 
 
+def _presets(runs: Sequence[Run], histories: dict[str, RunHistory]) -> dict[str, list[Run]]:
+    """{preset: its runs with curves}."""
+    presets: dict[str, list[Run]] = {}
+    for run in runs:
+        preset = preset_name(run)
+        if preset and not histories[run.info.run_id].is_empty:
+            presets.setdefault(preset, []).append(run)
+    return presets
+
+
+def course_figure_groups(runs: Sequence[Run], histories: dict[str, RunHistory]
+                         ) -> list[tuple[str, str, dict[str, list[RunHistory]]]]:
+    """(file stem, title, {legend label: histories of one config}) of each course figure with two presets or more."""
+    presets = _presets(runs, histories)
+    figures = []
+    for stem, title, members in COURSE_FIGURES:
+        present = [(preset, label) for preset, label in members if preset in presets]
+        if len(present) < 2:
+            continue
+        groups: dict[str, list[RunHistory]] = {}
+        for preset, label in present:
+            configs = _by_config(presets[preset])
+            extras = _differing_params(configs) if len(configs) > 1 else [[]]
+            for config, extra in zip(configs, extras):
+                name = ", ".join([_course_label(config[0], label, stem), *([" ".join(extra)] if extra else [])])
+                groups[name] = [histories[r.info.run_id] for r in config]
+        figures.append((stem, title, groups))
+    return figures
+
+
+def _sections(client: Any, runs: Sequence[Run]) -> list[tuple[str, list[Run]]]:
+    """The runs by the sweep that launched them (their parent run), sweeps in the order of their first run; runs
+    without a parent last, as "single runs"."""
+    by_parent: dict[str | None, list[Run]] = {}
+    for run in runs:
+        by_parent.setdefault(run.data.tags.get(names.PARENT_RUN_ID), []).append(run)
+    sections = []
+    for parent_id, members in by_parent.items():
+        if parent_id is None:
+            continue
+        try:
+            parent = client.get_run(parent_id)
+            started = time.strftime("%Y-%m-%d %H:%M", time.localtime((parent.info.start_time or 0) / 1000))
+            heading = f"{sweep_title(run_name(parent))} (started {started}, parent run {parent_id})"
+        except Exception:  # a deleted parent: its children are still worth a section
+            heading = f"sweep of parent run {parent_id}"
+        sections.append((heading, members))
+    if None in by_parent:
+        sections.append(("single runs (no sweep)", by_parent[None]))
+    return sections
+
+
 def write_report(client: Any, runs: Sequence[Run], out_dir: str | Path, title: str = "mlp-sweeps report",
-                 searched: str = "") -> dict[str, Path]:
-    """Write every figure and table for `runs` into `out_dir`; returns {name: path}."""
+                 searched: str = "", by_sweep: bool = False) -> dict[str, Path]:
+    """Write every figure and table for `runs` into `out_dir`; returns {name: path}. With `by_sweep`, report.md has
+    one section per sweep (in order), else one table for the whole selection (the runs of one sweep)."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     histories: dict[str, RunHistory] = {r.info.run_id: load_history(client, r) for r in runs}
@@ -124,9 +202,12 @@ def write_report(client: Any, runs: Sequence[Run], out_dir: str | Path, title: s
     if searched:
         text += f"Runs: {searched} ({len(runs)} runs).\n\n"
     text += "\n\n".join(figure_links) + "\n\n"
-    text += result.files["summary.md"].read_text().split("\n", 2)[-1]  # without its own title line
+    for heading, members in _sections(client, runs) if by_sweep else [("Runs", list(runs))]:
+        keys, rows = summary_rows(members, histories)
+        text += summary_markdown(rows, keys, group_rows(rows, keys), title=heading, best=best_row(rows), level=2)
+        text += "\n"
     if curve_links:
-        text += "\n## Curves of each run\n\n" + "\n".join(curve_links) + "\n"
+        text += "## Curves of each run\n\n" + "\n".join(curve_links) + "\n"
     report_md = out_dir / "report.md"
     report_md.write_text(text)
     files["report.md"] = report_md

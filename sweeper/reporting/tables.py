@@ -37,6 +37,8 @@ SUMMARY_FIELDS = (
 )
 # the columns the seed table shows as mean ± std
 SEED_STATS = ("best_val_accuracy", "best_val_loss", "final_val_accuracy", "final_val_loss", names.EPOCHS, "seconds")
+# columns whose values are counts: shown as integers
+INTEGER_COLUMNS = frozenset({names.NUM_PARAMETERS, names.EPOCHS})
 # labels that mean "no preset chosen": the config default and a null name
 _NO_PRESET = frozenset({"default", "None", "null"})
 
@@ -181,11 +183,20 @@ def best_row(rows: Sequence[dict[str, Any]]) -> dict[str, Any] | None:
     return min(candidates, key=lambda r: r["best_val_loss"]) if candidates else None
 
 
+def without_seed(name: str) -> str:
+    """A run name without its `seed=<n>` part (`task3c seed=0` -> `task3c`): the label of the config its seeds share."""
+    seed = names.SEED_PARAM.split(".")[-1] + "="
+    return " ".join(p for p in _split_overrides(name) if not p.startswith(seed)) or name
+
+
 def row_label(row: dict[str, Any], keys: Sequence[str], drop_seed: bool = True) -> str:
-    """Legend label: the swept values (`model.hidden_sizes=[128]` shown as `hidden_sizes=[128]`), else the run name."""
+    """Legend label: the swept values (`model.hidden_sizes=[128]` shown as `hidden_sizes=[128]`), else the run name;
+    with `drop_seed`, never the seed (a group's label stands for all its seeds)."""
     parts = [f"{k.split('.')[-1]}={row[k]}" for k in keys
              if row.get(k, "") != "" and not (drop_seed and k == names.SEED_PARAM)]
-    return " ".join(parts) if parts else row["run_name"]
+    if parts:
+        return " ".join(parts)
+    return without_seed(row["run_name"]) if drop_seed else row["run_name"]
 
 
 @dataclass
@@ -208,7 +219,7 @@ def group_rows(rows: Sequence[dict[str, Any]], keys: Sequence[str]) -> list[Grou
     labels = [g.label for g in groups.values()]
     for g in groups.values():  # two configs that only differ in a non-swept key would share a label
         if labels.count(g.label) > 1:
-            g.label = f"{g.label} ({g.rows[0]['run_name']})"
+            g.label = f"{g.label} ({without_seed(g.rows[0]['run_name'])})"
     return list(groups.values())
 
 
@@ -259,26 +270,37 @@ def markdown_table(header: Sequence[str], body: Sequence[Sequence[str]]) -> str:
 
 
 def summary_markdown(rows: Sequence[dict[str, Any]], keys: Sequence[str], groups: Sequence[Group] | None = None,
-                     title: str | None = None, best: dict[str, Any] | None = None) -> str:
-    """The per-run table; when some config ran with several seeds, a mean ± std table over seeds as well."""
+                     title: str | None = None, best: dict[str, Any] | None = None, level: int = 1) -> str:
+    """The per-run table; when some config ran with several seeds, a mean ± std table over seeds as well. `title`
+    is a heading of `level` (its subsection one deeper)."""
     columns = ["run_name", *keys, *SUMMARY_FIELDS]
-    text = f"# {title}\n\n" if title else ""
+    text = f"{'#' * level} {title}\n\n" if title else ""
     if best is not None:
         text += (f"Best run (lowest best validation loss among FINISHED runs): **{best['run_name']}** "
                  f"(best val loss {_fmt(best['best_val_loss'])}, best val accuracy "
                  f"{_fmt(best['best_val_accuracy'])}).\n\n")
     text += markdown_table(columns, [[_fmt(r.get(c), c) for c in columns] for r in rows])
     if groups and any(len(g.rows) > 1 for g in groups):
-        body = []
-        for g in groups:
-            cells = [g.label, str(len(g.rows))]
-            for s in SEED_STATS:
-                mean, std, n = mean_std(r[s] for r in g.rows)
-                cells.append("" if mean is None else f"{_fmt(float(mean), s)} ± {_fmt(float(std), s)}"
-                             + ("" if n == len(g.rows) else f" (n={n})"))
-            body.append(cells)
-        text += "\n## Mean ± std over seeds\n\n" + markdown_table(["config", "runs", *SEED_STATS], body)
+        body = [[g.label, str(len(g.rows)), *(_stat_cell([r[s] for r in g.rows], s) for s in SEED_STATS)]
+                for g in groups]
+        text += f"\n{'#' * (level + 1)} Mean ± std over seeds\n\n" + markdown_table(["config", "runs", *SEED_STATS],
+                                                                                      body)
     return text
+
+
+def _stat_cell(values: Sequence[Any], key: str) -> str:
+    """`mean ± std` over a group's runs; a single run's value as it is (no "± 0"); integer columns as integers."""
+    mean, std, n = mean_std(values)
+    if mean is None:
+        return ""
+    if n == 1:
+        value = next(float(v) for v in values if v is not None and math.isfinite(float(v)))
+        cell = str(int(value)) if key in INTEGER_COLUMNS else _fmt(value, key)
+    elif key in INTEGER_COLUMNS:
+        cell = f"{mean:.1f} ± {std:.1f}"
+    else:
+        cell = f"{_fmt(float(mean), key)} ± {_fmt(float(std), key)}"
+    return cell + ("" if n == len(values) else f" (n={n})")
 
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9._=-]+")

@@ -24,6 +24,7 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
 from .. import names, signals
+from . import progress
 
 log = logging.getLogger(__name__)
 
@@ -55,15 +56,17 @@ class MlflowSweepParent(Callback):
         self._run_id: str | None = None
         self._sweep_dir: Path | None = None
         self._experiment_id: str | None = None
+        self._ui: dict | None = None  # the store, experiment, sweep and view the end-of-sweep link names
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         from hydra.errors import CompactHydraException
 
-        from ..config.checks import validate_grid
+        from ..config.checks import expand_grid, validate_grid
         from ..redact import mask_credentials
-        from ..tracking.liveness import mark_orphaned_runs, owner_tags
         from ..tracking.store import open_store
         from .dryrun import is_dry_run
+        from .launcher_checks import check_launcher
+        from .search import check_space, is_search
 
         # A dry run creates no store and no run. It also skips validate_grid: the dry-run launcher lists an invalid
         # job in its table with the reason (and exits 1), which says more than an abort before the table.
@@ -72,17 +75,52 @@ class MlflowSweepParent(Callback):
         # Hydra turns a callback's exception into a warning and launches the jobs anyway; a sweep with an invalid job
         # or an unusable store must not start, so report in one sentence and exit (SystemExit passes through).
         try:
+            check_launcher(config)
+            if is_search(config):  # a search's space: its extremes are composed and checked
+                check_space(config)
             validate_grid(config)
+            jobs = expand_grid(config)
+            sweep_dir = Path(str(config.hydra.sweep.dir))
+            sweep_dir.mkdir(parents=True, exist_ok=True)
+            progress.start(sweep_dir, None if jobs is None else len(jobs))
             if not config.tracking.enabled:
                 return
             client, uri, experiment_id = open_store(config.tracking)
         except CompactHydraException as exc:
             sys.stderr.write(f"Error: {mask_credentials(exc)}\n")
             sys.exit(1)
+        try:
+            run, sweep_id, name = self._create_parent(config, client, experiment_id, sweep_dir)
+        except Exception as exc:  # any store failure here: one sentence, and no job is launched
+            from ..tracking.store_checks import one_line
+
+            sys.stderr.write(f"Error: cannot create the sweep's parent run in the MLflow store "
+                             f"{mask_credentials(uri)}: {one_line(exc)}; no job was launched (check the store, "
+                             "then relaunch the same command)\n")
+            sys.exit(1)
+        self._client, self._run_id, self._sweep_dir = client, run.info.run_id, sweep_dir
+        self._experiment_id = experiment_id
+        # the URI itself may hold credentials: the file keeps a masked copy and a digest the jobs compare with theirs
+        handoff = {"run_id": run.info.run_id, "experiment_id": experiment_id, names.SWEEP_ID: sweep_id,
+                   "tracking_uri": mask_credentials(uri), "tracking_uri_sha256": uri_digest(uri)}
+        tmp = sweep_dir / (names.PARENT_FILE + ".tmp")
+        tmp.write_text(json.dumps(handoff))
+        tmp.replace(sweep_dir / names.PARENT_FILE)
+        atexit.register(self._terminate_if_running, "FAILED")
+        log.info("MLflow parent run %r (%s) for sweep %s", name, run.info.run_id, sweep_id)
+        try:
+            self._ui = open_sweep_view(client, uri, experiment_id, sweep_id, run.info.run_id, name, config)
+        except Exception as exc:  # noqa: BLE001 - the view is a convenience: the sweep runs without it
+            log.warning("could not write the sweep's MLflow UI view: %s", exc)
+
+    @staticmethod
+    def _create_parent(config: DictConfig, client: Any, experiment_id: str, sweep_dir: Path) -> tuple[Any, str, str]:
+        """(parent run, sweep id, display name) of a new sweep, after marking orphaned runs KILLED."""
+        from ..redact import mask_credentials
+        from ..tracking.liveness import mark_orphaned_runs, owner_tags
+
         # runs left RUNNING by a killed launch are KILLED now, before this sweep's jobs decide what to rerun
         mark_orphaned_runs(client, experiment_id)
-        sweep_dir = Path(str(config.hydra.sweep.dir))
-        sweep_dir.mkdir(parents=True, exist_ok=True)
         sweep_id = f"{sweep_dir.name}-{uuid.uuid4().hex[:8]}"
         name = sweep_display_name(config)
         run = client.create_run(
@@ -98,19 +136,19 @@ class MlflowSweepParent(Callback):
                 **owner_tags(heartbeat=False),
             },
         )
-        self._client, self._run_id, self._sweep_dir = client, run.info.run_id, sweep_dir
-        self._experiment_id = experiment_id
-        # the URI itself may hold credentials: the file keeps a masked copy and a digest the jobs compare with theirs
-        handoff = {"run_id": run.info.run_id, "experiment_id": experiment_id, names.SWEEP_ID: sweep_id,
-                   "tracking_uri": mask_credentials(uri), "tracking_uri_sha256": uri_digest(uri)}
-        tmp = sweep_dir / (names.PARENT_FILE + ".tmp")
-        tmp.write_text(json.dumps(handoff))
-        tmp.replace(sweep_dir / names.PARENT_FILE)
-        atexit.register(self._terminate_if_running, "FAILED")
-        log.info("MLflow parent run %r (%s) for sweep %s", name, run.info.run_id, sweep_id)
+        return run, sweep_id, name
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        progress.close_bar()
         self._terminate_if_running("FINISHED")
+
+    def summary_links(self) -> list[str]:
+        """Lines appended to the end-of-sweep summary after the files: where to open the sweep in the UI."""
+        if self._ui is None:
+            return []
+        from ..tracking.views import sweep_link_lines
+
+        return list(sweep_link_lines(self._ui["tracking_uri"], self._ui["experiment_id"], self._ui["view"]))
 
     def _terminate_if_running(self, status: str) -> None:
         """Attach the sweep summary (comparison.png, summary.csv/md, best-child tags) and end the parent run (KILLED
@@ -126,10 +164,15 @@ class MlflowSweepParent(Callback):
                 mark_orphaned_runs(self._client, self._experiment_id)
             except Exception as exc:
                 log.warning("could not mark the sweep's orphaned runs KILLED: %s", exc)
+        progress.close_bar()
         try:
-            from ..reporting.finalize import finalize_sweep
+            from ..reporting.console import summary_lines
+            from ..reporting.finalize import finalize_sweep, sweep_title
 
-            finalize_sweep(self._client, self._run_id, self._sweep_dir)
+            summary = finalize_sweep(self._client, self._run_id, self._sweep_dir)
+            title = sweep_title(self._client.get_run(self._run_id).info.run_name or "")
+            for line in summary_lines(summary, title, extra_lines=self.summary_links()):
+                log.info("%s", line)
         except Exception as exc:  # the summary is a convenience: never fail the sweep over it
             log.warning("could not summarise sweep %s: %s", self._run_id, exc)
         try:
@@ -137,4 +180,43 @@ class MlflowSweepParent(Callback):
                 self._client.set_terminated(self._run_id, status)
         except Exception as exc:  # at interpreter exit: report, never mask the sweep's own error
             log.warning("could not terminate the sweep's parent run %s: %s", self._run_id, exc)
+        try:
+            drop_parent_if_nothing_trained(self._client, self._run_id)
+        except Exception as exc:  # noqa: BLE001 - a convenience: never fail the sweep over it
+            log.warning("could not check the sweep's parent run for an all-reused relaunch: %s", exc)
         self._run_id = None
+
+
+def open_sweep_view(client: Any, uri: str, experiment_id: str, sweep_id: str, parent_run_id: str, name: str,
+                    config: DictConfig) -> dict:
+    """Write the sweep's saved UI view (sweeper.tracking.views) and log its link; what ``announce_sweep_view`` needs."""
+    from ..config.checks import expand_grid
+    from ..tracking.views import sweep_link, write_sweep_view
+
+    jobs = expand_grid(config)
+    view = write_sweep_view(client, experiment_id, sweep_id, parent_run_id, name,
+                            num_jobs=len(jobs) if jobs is not None else 1000)
+    log.info("MLflow UI view of this sweep: %s", sweep_link(uri, experiment_id, view))
+    return {"tracking_uri": uri, "experiment_id": experiment_id, "view": view}
+
+
+def drop_parent_if_nothing_trained(client: Any, parent_run_id: str) -> bool:
+    """A relaunch whose every job was reused (all FINISHED before) trained nothing: delete its parent run, which would
+    only pile up as another, empty parent of the same name, and name the earlier parents of the runs it found. The
+    sweep's view still shows those runs (they carry this sweep's link tag). True when the parent was deleted."""
+    from ..reporting.selection import tag_equals
+
+    experiment_id = client.get_run(parent_run_id).info.experiment_id
+    if client.search_runs([experiment_id], tag_equals(names.PARENT_RUN_ID, parent_run_id), max_results=1):
+        return False  # it trained (or tried to train) at least one run: a real sweep parent
+    sweep_id = client.get_run(parent_run_id).data.tags.get(names.SWEEP_ID)
+    found = client.search_runs([experiment_id], tag_equals(names.sweep_link_tag(sweep_id), parent_run_id),
+                               max_results=10000) if sweep_id else []
+    if not found:
+        return False  # nothing ran at all (e.g. every job failed before its run existed): keep the record
+    client.delete_run(parent_run_id)
+    earlier = sorted({r.data.tags.get(names.PARENT_RUN_ID, "none") for r in found})
+    log.info("all %d jobs of this sweep had already FINISHED and were reused, nothing was trained: its new parent run "
+             "%s is deleted again (no empty duplicate); the runs' earlier sweep parent(s): %s", len(found),
+             parent_run_id, ", ".join(earlier))
+    return True

@@ -117,8 +117,6 @@ def orphan_reason(run: Any, host: str | None = None, now: float | None = None) -
 
 def mark_orphaned_runs(client: Any, experiment_id: str) -> list[str]:
     """Mark KILLED every RUNNING run of the experiment whose owner process is gone; returns their run ids."""
-    from mlflow.entities import RunTag
-
     running = []
     token = None
     while True:
@@ -132,23 +130,29 @@ def mark_orphaned_runs(client: Any, experiment_id: str) -> list[str]:
     marked = []
     for run in running:
         reason = orphan_reason(run, host, now)
-        if reason is None:
-            continue
-        run_id = run.info.run_id
-        stamp = time.strftime("%Y-%m-%d %H:%M:%S")
-        # end the run at its last sign of life, not now, so its duration stays meaningful
-        try:
-            end_ms = max(int(float(run.data.tags.get(names.HEARTBEAT, "")) * 1000), run.info.start_time or 0)
-        except ValueError:
-            end_ms = None
-        try:
-            client.log_batch(run_id, tags=[RunTag(names.KILLED_REASON, f"{reason} (found by pid {os.getpid()} on "
-                                                                       f"{host} at {stamp})")])
-            client.set_terminated(run_id, "KILLED", end_time=end_ms)
-        except Exception as exc:  # housekeeping: never stop a launch over it
-            log.warning("could not mark the orphaned run %s KILLED: %s", run_id, exc)
-            continue
-        log.warning("run %r (%s) was left RUNNING: %s; marked KILLED (its logged metrics are kept)",
-                    run.info.run_name, run_id, reason)
-        marked.append(run_id)
+        if reason is not None and kill_orphan(client, run, reason):
+            marked.append(run.info.run_id)
     return marked
+
+
+def kill_orphan(client: Any, run: Any, reason: str) -> bool:
+    """Mark the RUNNING ``run`` KILLED with ``reason`` (its metrics stay); False (with a warning) if that failed."""
+    from mlflow.entities import RunTag
+
+    run_id, host = run.info.run_id, socket.gethostname()
+    stamp = time.strftime("%Y-%m-%d %H:%M:%S")
+    # end the run at its last sign of life, not now, so its duration stays meaningful
+    try:
+        end_ms = max(int(float(run.data.tags.get(names.HEARTBEAT, "")) * 1000), run.info.start_time or 0)
+    except ValueError:
+        end_ms = None
+    try:
+        client.log_batch(run_id, tags=[RunTag(names.KILLED_REASON, f"{reason} (found by pid {os.getpid()} on "
+                                                                   f"{host} at {stamp})")])
+        client.set_terminated(run_id, "KILLED", end_time=end_ms)
+    except Exception as exc:  # housekeeping: never stop a launch over it
+        log.warning("could not mark the orphaned run %s KILLED: %s", run_id, exc)
+        return False
+    log.warning("run %r (%s) was left RUNNING: %s; marked KILLED (its logged metrics are kept)",
+                run.info.run_name, run_id, reason)
+    return True

@@ -49,10 +49,14 @@ def objective_of(run: Any) -> float:
     return float(value) if value is not None and math.isfinite(value) else float("inf")
 
 
-def link_to_sweep(client: Any, run: Any, parent: dict | None) -> None:
-    """Tag the reused run with the new sweep, so the sweep's summary and comparison include it."""
+def link_to_sweep(client: Any, run: Any, parent: dict | None, config_label: str | None = None) -> None:
+    """Tag the reused run with the new sweep, so the sweep's summary, comparison and UI view include it; a run logged
+    by an older release also gets the ``config_label`` the view groups by."""
     if not parent:
         return
     from mlflow.entities import RunTag
 
-    client.log_batch(run.info.run_id, tags=[RunTag(names.sweep_link_tag(parent[names.SWEEP_ID]), parent["run_id"])])
+    tags = [RunTag(names.sweep_link_tag(parent[names.SWEEP_ID]), parent["run_id"])]
+    if config_label and names.CONFIG_LABEL not in run.data.tags:
+        tags.append(RunTag(names.CONFIG_LABEL, config_label))
+    client.log_batch(run.info.run_id, tags=tags)

@@ -6,6 +6,7 @@ No fluent ``mlflow.start_run``: its process-global "active run" would block nest
 from __future__ import annotations
 
 import json
+import logging
 import time
 from pathlib import Path
 from typing import Any, Mapping
@@ -17,6 +18,8 @@ from ..redact import mask_credentials
 from .background import MetricWriter
 from .liveness import Heartbeat
 from .writes import chunks, write_metrics
+
+log = logging.getLogger(__name__)
 
 MAX_PARAMS_PER_BATCH = 100
 MAX_TAGS_PER_BATCH = 100
@@ -58,7 +61,11 @@ class RunTracker:
         if parent_run_id:
             tags[names.PARENT_RUN_ID] = parent_run_id
         run = client.create_run(experiment_id, run_name=run_name, tags=tags)
-        run_id = run.info.run_id
+        return cls.attach(client, run.info.run_id, background_metrics)
+
+    @classmethod
+    def attach(cls, client: Any, run_id: str, background_metrics: bool = False) -> "RunTracker":
+        """The tracker of an existing RUNNING run (a job's claim, ``sweeper.tracking.claims``)."""
         return cls(client, run_id, MetricWriter(client.tracking_uri, run_id) if background_metrics else None)
 
     @staticmethod
@@ -141,13 +148,17 @@ class MetricSink:
     """Receives mlp_core's events: buffers metrics for the tracker and drives the progress bar.
 
     Metrics keep the wall-clock time of their event; they are written when FLUSH_METRICS are waiting or FLUSH_SECONDS
-    have passed, so a run costs about steps / 1000 store writes and a killed run keeps most of its history.
+    have passed, so a run costs about steps / 1000 store writes and a killed run keeps most of its history. A write
+    that fails (or that a second Ctrl-C interrupts) spills its points to ``run_dir`` (``sweeper.tracking.spill``)
+    and sets ``store_failed``: the job then ends without another store call, which would wait out the retries again.
     """
 
-    def __init__(self, tracker: RunTracker | None, progress: Any = None):
+    def __init__(self, tracker: RunTracker | None, progress: Any = None, run_dir: Path | None = None):
         # progress: a tqdm-like bar (update, set_postfix, close) or None
         self.tracker = tracker
         self.progress = progress
+        self.run_dir = run_dir
+        self.store_failed = False
         self.buffer: list[tuple[str, float, int, int]] = []
         self.last_flush = time.monotonic()
 
@@ -174,7 +185,46 @@ class MetricSink:
             self.flush()
 
     def flush(self) -> None:
-        if self.tracker is not None and self.buffer:
-            self.tracker.log_metrics(self.buffer)
+        if self.tracker is not None and self.buffer and not self.store_failed:
+            try:
+                self.tracker.log_metrics(self.buffer)
+            except (Exception, signals.WriteInterrupted) as exc:  # not a held interrupt raised after the write
+                self._spill(exc)
+                raise
         self.buffer = []
         self.last_flush = time.monotonic()
+
+    def log_summary(self, metrics: list[tuple], tags: Mapping[str, str], paths: list[Path]) -> None:
+        """After training: the summary metrics, tags and artifact files. If the store fails here, they are spilled
+        with the run's end status FINISHED (training did complete): ``mlp-sweep-replay`` writes them all."""
+        tracker = self.tracker
+        if tracker is None:
+            return
+        now = int(time.time() * 1000)  # stamped once: a replay then recognises points that did reach the store
+        points = [(key, value, step, now) for key, value, step in metrics]
+        try:
+            tracker.log_metrics(points)
+            tracker.set_tags(tags)
+            for path in paths:
+                tracker.log_artifact(path)
+        except (Exception, signals.WriteInterrupted) as exc:
+            self.buffer = points
+            self._spill(exc, {"tags": dict(tags), "artifacts": [str(p) for p in paths], "status": "FINISHED"})
+            raise
+
+    def _spill(self, exc: BaseException, finish: dict | None = None) -> None:
+        """Save the unwritten points (and ``finish``: what the end of the run still has to write); a store error
+        becomes ``StoreUnavailable`` (raised from here), an interrupt is re-raised by the caller."""
+        from .spill import spill, unavailable
+
+        self.store_failed = True
+        if self.run_dir is None:
+            return
+        tracker, points = self.tracker, self.buffer
+        self.buffer = []
+        path = spill(self.run_dir, tracker.run_id, tracker.client.tracking_uri, points, exc, finish)
+        error = unavailable(path, tracker.run_id, tracker.client.tracking_uri, len(points), exc, finish)
+        if not isinstance(exc, Exception):
+            log.warning("%s", error)
+            return
+        raise error from None

@@ -19,6 +19,7 @@ import time
 from pathlib import Path
 from typing import Any, Callable, TypeVar
 
+from .. import names
 from ..paths import outputs_dir
 from ..redact import mask_credentials
 from .store_checks import (
@@ -28,6 +29,7 @@ from .store_checks import (
     check_experiment,
     check_scheme,
     check_sqlite_file,
+    not_a_database,
     one_line,
 )
 
@@ -45,6 +47,15 @@ WRITE_METHODS = frozenset({
 # A dead server is otherwise retried with backoff for minutes (MLflow's defaults); readers give up sooner.
 READER_HTTP_ENV = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "1", "MLFLOW_HTTP_REQUEST_TIMEOUT": "15"}
 DATABASE_SCHEMES = ("postgresql", "mysql", "mssql")
+# A writer's budget per call (tracking.http_max_retries / http_timeout override it): MLflow's defaults (7 retries,
+# 120 s timeout, backoff factor 2) kept a job silent for minutes when the server died; this one gives up in ~35 s.
+WRITER_HTTP_DEFAULTS = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": 2, "MLFLOW_HTTP_REQUEST_TIMEOUT": 10,
+                        "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": 1}
+HTTP_SETTINGS = {"http_max_retries": "MLFLOW_HTTP_REQUEST_MAX_RETRIES", "http_timeout": "MLFLOW_HTTP_REQUEST_TIMEOUT"}
+# The experiment is a model-training one whose primary metric is the validation loss (lower is better): MLflow's UI
+# labels it so and puts that metric first (the layout itself follows the link's workflowType, see tracking.views).
+EXPERIMENT_TAGS = {names.EXPERIMENT_KIND: names.EXPERIMENT_KIND_VALUE, names.PRIMARY_METRIC: names.VAL_LOSS,
+                   names.PRIMARY_METRIC_GREATER_IS_BETTER: "False"}
 
 
 class StoreBusyError(RuntimeError):
@@ -149,7 +160,7 @@ def get_or_create_experiment(client: Any, name: str, artifact_location: str | No
         if not probed:
             check_artifact_location(artifact_location, origin)
         try:
-            return client.create_experiment(name, artifact_location=artifact_location)
+            return client.create_experiment(name, artifact_location=artifact_location, tags=EXPERIMENT_TAGS)
         except MlflowException:
             experiment = client.get_experiment_by_name(name)
             if experiment is None:
@@ -159,7 +170,21 @@ def get_or_create_experiment(client: Any, name: str, artifact_location: str | No
         experiment.artifact_location, f"of experiment {name!r} (id {experiment.experiment_id}) in {shown}",
         "make it a writable directory, or set tracking.experiment_name to a new experiment (and "
         "tracking.artifact_location to a writable directory)")
+    for key, value in EXPERIMENT_TAGS.items():  # experiments created by older releases
+        if key not in experiment.tags:
+            client.set_experiment_tag(experiment.experiment_id, key, value)
     return experiment.experiment_id
+
+
+def bound_http_retries(tracking_cfg: Any) -> None:
+    """Set MLflow's HTTP retry budget for this process and the workers it starts: ``tracking.http_*`` if set, else the
+    environment's, else ``WRITER_HTTP_DEFAULTS``. MLflow reads these variables at every request."""
+    for env, default in WRITER_HTTP_DEFAULTS.items():
+        os.environ.setdefault(env, str(default))
+    for key, env in HTTP_SETTINGS.items():
+        setting = tracking_cfg.get(key) if hasattr(tracking_cfg, "get") else getattr(tracking_cfg, key, None)
+        if setting is not None:
+            os.environ[env] = str(int(setting))
 
 
 def open_store(tracking_cfg: Any) -> tuple[Any, str, str]:
@@ -168,6 +193,7 @@ def open_store(tracking_cfg: Any) -> tuple[Any, str, str]:
     leaves an existing store file byte-identical and creates no new one."""
     uri = resolve_tracking_uri(tracking_cfg.uri)
     shown = mask_credentials(uri)
+    bound_http_retries(tracking_cfg)
     location = default_artifact_location(uri, tracking_cfg.artifact_location)
     origin = "(tracking.artifact_location)" if tracking_cfg.artifact_location else f"next to the store {shown}"
     db = sqlite_path(uri)
@@ -197,6 +223,12 @@ def connect(uri: str) -> Any:
     if db is not None and not db.exists():
         raise TrackingError(f"no MLflow store at {shown}: file {db} does not exist "
                             "(pass --tracking-uri or set MLFLOW_TRACKING_URI)")
+    if db is not None:  # MLflow would create its tables in an empty file or a database of another program
+        missing = not_a_database(db) if db.is_file() else "not a regular file"
+        missing = missing or missing_mlflow_tables(db)
+        if missing:
+            raise TrackingError(f"{shown} is no MLflow store ({missing}); a report never creates one: pass "
+                                "--tracking-uri or set MLFLOW_TRACKING_URI to the store's .db file")
     for key, value in READER_HTTP_ENV.items():
         os.environ.setdefault(key, value)
     try:
@@ -207,6 +239,21 @@ def connect(uri: str) -> Any:
         raise TrackingError(f"cannot reach the MLflow tracking store {shown}: {type(exc).__name__}: "
                             f"{detail[0] if detail else ''}") from exc
     return client
+
+
+def missing_mlflow_tables(db: Path) -> str | None:
+    """Why the sqlite file ``db`` holds no MLflow store (read over a read-only connection), or None."""
+    import contextlib
+    import sqlite3
+
+    if db.stat().st_size == 0:
+        return "an empty file"
+    try:
+        with contextlib.closing(sqlite3.connect(f"{db.resolve().as_uri()}?mode=ro", uri=True)) as conn:
+            tables = {row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+    except sqlite3.Error:  # locked right now, or damaged: MLflow's own open says more
+        return None
+    return None if {"experiments", "runs"} <= tables else "a database without MLflow's tables"
 
 
 # ------------------------------------------------------------------------------------------------------ lock retries

@@ -185,6 +185,18 @@ def check_artifact_location(location: str | None, origin: str,
         raise TrackingError(f"the artifact location {mask_credentials(location)} {origin} is unusable: {why}; {fix}")
 
 
+@contextlib.contextmanager
+def store_step(uri: str, what: str) -> Any:
+    """``with store_step(uri, "creating the run"):`` turns any store failure inside into one ``TrackingError``."""
+    try:
+        yield
+    except TrackingError:
+        raise
+    except Exception as exc:
+        raise TrackingError(f"the MLflow store {mask_credentials(uri)} failed while {what} ({one_line(exc)}); check "
+                            "the store, then relaunch the same command") from None
+
+
 def one_line(exc: BaseException) -> str:
     """``Type: first line`` of an error from MLflow or SQLAlchemy (which append the SQL and a link on more lines)."""
     lines = [line.strip() for line in str(exc).splitlines() if line.strip()]

@@ -621,6 +621,38 @@ def test_digits():
     assert load_dataset("digits", normalization="none").train.x.max() == 1.0
 
 
+def _failing_sklearn_import(monkeypatch, exc: BaseException) -> None:
+    real_import = __import__
+
+    def fake_import(name, *args, **kwargs):
+        if name.startswith("sklearn"):
+            raise exc
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr("builtins.__import__", fake_import)
+
+
+def test_digits_without_scikit_learn_names_it(monkeypatch):
+    _failing_sklearn_import(monkeypatch, ImportError("No module named 'sklearn'"))
+    monkeypatch.setattr(data.importlib.util, "find_spec", lambda name: None)
+    with pytest.raises(data.DataError, match=r"needs scikit-learn \(pip install scikit-learn\)"):
+        load_dataset("digits")
+
+
+def test_digits_interrupted_import_is_an_interrupt_not_a_missing_package(monkeypatch):
+    interrupted = ImportError("partially initialised module")
+    interrupted.__context__ = KeyboardInterrupt("SIGINT")
+    _failing_sklearn_import(monkeypatch, interrupted)
+    with pytest.raises(KeyboardInterrupt, match="SIGINT"):
+        load_dataset("digits")
+
+
+def test_digits_broken_install_keeps_its_own_error(monkeypatch):
+    _failing_sklearn_import(monkeypatch, ImportError("libgomp.so.1: cannot open shared object file"))
+    with pytest.raises(ImportError, match="libgomp"):
+        load_dataset("digits")
+
+
 @pytest.mark.parametrize(
     "args, needle",
     [

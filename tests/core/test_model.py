@@ -96,6 +96,49 @@ def test_evaluate_matches_reference_loss_and_accuracy():
     assert acc == pytest.approx(np.mean(logits.argmax(1) == y))
 
 
+def _evaluate_as_before(model, x, y, chunk_size=2048):
+    """MLP.evaluate as it was before row blocks and the stacked first layer (release 0.2): the reference."""
+    total_loss, correct = 0.0, 0
+    for start in range(0, x.shape[0], chunk_size):
+        logits = model.predict_logits(x[start : start + chunk_size])
+        labels = y[start : start + chunk_size]
+        correct += int(np.count_nonzero(logits.argmax(axis=1) == labels))
+        shifted = logits - logits.max(axis=1, keepdims=True)
+        log_norm = np.log(np.exp(shifted).sum(axis=1, dtype=np.float64))
+        total_loss += float(log_norm.sum() - shifted[np.arange(len(labels)), labels].sum(dtype=np.float64))
+    return total_loss / x.shape[0], correct / x.shape[0]
+
+
+@pytest.mark.parametrize("bias", BIAS_CONVENTIONS)
+@pytest.mark.parametrize("activation", ACTIVATIONS)
+def test_evaluate_equals_the_previous_evaluation_up_to_float32_rounding(activation, bias):
+    rng = np.random.default_rng(3)
+    model = MLP(40, ModelConfig((24, 12), activation=activation, bias=bias, init="fan_in"), rng=1)
+    x = rng.normal(size=(3001, 40)).astype(np.float32)  # not a multiple of any block size
+    y = rng.integers(0, 10, 3001)
+    expected = _evaluate_as_before(model, x, y)
+    for rows in (1, 100, 2048, 5000):
+        loss, accuracy = model.evaluate(x, y, chunk_size=rows)
+        assert loss == pytest.approx(expected[0], rel=1e-6) and accuracy == expected[1]
+
+
+def test_stacked_evaluation_equals_each_members_own():
+    from mlp_core.model import carve, evaluate_stack
+
+    rng = np.random.default_rng(4)
+    config = ModelConfig((16, 8), activation="tanh", bias="per_layer")
+    models = [MLP(20, config, rng=seed) for seed in range(3)]
+    for m in models:
+        m.params[...] = rng.normal(size=m.params.shape)  # non-zero biases too
+    x = rng.normal(size=(700, 20)).astype(np.float32)
+    y = rng.integers(0, 10, 700)
+    _, _, lin = carve(np.stack([m.params for m in models]), models[0].sizes, config.bias)
+    losses, accuracies = evaluate_stack(lin, models[0].activation, x, y, rows=256)
+    for m, loss, accuracy in zip(models, losses, accuracies):
+        expected = _evaluate_as_before(m, x, y)
+        assert loss == pytest.approx(expected[0], rel=1e-6) and accuracy == expected[1]
+
+
 def test_save_and_load_round_trip(tmp_path):
     model = MLP(20, ModelConfig((6, 5), activation="improved_sigmoid", init="fan_in", bias="per_layer"), rng=3)
     path = tmp_path / "model.npz"

@@ -1,5 +1,6 @@
 """The training loop against SPEC: cadence, early stopping, momentum, determinism, dtypes, events."""
 
+import dataclasses
 import math
 
 import numpy as np
@@ -79,11 +80,11 @@ def test_everything_stays_float32(small_data):
     assert model.predict_logits(small_data.val.x).dtype == np.float32
 
 
-def _reference_losses(data, hidden, lr, momentum, epochs, batch, seed):
-    """An independent, naive float64 implementation of SPEC's training (sigmoid, bias trick, momentum)."""
-    init_rng, shuffle_rng = make_generators(seed)
-    init_model = MLP(data.input_dim, ModelConfig(hidden), rng=init_rng, dtype=np.float64)
-    weights = [w.copy() for w in init_model.weights]
+def _reference_training(data, weights, lr, momentum, epochs, batch, seed):
+    """An independent, naive float64 implementation of SPEC's training (sigmoid, bias trick, momentum) from the given
+    weights, shuffled by the seed's shuffle generator: (per-step losses, final weights)."""
+    _, shuffle_rng = make_generators(seed)
+    weights = [np.array(w, dtype=np.float64) for w in weights]
     velocity = [np.zeros_like(w) for w in weights]
     x_all = np.hstack([data.train.x.astype(np.float64), np.ones((len(data.train.y), 1))])
     y_all = data.train.y
@@ -110,7 +111,13 @@ def _reference_losses(data, hidden, lr, momentum, epochs, batch, seed):
             for w, v, g in zip(weights, velocity, grads):
                 v[...] = g + momentum * v
                 w -= lr * v
-    return np.array(losses)
+    return np.array(losses), weights
+
+
+def _reference_losses(data, hidden, lr, momentum, epochs, batch, seed):
+    init_rng, _ = make_generators(seed)
+    init_model = MLP(data.input_dim, ModelConfig(hidden), rng=init_rng, dtype=np.float64)
+    return _reference_training(data, init_model.weights, lr, momentum, epochs, batch, seed)[0]
 
 
 @pytest.mark.parametrize("momentum,lr", [(0.0, 0.1), (0.9, 0.02)])
@@ -224,3 +231,80 @@ def test_history_rows(small_data):
     assert len(rows) == result.num_steps
     with_val = [r for r in rows if r["val_loss"] is not None]
     assert [r["step"] for r in with_val] == result.val_steps.tolist()
+
+
+def test_an_observer_stops_fit_after_a_validation_point_with_its_reason(small_data):
+    """The stop contract: a non-empty str returned for a ValidationPoint ends fit right after that point, and the
+    weights are those of that step (the same as a run whose last step it is); None and other values change nothing."""
+    model, train = ModelConfig((8,)), TrainConfig(epochs=3, early_stopping=False)
+    full = fit(small_data, model, train)
+    seen = []
+
+    def stop_at_third_point(event):
+        if isinstance(event, ValidationPoint):
+            seen.append(event.step)
+            return "pruned" if len(seen) == 3 else None
+        return "ignored for non-validation events"
+
+    stopped = fit(small_data, model, train, on_event=stop_at_third_point)
+    third = int(full.val_steps[2])
+    assert stopped.stop_reason == "pruned" and seen == full.val_steps[:3].tolist()
+    assert stopped.num_steps == third + 1 and stopped.val_steps.tolist() == full.val_steps[:3].tolist()
+    np.testing.assert_array_equal(stopped.train_loss, full.train_loss[: third + 1])
+    # no step after the stopping point touched the weights: they still give that point's validation loss
+    val_loss, _ = stopped.model.evaluate(small_data.val.x, small_data.val.y)
+    assert val_loss == full.val_loss[2] != full.final_val_loss
+    for harmless in (None, "", 0, False):
+        again = fit(small_data, model, train, on_event=lambda e, h=harmless: h)
+        assert again.stop_reason == "max_epochs" and again.num_steps == full.num_steps
+        np.testing.assert_array_equal(again.model.params, full.model.params)
+
+
+@pytest.mark.slow
+@pytest.mark.integration
+def test_task2c_in_float64_from_given_weights_matches_the_naive_reference_to_1e10():
+    """task2c's recipe (784-64-10 sigmoid, bias trick, plain SGD, lr 0.1, batch 32) on 16,000 MNIST samples: 500 steps
+    an epoch, 4 epochs = 2,000 steps, in float64 from weights given by the caller."""
+    from mlp_core import Split, load_dataset
+
+    mnist = load_dataset("mnist", "assignment")
+    data = dataclasses.replace(mnist, train=Split(mnist.train.x[:16_000], mnist.train.y[:16_000]))
+    rng = np.random.default_rng(11)
+    given = [rng.uniform(-1, 1, size=(785, 64)), rng.uniform(-1, 1, size=(64, 10))]
+    train = TrainConfig(epochs=4, lr=0.1, momentum=0.0, seed=5, early_stopping=False, validations_per_epoch=1)
+    result = fit(data, ModelConfig((64,), activation="sigmoid", bias="input_only"), train, dtype=np.float64,
+                 initial=given)
+    expected_losses, expected_weights = _reference_training(data, given, 0.1, 0.0, 4, 32, seed=5)
+    assert result.num_steps == len(expected_losses) == 2000
+    assert result.train_loss.dtype == np.float64 and result.model.params.dtype == np.float64
+    np.testing.assert_allclose(result.train_loss, expected_losses, rtol=1e-10, atol=0)
+    for got, want in zip(result.model.weights, expected_weights):
+        np.testing.assert_allclose(got, want, rtol=0, atol=1e-10 * np.abs(want).max())
+    assert not np.array_equal(result.model.weights[1], given[1])  # it did train
+
+
+def test_initial_weights_and_dtype_are_checked(small_data):
+    model = ModelConfig((8,))
+    with pytest.raises(ValueError, match=r"initial weights: array 0 has shape \(3, 8\)"):
+        fit(small_data, model, TrainConfig(epochs=1), initial=[np.zeros((3, 8)), np.zeros((8, 10))])
+    with pytest.raises(ValueError, match="dtype must be one of float32, float64, got 'float16'"):
+        fit(small_data, model, TrainConfig(epochs=1), dtype="float16")
+    start = MLP(small_data.input_dim, model, rng=123)
+    a = fit(small_data, model, TrainConfig(epochs=1, seed=0), initial=start)
+    b = fit(small_data, model, TrainConfig(epochs=1, seed=0), initial=start.parameters())
+    np.testing.assert_array_equal(a.model.params, b.model.params)
+    assert a.train_loss[0] != fit(small_data, model, TrainConfig(epochs=1, seed=0)).train_loss[0]
+
+
+def test_epoch_order_is_the_order_fit_trains_in(small_data):
+    """With lr tiny the first loss of each epoch is that of its first batch: the first rows of epoch_order."""
+    from mlp_core import epoch_order
+
+    model = ModelConfig((8,))
+    result = fit(small_data, model, TrainConfig(epochs=2, seed=4, lr=1e-12), dtype=np.float64)
+    _, shuffle_rng = make_generators(4)
+    net = MLP(small_data.input_dim, model, rng=make_generators(4)[0], dtype=np.float64)
+    for epoch in range(2):
+        rows = epoch_order(shuffle_rng, len(small_data.train.y))[:32]
+        loss, _ = net.evaluate(small_data.train.x[rows], small_data.train.y[rows])
+        assert result.train_loss[epoch * result.steps_per_epoch] == pytest.approx(loss, rel=1e-9)

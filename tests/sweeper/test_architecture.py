@@ -82,7 +82,8 @@ def test_nothing_in_sweeper_imports_the_plugins():
 def contract_literals() -> set[str]:
     """The names of the MLflow contract that no other module may spell out."""
     generic = {names.NAME_PARAM, names.EPOCHS, names.STEPS, names.ERROR, names.EXPERIMENT, names.SOURCE_NAME_VALUE,
-               names.SEED_PARAM, names.BLAS_THREADS}  # plain words, and config keys that are also logged as is
+               names.SEED_PARAM, names.BLAS_THREADS, names.HIDDEN_SIZES_PARAM, names.WIDTH_PARAM,
+               names.DEPTH_PARAM}  # plain words, and config keys that are also logged as is
     return {v for k, v in vars(names).items() if k.isupper() and isinstance(v, str)} - generic
 
 

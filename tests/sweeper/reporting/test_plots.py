@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 from matplotlib.colors import to_rgba
 
+from sweeper.reporting.colours import config_colours
 from sweeper.reporting.history import RunHistory
 from sweeper.reporting.plots import (
     _loss_ylim,
@@ -136,7 +137,10 @@ def test_curves_figure_draws_the_moving_average_and_the_validation_points():
     np.testing.assert_allclose(xy(val_acc)[1], [0.1, 0.5, 0.8])
     np.testing.assert_array_equal(xy(val_acc)[0], [0, 5, 11])
     assert legend_texts(ax_acc) == ["training accuracy", "validation accuracy"]
-    assert panel_texts(ax_loss) == panel_texts(ax_acc) == []
+    # the accuracy range starts after the warm-up, and says what it leaves out
+    assert panel_texts(ax_loss) == []
+    assert ax_acc.get_ylim()[0] > 0.1 and panel_texts(ax_acc) == [
+        f"accuracy below {ax_acc.get_ylim()[0]:.3g} cut off (min 0.1)"]
 
 
 def test_curves_figure_accepts_a_fit_result_like_object():
@@ -217,30 +221,56 @@ def test_comparison_figure_draws_the_seed_mean_with_a_std_band():
     np.testing.assert_array_equal(xy(seeds_train)[0], [0, 1, 2, 3])
     np.testing.assert_allclose(xy(seeds_train)[1], [3.0, 3.0, 4.0, 4.0])  # mean over the runs at each step
     np.testing.assert_allclose(xy(seeds_val)[1], [2.5, 1.0])
-    assert seeds_val.get_linestyle() == "--" and seeds_train.get_linestyle() == "-"
     np.testing.assert_allclose(xy(single_train)[1], [1.0, 2.0])  # the moving average of one run
     np.testing.assert_allclose(xy(single_val)[1], [0.4])
+    # validation loss solid and bold above the thin, light training loss
+    for train, val in ((seeds_train, seeds_val), (single_train, single_val)):
+        assert val.get_linestyle() == train.get_linestyle() == "-"
+        assert val.get_linewidth() > train.get_linewidth() and val.get_zorder() > train.get_zorder()
+        assert val.get_alpha() is None and train.get_alpha() < 0.5
+    assert legend_texts(ax_loss) == ["validation loss", "training loss"]
 
+    # the seed band is drawn around the validation loss: std of (3, 2) at step 0 is 1/sqrt(2)
     band = ax_loss.collections[0].get_paths()[0].vertices[:, 1]
-    assert (band.min(), band.max()) == (pytest.approx(3.0 - np.sqrt(2.0)), pytest.approx(3.0 + np.sqrt(2.0)))
+    assert (band.min(), band.max()) == (pytest.approx(1.0), pytest.approx(2.5 + np.sqrt(0.5)))
     assert len(ax_loss.collections) == len(ax_acc.collections) == 1  # a single run has no band
 
     seeds_acc, single_acc = ax_acc.lines
     np.testing.assert_allclose(xy(seeds_acc)[1], [0.7, 0.7])  # (0.5 + 0.9) / 2 at step 0, then only the long run
     np.testing.assert_allclose(xy(single_acc)[1], [0.95])
-    assert legend_texts(ax_acc) == ["hidden_sizes=[32] (mean ± std, n=2)", "hidden_sizes=[128]"]
-    assert ax_loss.get_title() == "training loss (10-step moving average), validation loss dashed"
+    # the legend names the config and how many seeds were averaged, never one seed
+    assert legend_texts(ax_acc) == ["hidden_sizes=[32] (mean ± std over 2 seeds)", "hidden_sizes=[128]"]
+    assert ax_loss.get_title() == "validation loss (solid), training loss (10-step moving average) (light)"
     assert ax_acc.get_title() == "validation accuracy"
 
     # each group keeps one colour across its curves, and the groups differ
     colours = [to_rgba(line.get_color()) for line in (seeds_train, seeds_val, seeds_acc)]
     assert colours[0] == colours[1] == colours[2] != to_rgba(single_train.get_color())
+    assert to_rgba(single_acc.get_color()) == to_rgba(config_colours(["hidden_sizes=[32]", "hidden_sizes=[128]"])[
+        "hidden_sizes=[128]"])
+
+
+def test_a_y_range_that_cuts_off_values_says_so():
+    # a loss that starts at 5 and settles at 0.3: the loss range is set from the values after the warm-up
+    history = fake_history(600, level=0.3)
+    history.train_loss[:3] = 5.0
+    ax_loss, ax_acc = comparison_figure({"a": history}).axes
+    top = ax_loss.get_ylim()[1]
+    assert top < 5.0
+    (note,) = panel_texts(ax_loss)
+    assert note == f"loss above {top:.3g} cut off (max {max(xy(l)[1].max() for l in ax_loss.lines):.3g})"
+    # nothing is cut off: no note
+    flat = RunHistory(train_loss=np.full(100, 0.5), val_steps=np.array([10, 50, 90]),
+                      val_loss=np.array([0.5, 0.5, 0.5]), val_accuracy=np.array([0.8, 0.8, 0.8]),
+                      train_accuracy=np.array([0.8, 0.8, 0.8]))
+    ax_loss, ax_acc = comparison_figure({"flat": flat}).axes
+    assert panel_texts(ax_loss) == panel_texts(ax_acc) == []
 
 
 def test_comparison_figure_without_validation_loss_and_with_many_groups():
     many = [(f"run {i}", fake_history(200, seed=i)) for i in range(13)]  # more than the 10 default colours
     ax_loss, ax_acc = comparison_figure(many, show_val_loss=False).axes
-    assert len(ax_loss.lines) == 13 and all(line.get_linestyle() == "-" for line in ax_loss.lines)
+    assert len(ax_loss.lines) == 13 and all(line.get_alpha() == 1.0 for line in ax_loss.lines)
     assert ax_loss.get_title() == "training loss (10-step moving average)"
     assert len({to_rgba(line.get_color()) for line in ax_acc.lines}) == 13
     assert legend_texts(ax_acc) == [f"run {i}" for i in range(13)]

@@ -129,6 +129,13 @@ def test_parallel_sweep_with_a_failed_job_still_summarises_the_parent(tmp_path):
     assert tags[names.BEST_CHILD_RUN_ID] == best["run_id"] and tags[names.BEST_CHILD_NAME] == best["run_name"]
     assert float(tags[names.BEST_VAL_LOSS]) == float(best["best_val_loss"])
     assert tags[names.SWEEP_CHILDREN] == "3" and tags[names.SWEEP_CHILDREN_FINISHED] == "2"
+    # progress from parallel workers: each job counts the others' outcome files; the one that ended last sees all 3
+    logs = "".join((tmp_path / "failing" / "sweep" / str(n) / "app.log").read_text() for n in range(3))
+    assert len(re.findall(r"sweep progress: \d/3 done", logs)) == 3
+    assert "sweep progress: 3/3 done, 0 reused, 1 failed, all jobs ended" in logs
+    # the end-of-sweep table of the launching process lists the failed child
+    out = proc.stdout + proc.stderr
+    assert re.search(r"\] 8 +600 .* FAILED$", out, re.M), out[-3000:]
 
 
 @pytest.mark.integration

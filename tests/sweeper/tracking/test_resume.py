@@ -17,6 +17,7 @@ import time
 from pathlib import Path
 
 import pytest
+from mlflow.entities import ViewType
 from mlflow.tracking import MlflowClient
 
 from sweeper import names
@@ -106,8 +107,13 @@ def test_relaunching_the_same_sweep_skips_every_job_and_links_the_runs(tmp_path,
         (line,) = [ln for ln in log_text.splitlines() if f"run id {run_id}" in ln]
         assert "skipped" in line and f"config_hash {run.data.tags[names.CONFIG_HASH][:12]}" in line
         assert f"best val loss {run.data.metrics[names.BEST_VAL_LOSS]:.4f}" in line
-    # the new sweep's parent lists the reused runs as its children, with a summary row each
-    new_parent = max(parents(client), key=lambda r: r.info.start_time)
+    # nothing was trained: no new, empty parent is left among the experiment's runs (README, "Resume"), and the log
+    # names the runs' earlier parent; the relaunch's own parent, deleted, still lists them with a summary row each
+    (first_parent,) = parents(client)
+    assert "nothing was trained" in log_text and first_parent.info.run_id in log_text.split("nothing was trained")[1]
+    experiment_id = first_parent.info.experiment_id
+    (new_parent,) = client.search_runs([experiment_id], f"tags.`{names.ROLE}` = 'sweep_parent'",
+                                       run_view_type=ViewType.DELETED_ONLY)
     assert new_parent.info.status == "FINISHED"
     assert new_parent.data.tags[names.SWEEP_CHILDREN] == "3" and new_parent.data.tags[names.SWEEP_CHILDREN_REUSED] == "3"
     assert new_parent.data.tags[names.BEST_CHILD_RUN_ID] in before

@@ -40,8 +40,9 @@ def check_run(client, run, tmp_path, epochs):
         assert sorted(m.step for m in client.get_metric_history(run_id, key)) == expected_val_steps, key
 
     params = run.data.params
-    assert params["model.hidden_sizes"] == "null" and params["model.width"] == "8"
-    assert params[names.EFFECTIVE_HIDDEN_SIZES_PARAM] == "[8, 8]"
+    # the model's shape as trained: the effective list (the config's own hidden_sizes is null) and numbers
+    assert params[names.HIDDEN_SIZES_PARAM] == params[names.EFFECTIVE_HIDDEN_SIZES_PARAM] == "[8, 8]"
+    assert (params[names.WIDTH_PARAM], params[names.DEPTH_PARAM], params[names.NUM_HIDDEN_LAYERS_PARAM]) == ("8", "2", "2")
     assert params["optimizer.lr"] == "0.1" and params["data.name"] == "digits"
     expected_params = num_parameters(data.input_dim, ModelConfig(hidden_sizes=(8, 8)))
     assert int(params[names.NUM_PARAMETERS]) == expected_params == int(run.data.metrics[names.NUM_PARAMETERS])

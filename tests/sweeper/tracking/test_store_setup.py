@@ -200,14 +200,15 @@ def test_default_artifact_location_next_to_the_store_is_probed(tmp_path):
 
 
 @pytest.mark.integration
-def test_existing_experiment_with_an_unusable_artifact_location_is_refused(tmp_path, store_template):
+@pytest.mark.parametrize("form", ["run", "sweep"])
+def test_existing_experiment_with_an_unusable_artifact_location_is_refused(tmp_path, store_template, form):
     db = store_copy(store_template, tmp_path / "store")
     (tmp_path / "gone").write_text("a file now\n")
     location = (tmp_path / "gone" / "mlartifacts").as_uri()
     with sqlite3.connect(db) as conn:  # as if the experiment's artifact directory had been replaced by a file
         conn.execute("UPDATE experiments SET artifact_location = ? WHERE name = ?", (location, EXPERIMENT))
     conn.close()
-    line = refused(tmp_path, [f"tracking.uri={sqlite_uri(db)}"], [db.parent])
+    line = refused(tmp_path, [f"tracking.uri={sqlite_uri(db)}"], [db.parent], form)
     assert_names(line, location, f"experiment '{EXPERIMENT}'", f"{tmp_path / 'gone'} is not a directory",
                  "tracking.experiment_name")
 

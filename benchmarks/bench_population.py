@@ -1,0 +1,77 @@
+"""Population training against serial and joblib sweeps: one 16-job sweep three ways, in one run.
+
+    .venv/bin/python benchmarks/bench_population.py [--epochs 5] [--workers 2]
+
+The sweep is the task3c recipe on the course's MNIST split over 4 learning rates x 2 momenta x 2 seeds, early
+stopping off and a fixed number of epochs, so the 16 jobs do equal work. It runs through the real CLI three times,
+each tracked into one sqlite store created (migrated) before timing starts, each in its own experiment: the basic
+launcher (serial, jobs with all cores as BLAS threads), joblib with --workers workers, and hydra/launcher=population
+with n_workers=--workers (one BLAS thread each; the 16 jobs become --workers populations). Wall times cover everything
+a user waits for (Hydra, MLflow, data, training, artifacts, the summary). Prints wall time, model-steps/s (training
+steps of all jobs / wall time) and the ratios, with the machine's state: the load average before and after, and a
+2048^3 float32 matmul (the BLAS ceiling) measured in the same run.
+
+Targets on the 2-core machine: population >= 2.5x the serial sweep and >= 1.4x the joblib sweep.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "benchmarks"))
+
+from bench_core import matmul_ceiling  # noqa: E402
+from bench_sweep import cores, create_store, run_sweep  # noqa: E402
+
+GRID = ["optimizer.lr=0.005,0.01,0.02,0.05", "optimizer.momentum=0.0,0.9"]  # x trainer.seed=0,1 (args.seeds)
+
+
+def loadavg() -> str:
+    try:
+        return " ".join(Path("/proc/loadavg").read_text().split()[:3])
+    except OSError:
+        return "n/a"
+
+
+def run(label: str, launcher: list[str], args: argparse.Namespace, tmp: Path, store: str) -> dict:
+    """One timed sweep through the CLI (bench_sweep.run_sweep: the seeds come from args.seeds, the rest of the grid
+    with the launcher's overrides)."""
+    result = run_sweep(label, [*GRID, *launcher], args, tmp, store)
+    wall = result["wall"]
+    print(f"  {label:10s} wall {wall:7.1f} s  {result['steps'] / wall:8.0f} model-steps/s  {result['jobs']} jobs, "
+          f"BLAS threads {','.join(result['blas_threads'])}  (load {loadavg()})", flush=True)
+    return result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--epochs", type=int, default=5)
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--data", default="mnist_assignment")
+    args = parser.parse_args()
+    args.seeds = "0,1"
+
+    sides = {
+        "serial": [],
+        "joblib": ["hydra/launcher=joblib", f"hydra.launcher.n_jobs={args.workers}"],
+        "population": ["hydra/launcher=population", f"hydra.launcher.n_workers={args.workers}"],
+    }
+    print(f"{cores()} cores, load {loadavg()}; 16 jobs of task3c on {args.data}, {args.epochs} epochs each")
+    print(f"ceiling: 2048^3 float32 matmul = {matmul_ceiling(3) / 1e9:.1f} GFLOP/s")
+    with tempfile.TemporaryDirectory() as tmp_name:
+        tmp = Path(tmp_name)
+        store = f"sqlite:///{tmp / 'mlflow.db'}"
+        create_store(store, list(sides))
+        results = {label: run(label, launcher, args, tmp, store) for label, launcher in sides.items()}
+    print(f"ceiling after the sweeps: {matmul_ceiling(3) / 1e9:.1f} GFLOP/s, load {loadavg()}")
+    population = results["population"]["wall"]
+    print(f"population vs serial: {results['serial']['wall'] / population:.2f}x (target >= 2.5x); "
+          f"vs joblib({args.workers}): {results['joblib']['wall'] / population:.2f}x (target >= 1.4x)")
+
+
+if __name__ == "__main__":
+    main()

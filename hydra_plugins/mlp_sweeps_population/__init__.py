@@ -1,0 +1,1 @@
+"""Hydra plugin of mlp-sweeps: the `population` launcher (`mlp-sweep -m ... hydra/launcher=population`)."""

@@ -1,0 +1,84 @@
+"""The end-of-sweep summary as plain text lines, for the log of the launching process (and so for Slurm's and
+joblib's output): one row per child, the best child and where the sweep's files are.
+
+`summary_lines` returns the lines; the caller logs them and may append its own (e.g. a link to the UI view).
+"""
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+from sweeper import names
+
+if TYPE_CHECKING:
+    from .finalize import SweepSummary
+
+# (header, row key, format) of the columns after the swept values
+_COLUMNS = (
+    ("params", names.NUM_PARAMETERS, "int"),
+    ("best val acc", "best_val_accuracy", ".4f"),
+    ("best val loss", "best_val_loss", ".4f"),
+    ("stop reason", names.STOP_REASON, "str"),
+    ("seconds", "seconds", "seconds"),
+    ("status", "status", "str"),
+)
+
+
+def _cell(value: Any, fmt: str) -> str:
+    if value is None or value == "":
+        return "-"
+    if fmt == "int":
+        return f"{int(value):,}"
+    if fmt == "str":
+        return str(value)
+    if fmt == "seconds":  # a digits run trains in hundredths of a second, an MNIST run in tens of seconds
+        fmt = ".2f" if float(value) < 10 else ".1f"
+    value = float(value)
+    return f"{value:{fmt}}" if math.isfinite(value) else str(value)
+
+
+def text_table(header: Sequence[str], body: Sequence[Sequence[str]], right: Sequence[bool]) -> list[str]:
+    """Columns padded to their widest cell; numbers right-aligned."""
+    widths = [max(len(h), *(len(r[i]) for r in body)) for i, h in enumerate(header)]
+
+    def line(cells: Sequence[str]) -> str:
+        return "  ".join(c.rjust(w) if r else c.ljust(w) for c, w, r in zip(cells, widths, right)).rstrip()
+
+    return [line(header), line(["-" * w for w in widths]), *(line(r) for r in body)]
+
+
+def results_table(summary: SweepSummary) -> list[str]:
+    """One line per child: the swept values (the run name when nothing was swept), then `_COLUMNS`."""
+    keys = list(summary.keys) or ["run_name"]
+    header = [k.split(".")[-1] if k != "run_name" else "run" for k in keys] + [h for h, _, _ in _COLUMNS]
+    body = []
+    for row in summary.rows:
+        cells = [str(row.get(k, "")) or "-" for k in keys]
+        for _, key, fmt in _COLUMNS:
+            value = row.get(key)
+            if key == "status" and row["run_id"] in summary.reused:
+                value = "reused"
+            cells.append(_cell(value, fmt))
+        body.append(cells)
+    right = [False] * len(keys) + [fmt != "str" for _, _, fmt in _COLUMNS]
+    return text_table(header, body, right)
+
+
+def summary_lines(summary: SweepSummary, title: str, extra_lines: Sequence[str] = ()) -> list[str]:
+    """The sweep's results as log lines: a heading, the table, the best child, the files, then `extra_lines`."""
+    rows = summary.rows
+    failed = sum(r["status"] != "FINISHED" for r in rows)
+    lines = [f"{title}: {len(rows)} runs ({len(summary.reused)} reused, {failed} not FINISHED)"]
+    if rows:
+        lines += results_table(summary)
+    best = summary.best
+    if best is None:
+        lines.append("best: none (no FINISHED run with a finite validation loss)")
+    else:
+        lines.append(f"best: {best['run_name']} (best val loss {_cell(best['best_val_loss'], '.4f')}, "
+                     f"best val acc {_cell(best['best_val_accuracy'], '.4f')}, run {best['run_id']})")
+    for name in ("comparison.png", "summary.md"):
+        if name in summary.files:
+            lines.append(f"{name}: {summary.files[name]}")
+    return [*lines, *extra_lines]

@@ -1,0 +1,238 @@
+"""The population launcher (``hydra/launcher=population``): the jobs of a sweep that can share one fused pass
+(``mlp_core.fit_population``) train together, and each is still its own run, recorded exactly like a solo job's.
+
+Flow: every job's config is composed (as Hydra's basic launcher does) and grouped by what a fused pass needs to share
+(the data config, ``mlp_core.fusable_key`` and an explicit ``trainer.blas_threads``), at most ``max_members`` jobs a
+group. A group of one, or a job whose config cannot be read, runs solo through the app's task function, as with the
+basic launcher. A population's members each go through Hydra's ``run_job`` (their own job dir and .hydra files) with
+the app's own set-up (``job.open_job``: validation, the skip of a FINISHED config); the ones left to train get their
+runs (``app.start_run``: params, dataset, tags with ``engine=population(K)``); the population trains once; and each
+member's run is finished at its own RunEnd like a solo job's (``app.record_result``: metrics, summary, stop reason,
+artifacts; FINISHED), its Hydra JobReturn carrying its objective. ``n_workers`` processes (loky, as Hydra's joblib
+launcher) share out the groups, each with cores / n_workers BLAS threads.
+
+The engine is part of the config hash (``config.identity``): a member's bits differ from a solo run's (by float32
+summation order) but not with the other members of its population, so a rerun by this launcher is bit-identical.
+"""
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Any, Sequence
+
+from .launcher_checks import POPULATION_TARGET as TARGET
+from .launcher_checks import check_knobs
+
+ENGINE = "population"
+
+log = logging.getLogger(__name__)
+
+
+def group_key(cfg: Any) -> tuple | None:
+    """What jobs must share to train in one population; None for a job that can only run solo."""
+    from mlp_core import fusable_key
+    from omegaconf import OmegaConf
+
+    from ..config.checks import to_core, validate
+
+    try:
+        validate(cfg)
+        model, train = to_core(cfg)
+    except Exception:  # the solo run reports it as the basic launcher would
+        return None
+    data = json.dumps(OmegaConf.to_container(cfg.data, resolve=True), sort_keys=True, default=str)
+    return (data, fusable_key(model, train), cfg.trainer.blas_threads)
+
+
+def plan(keys: Sequence[tuple | None], max_members: int, n_workers: int = 1) -> list[list[int]]:
+    """Positions of the jobs, grouped: equal keys together in launch order, a None key alone. A group larger than
+    max_members, or than its share of n_workers workers, is split into equal chunks (in launch order). Groups come
+    in the order of their first job."""
+    by_key: dict[tuple, list[int]] = {}
+    groups: list[list[int]] = []
+    for position, key in enumerate(keys):
+        if key is None:
+            groups.append([position])
+            continue
+        if key not in by_key:
+            by_key[key] = []
+            groups.append(by_key[key])
+        by_key[key].append(position)
+    planned = []
+    for group in groups:
+        size = min(max_members, -(-len(group) // n_workers))
+        chunks = -(-len(group) // size)
+        bounds = [round(i * len(group) / chunks) for i in range(chunks + 1)]
+        planned += [group[lo:hi] for lo, hi in zip(bounds[:-1], bounds[1:])]
+    return planned
+
+
+def launch(config: Any, hydra_context: Any, task_function: Any, job_overrides: Sequence[Sequence[str]],
+           initial_job_idx: int, max_members: int, n_workers: int) -> list:
+    """Compose, group and run every job; returns Hydra JobReturns in the order of ``job_overrides``."""
+    from hydra.core.singleton import Singleton
+    from hydra.core.utils import configure_log, filter_overrides, setup_globals
+    from omegaconf import open_dict
+
+    check_knobs(max_members, n_workers)
+    setup_globals()
+    configure_log(config.hydra.hydra_logging, config.hydra.verbose)
+    Path(str(config.hydra.sweep.dir)).mkdir(parents=True, exist_ok=True)
+    jobs = []
+    for offset, overrides in enumerate(job_overrides):
+        idx = initial_job_idx + offset
+        cfg = hydra_context.config_loader.load_sweep_config(config, list(overrides))
+        with open_dict(cfg):
+            cfg.hydra.job.id = f"{cfg.hydra.job.name}_{idx}"
+            cfg.hydra.job.num = idx
+        jobs.append(cfg)
+    groups = plan([group_key(cfg) for cfg in jobs], int(max_members), int(n_workers))
+    for group in groups:
+        shown = "; ".join(" ".join(filter_overrides(list(job_overrides[p]))) or "(defaults)" for p in group)
+        log.info("%s of %d job(s): %s", "population" if len(group) > 1 else "solo", len(group), shown)
+    work = [[jobs[p] for p in group] for group in groups]
+    if n_workers == 1 or len(work) == 1:
+        returns = [run_group(cfgs, hydra_context, task_function) for cfgs in work]
+    else:
+        from joblib import Parallel, delayed
+
+        state = Singleton.get_state()
+        returns = Parallel(n_jobs=int(n_workers), backend="loky")(
+            delayed(run_group)(cfgs, hydra_context, task_function, state) for cfgs in work
+        )
+    ordered: list = [None] * len(jobs)
+    for group, rets in zip(groups, returns):
+        for position, ret in zip(group, rets):
+            ordered[position] = ret
+    return ordered
+
+
+def run_group(cfgs: list, hydra_context: Any, task_function: Any, singleton_state: Any = None) -> list:
+    """Run one group (in a worker process when ``singleton_state`` is given): solo, or as a population."""
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.core.singleton import Singleton
+    from hydra.core.utils import run_job, setup_globals
+
+    if singleton_state is not None:
+        setup_globals()
+        Singleton.set_state(singleton_state)
+    if len(cfgs) == 1:
+        HydraConfig.instance().set_config(cfgs[0])
+        return [run_job(hydra_context=hydra_context, task_function=task_function, config=cfgs[0],
+                        job_dir_key="hydra.sweep.dir", job_subdir_key="hydra.sweep.subdir")]
+    return train_population(cfgs, hydra_context)
+
+
+class _Member:
+    """One member after its set-up: its job, store and sink, its core configs and its Hydra JobReturn."""
+
+    def __init__(self, job: Any, store: Any, model: Any, train: Any, ret: Any):
+        self.job, self.store, self.model, self.train, self.ret = job, store, model, train, ret
+        self.sink: Any = None
+        self.done = False
+
+
+def train_population(cfgs: list, hydra_context: Any) -> list:
+    """Set up every member as a solo job would, train the ones left in one fused pass, finish each member's run."""
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.core.utils import JobStatus, run_job
+
+    from .. import app, signals
+    from .. import job as job_setup
+    from ..config.checks import to_core
+
+    signals.install()
+    returns, members, loaded = [], [], {}
+    for cfg in cfgs:
+        found: dict = {}
+
+        def set_up(task_cfg: Any) -> Any:
+            job, store, reused = job_setup.open_job(task_cfg, ENGINE)
+            if reused is None:
+                if "dataset" not in loaded:
+                    loaded["dataset"] = app.load_data(task_cfg)
+                found.update(job=job, store=store, core=to_core(task_cfg))
+            return reused
+
+        HydraConfig.instance().set_config(cfg)
+        ret = run_job(hydra_context=hydra_context, task_function=set_up, config=cfg,
+                      job_dir_key="hydra.sweep.dir", job_subdir_key="hydra.sweep.subdir")
+        returns.append(ret)
+        if ret.status == JobStatus.COMPLETED and found:
+            members.append(_Member(found["job"], found["store"], *found["core"], ret))
+    if not members:
+        return returns
+    dataset = loaded["dataset"]
+    engine = f"{ENGINE}({len(members)})"
+    for member in members:
+        member.job.engine = engine
+        if member.store is not None:
+            member.job.tags = job_setup.run_tags(member.job, member.store.parent)
+    for member in list(members):
+        try:
+            member.sink, reused = app.start_run(member.job, member.store, dataset, member.model, member.train)
+        except Exception as exc:
+            _failed(member, exc)
+            members.remove(member)
+            continue
+        if member.sink is None:  # its config FINISHED elsewhere while this member waited for its claim
+            member.done, member.ret.return_value = True, reused
+            members.remove(member)
+    if members:
+        _train(members, dataset)
+    return returns
+
+
+def _train(members: list[_Member], dataset: Any) -> None:
+    import mlp_core
+    from threadpoolctl import threadpool_limits
+
+    from .. import app, signals
+    from .. import job as job_setup
+
+    def finish(member: _Member, result: Any) -> None:
+        try:
+            app.record_result(member.job, result, member.sink)
+            if member.sink.tracker is not None:
+                member.sink.tracker.end("FINISHED")
+        except Exception as exc:
+            _failed(member, exc)
+            return
+        member.done = True
+        member.ret.return_value = job_setup.objective(result)
+        log.info("%s: stop_reason=%s best val loss %.4f after %d steps (%s)", member.job.name, result.stop_reason,
+                 result.best_val_loss, result.num_steps, member.job.engine)
+
+    try:
+        with signals.Dropped() as dropped, threadpool_limits(limits=members[0].job.threads, user_api="blas"):
+
+            def on_event(k: int, event: Any) -> None:
+                dropped.check()
+                member = members[k]
+                if member.sink is not None and not member.done:
+                    member.sink(event)
+                    if isinstance(event, mlp_core.RunEnd):
+                        finish(member, event.result)
+
+            mlp_core.fit_population(dataset, [mlp_core.Member(m.model, m.train) for m in members], on_event=on_event)
+            dropped.check()
+    except BaseException as exc:
+        for member in members:
+            if not member.done:
+                _failed(member, exc)
+        if not isinstance(exc, Exception):
+            raise
+
+
+def _failed(member: _Member, exc: BaseException) -> None:
+    """End the member's run FAILED (KILLED on an interrupt) with what it logged; its JobReturn fails with exc."""
+    from hydra.core.utils import JobStatus
+
+    from .. import app
+
+    member.done = True
+    if member.sink is not None and member.sink.tracker is not None:
+        app._end_failed(member.sink, exc)
+    member.ret.status = JobStatus.FAILED
+    member.ret.return_value = exc

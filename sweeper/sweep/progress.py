@@ -1,0 +1,189 @@
+"""Sweep progress as plain log lines: ``3/4 done, 1 reused, 0 failed, ETA 0:00:12`` after every job.
+
+The jobs of a sweep may run in the launching process (basic launcher), in joblib workers or in Slurm jobs, so no
+process holds a counter the others could update. What they share is ``hydra.sweep.dir`` (the parent-run handoff lives
+there too): the launcher writes ``.progress/sweep.json`` (the number of jobs N and the start time) before any job
+starts, and each job, when it ends, writes its own ``.progress/job-<hydra.job.num>.json`` (atomically, by rename) and
+then counts the files. Nothing is locked or incremented, so parallel workers cannot lose an update; two jobs ending at
+the same moment may both report the same k, which was true when each of them looked. A requeued job rewrites its own
+file rather than counting twice.
+
+ETA = mean time of the jobs trained so far × jobs left / jobs running at once, the last measured from the job files
+(their summed durations over the wall time they span), so it holds for a serial sweep and for parallel workers.
+
+The log lines reach the job's log file, joblib's and Slurm's output; in a terminal the launching process also shows a
+sweep-level bar above the per-run bar.
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import math
+import os
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+PROGRESS_DIR = ".progress"
+SWEEP_FILE = "sweep.json"
+OUTCOMES = ("done", "reused", "failed")
+
+_bar: Any = None  # the sweep-level tqdm bar of the launching process (terminal only)
+
+
+@dataclass(frozen=True)
+class Progress:
+    """What the job files of a sweep say at one moment."""
+
+    done: int          # jobs ended, whatever their outcome (k)
+    total: int | None  # jobs in the sweep (N), None when the sweeper does not say
+    reused: int
+    failed: int
+    eta_seconds: float | None
+
+    def line(self) -> str:
+        total = "?" if self.total is None else str(self.total)
+        eta = "ETA " + format_seconds(self.eta_seconds) if self.eta_seconds is not None else "ETA unknown"
+        if self.total is not None and self.done >= self.total:
+            eta = "all jobs ended"
+        return f"{self.done}/{total} done, {self.reused} reused, {self.failed} failed, {eta}"
+
+
+def format_seconds(seconds: float) -> str:
+    """``0:00:12``, ``1:02:03``, ``2 days, 3:00:00``."""
+    seconds = max(0, int(round(seconds)))
+    days, rest = divmod(seconds, 86400)
+    hours, rest = divmod(rest, 3600)
+    text = f"{hours}:{rest // 60:02d}:{rest % 60:02d}"
+    return f"{days} day{'s' if days > 1 else ''}, {text}" if days else text
+
+
+def _write_json(path: Path, data: dict) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(data))
+    tmp.replace(path)
+
+
+def start(sweep_dir: str | Path, total: int | None) -> None:
+    """Called by the launching process before any job: the sweep's size (and who launched it)."""
+    _write_json(Path(sweep_dir) / PROGRESS_DIR / SWEEP_FILE, {"total": total, "launcher_pid": os.getpid()})
+
+
+def _sweep_info(sweep_dir: Path) -> dict | None:
+    try:
+        return json.loads((sweep_dir / PROGRESS_DIR / SWEEP_FILE).read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def read(sweep_dir: str | Path) -> Progress | None:
+    """The sweep's progress from its files; None outside a sweep started by our callback."""
+    sweep_dir = Path(sweep_dir)
+    info = _sweep_info(sweep_dir)
+    if info is None:
+        return None
+    jobs = []
+    for path in (sweep_dir / PROGRESS_DIR).glob("job-*.json"):
+        try:
+            jobs.append(json.loads(path.read_text()))
+        except (OSError, ValueError):  # a file being replaced right now is read again by the next job
+            continue
+    counts = {outcome: sum(j.get("outcome") == outcome for j in jobs) for outcome in OUTCOMES}
+    total = info.get("total")
+    return Progress(done=len(jobs), total=total, reused=counts["reused"], failed=counts["failed"],
+                    eta_seconds=_eta(jobs, total))
+
+
+def _eta(jobs: list[dict], total: int | None) -> float | None:
+    """Mean duration of the jobs that trained × jobs left / jobs running at once. How many run at once is measured:
+    the jobs' summed durations over the wall time from the first start to the last end (1 for a serial sweep, about
+    n for n busy workers); reused jobs, which take almost no time, are left out of the mean."""
+    trained = [float(j["seconds"]) for j in jobs if j.get("outcome") != "reused"]
+    if total is None or not trained:
+        return None
+    span = max(float(j["ended"]) for j in jobs) - min(float(j["ended"]) - float(j["seconds"]) for j in jobs)
+    busy = sum(float(j["seconds"]) for j in jobs)
+    workers = max(1.0, busy / span) if span > 0 else 1.0
+    eta = sum(trained) / len(trained) * max(total - len(jobs), 0) / workers
+    return eta if math.isfinite(eta) else None
+
+
+def record(sweep_dir: str | Path, job_num: int, outcome: str, seconds: float,
+           now: float | None = None) -> Progress | None:
+    """Write this job's outcome (and its `seconds`, ending `now`, the wall clock by default), log the sweep's
+    progress line and move the sweep bar; returns what was logged."""
+    if outcome not in OUTCOMES:
+        raise ValueError(f"unknown job outcome {outcome!r}; valid: {', '.join(OUTCOMES)}")
+    sweep_dir = Path(sweep_dir)
+    if _sweep_info(sweep_dir) is None:
+        return None
+    try:
+        _write_json(sweep_dir / PROGRESS_DIR / f"job-{job_num}.json",
+                    {"outcome": outcome, "seconds": seconds, "ended": time.time() if now is None else now})
+    except OSError as exc:  # progress is a convenience: never fail (or hide the error of) a job over it
+        log.warning("could not record the sweep's progress in %s: %s", sweep_dir, exc)
+        return None
+    progress = read(sweep_dir)
+    if progress is not None:
+        log.info("sweep progress: %s", progress.line())
+        if _bar is not None:
+            _bar.n = progress.done
+            _bar.set_postfix_str(f"{progress.reused} reused, {progress.failed} failed")
+            _bar.refresh()
+    return progress
+
+
+@dataclass
+class JobOutcome:
+    reused: bool = False
+
+
+@contextlib.contextmanager
+def job_outcome(hydra_cfg: Any) -> Iterator[JobOutcome]:
+    """Around one job of a sweep (``hydra_cfg``: its HydraConfig; None outside a sweep, which records nothing):
+    records it done, reused (set ``.reused``) or failed; an interrupted job records nothing."""
+    outcome = JobOutcome()
+    if hydra_cfg is None:
+        yield outcome
+        return
+    sweep_dir, job_num, started = hydra_cfg.sweep.dir, hydra_cfg.job.num, time.monotonic()
+    open_bar(sweep_dir)
+    try:
+        yield outcome
+    except Exception:
+        record(sweep_dir, job_num, "failed", time.monotonic() - started)
+        raise
+    record(sweep_dir, job_num, "reused" if outcome.reused else "done", time.monotonic() - started)
+
+
+def open_bar(sweep_dir: str | Path) -> None:
+    """In a terminal, in the launching process (the basic launcher runs the jobs there), show the sweep-level bar
+    once; it stays above each job's own bar (see `run_bar_position`)."""
+    global _bar
+    info = _sweep_info(Path(sweep_dir))
+    if _bar is not None or info is None or info.get("launcher_pid") != os.getpid() or not sys.stderr.isatty():
+        return
+    from tqdm.auto import tqdm
+
+    progress = read(sweep_dir)
+    _bar = tqdm(total=info.get("total"), initial=progress.done if progress else 0, desc="sweep", unit="job",
+                position=0, dynamic_ncols=True, leave=True)
+
+
+def run_bar_position() -> int:
+    """Where a job's own bar goes: below the sweep bar when there is one."""
+    return 0 if _bar is None else 1
+
+
+def close_bar() -> None:
+    global _bar
+    if _bar is not None:
+        _bar.close()
+        _bar = None

@@ -1,0 +1,306 @@
+"""Random and TPE search (``hydra/sweeper=random`` / ``hydra/sweeper=tpe``) on Optuna's ask-and-tell API.
+
+The search space is written in Hydra's override grammar, in ``hydra.sweeper.params`` or on the command line:
+``choice(...)`` is a categorical parameter, ``interval(a, b)`` a float, ``int(interval(a, b))`` an integer,
+``tag(log, interval(a, b))`` log scale; a plain value is passed to every trial; a comma list or ``range(...)`` is a grid
+axis, whose combinations the trials take in turn (trial k gets combination k mod the grid's size).
+
+Each batch asks ``n_jobs`` trials, checks their composed configs, and launches them with the configured launcher
+(basic, joblib, submitit, Slurm); the jobs report their validation curve to their trial (``sweeper.sweep.trial``) and
+return the objective; the batch is told when it returns. The study lives in an Optuna ``JournalStorage`` file (or an
+RDB URL), named after the search, so that relaunching the same command continues it: trials a killed launch left
+running are marked failed and asked again with the same values, and ``n_trials`` counts the total.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import math
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+from .. import names
+from ..config.checks import ConfigError
+
+log = logging.getLogger(__name__)
+
+TARGET = "hydra_plugins.mlp_sweeps_search.search_sweeper.SearchSweeper"
+SAMPLERS = ("random", "tpe")
+PRUNERS = ("none", "median", "successive_halving")
+DIRECTIONS = ("minimize", "maximize")
+RDB_SCHEMES = ("sqlite:", "postgresql", "mysql", "oracle", "mssql")
+
+
+@dataclass(frozen=True)
+class Settings:
+    """The knobs of the search sweeper (``hydra.sweeper.*``), checked."""
+
+    sampler: str = "random"
+    n_trials: int = 20
+    n_jobs: int = 1
+    seed: int = 0
+    direction: str = "minimize"
+    objective: str = names.OBJECTIVE
+    pruner: str = "none"
+    n_startup_trials: int = 10
+    pruner_startup_trials: int = 5
+    pruner_warmup_steps: int = 0
+    study_name: str | None = None
+    storage: str | None = None
+
+    def __post_init__(self) -> None:
+        def need(ok: bool, key: str, value: Any, valid: str) -> None:
+            if not ok:
+                raise ConfigError(f"hydra.sweeper.{key}={value!r} is invalid: must be {valid}")
+
+        need(self.sampler in SAMPLERS, "sampler", self.sampler, " or ".join(SAMPLERS))
+        need(self.pruner in PRUNERS, "pruner", self.pruner, " | ".join(PRUNERS))
+        need(self.direction in DIRECTIONS, "direction", self.direction, " or ".join(DIRECTIONS))
+        need(self.objective in names.SUMMARY_METRICS, "objective", self.objective,
+             "a summary metric: " + ", ".join(names.SUMMARY_METRICS))
+        for key in ("n_trials", "n_jobs", "n_startup_trials", "pruner_startup_trials"):
+            need(_is_int(getattr(self, key)) and getattr(self, key) >= 1, key, getattr(self, key), "an integer >= 1")
+        for key in ("seed", "pruner_warmup_steps"):
+            need(_is_int(getattr(self, key)) and getattr(self, key) >= 0, key, getattr(self, key), "an integer >= 0")
+        if self.pruner != "none":
+            curve, direction = pruning_curve(self.objective)
+            need(direction == self.direction, "direction", self.direction,
+                 f"{direction} to prune on {curve} (objective {self.objective})")
+
+    @classmethod
+    def from_sweeper(cls, sweeper_cfg: Any) -> Settings:
+        known = {f for f in cls.__dataclass_fields__}
+        return cls(**{k: v for k, v in dict(sweeper_cfg).items() if k in known})
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def pruning_curve(objective: str) -> tuple[str, str]:
+    """(the curve a job reports to its trial, the direction that curve is optimised in) for an objective."""
+    return (names.VAL_ACCURACY, "maximize") if "accuracy" in objective else (names.VAL_LOSS, "minimize")
+
+
+def is_search(config: Any) -> bool:
+    return str(config.hydra.sweeper.get("_target_", "")) == TARGET
+
+
+# ------------------------------------------------------------------------------------------------ the space
+
+@dataclass
+class Space:
+    """The parsed search space: sampled parameters, grid axes and fixed overrides, in command-line order."""
+
+    distributions: dict[str, Any] = field(default_factory=dict)  # key -> optuna distribution
+    grid: dict[str, list[str]] = field(default_factory=dict)     # key -> values (override text)
+    fixed: list[str] = field(default_factory=list)               # override lines passed to every trial
+    texts: dict[str, str] = field(default_factory=dict)          # key -> how the user wrote it
+    prefixes: dict[str, str] = field(default_factory=dict)       # key -> its override key element (+key, key)
+
+    def cells(self) -> list[dict[str, str]]:
+        """Every combination of the grid axes (one empty combination without axes)."""
+        cells: list[dict[str, str]] = [{}]
+        for key, values in self.grid.items():
+            cells = [{**cell, key: v} for cell in cells for v in values]
+        return cells
+
+    def describe(self) -> str:
+        return "; ".join(f"{key}={text}" for key, text in self.texts.items())
+
+
+def space_overrides(config: Any, arguments: Sequence[str]) -> list[str]:
+    """``hydra.sweeper.params`` then the command line (whose value wins for the same key), as override lines."""
+    params = config.hydra.sweeper.get("params") or {}
+    return [f"{key}={value}" for key, value in params.items()] + list(arguments)
+
+
+def parse_space(lines: Sequence[str]) -> Space:
+    """Parse override lines into a Space; raises ConfigError naming an unsupported or invalid parameter."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.core.override_parser.types import ChoiceSweep, Transformer
+    from hydra.errors import HydraException
+    from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
+
+    try:
+        overrides = OverridesParser.create().parse_overrides(list(lines))
+    except HydraException as exc:
+        raise ConfigError(f"cannot parse the search space: {exc}".replace("\n", " ")) from None
+    space = Space()
+    for override in overrides:
+        key, text = override.key_or_group, override.input_line.split("=", 1)[-1]
+        for table in (space.distributions, space.grid, space.texts, space.prefixes):
+            table.pop(key, None)
+        space.fixed = [line for line in space.fixed if _key_of(line) != key]
+        if not override.is_sweep_override():
+            space.fixed.append(override.input_line)
+            continue
+        space.texts[key], space.prefixes[key] = text, override.get_key_element()
+        value = override.value()
+        try:
+            if isinstance(value, ChoiceSweep) and not value.simple_form:
+                space.distributions[key] = CategoricalDistribution(
+                    list(override.sweep_iterator(transformer=Transformer.encode)))
+            elif isinstance(value, ChoiceSweep) or override.is_range_sweep():
+                space.grid[key] = list(override.sweep_string_iterator())
+            elif override.is_interval_sweep():
+                log_scale = "log" in value.tags
+                if isinstance(value.start, int) and isinstance(value.end, int):
+                    space.distributions[key] = IntDistribution(value.start, value.end, log=log_scale)
+                else:
+                    space.distributions[key] = FloatDistribution(float(value.start), float(value.end), log=log_scale)
+            else:
+                raise ConfigError(f"search space {override.input_line!r} is not supported: use choice(...), "
+                                  "interval(a, b), int(interval(a, b)), tag(log, interval(a, b)), a value or a list")
+        except ValueError as exc:  # Optuna's own check, e.g. a log interval that starts at 0
+            raise ConfigError(f"search space {override.input_line!r} is invalid: {exc}") from None
+    if not space.distributions:  # only grid axes: the trials cycle through the grid (as batches of n_jobs)
+        log.warning("the search space samples nothing (only values and grid axes): trials take the grid's "
+                    "combinations in turn; sample with choice(...) or interval(a, b)")
+    return space
+
+
+def _key_of(line: str) -> str:
+    return line.split("=", 1)[0].lstrip("+~")
+
+
+def override_value(value: Any) -> str:
+    """A sampled value as override text, exact (a float's repr parses back to the same double, so the trained value
+    is the one Optuna recorded); run names shorten it (``sweeper.sweep.trial.TrialLink.run_name``)."""
+    return repr(value) if isinstance(value, float) else str(value)
+
+
+def corner_jobs(space: Space) -> list[tuple[str, list[str]]]:
+    """(what, overrides) of the space's extremes: every sampled parameter at its low and high end (every value of a
+    categorical one) and every grid value, the others at their low end. Checking these checks the space's bounds."""
+    from optuna.distributions import CategoricalDistribution
+
+    def ends(dist: Any) -> list[str]:
+        if isinstance(dist, CategoricalDistribution):
+            return [str(c) for c in dist.choices]
+        return [override_value(dist.low), override_value(dist.high)]
+
+    axes = {key: ends(dist) for key, dist in space.distributions.items()}
+    axes.update(space.grid)
+    base = {key: values[0] for key, values in axes.items()}
+    jobs, seen = [], set()
+    for key, values in axes.items():
+        for v in values:
+            job = {**base, key: v}
+            if tuple(job.items()) not in seen:
+                seen.add(tuple(job.items()))
+                jobs.append((f"{key}={v} (from {key}={space.texts[key]})",
+                             space.fixed + [f"{space.prefixes[k]}={val}" for k, val in job.items()]))
+    return jobs
+
+
+def check_space(config: Any, arguments: Sequence[str] | None = None) -> tuple[Settings, Space]:
+    """Check the knobs and compose the space's extremes; raise ConfigError (one sentence) before anything exists."""
+    from hydra import compose
+    from hydra.errors import ConfigCompositionException
+
+    from ..config.checks import validate
+
+    settings = Settings.from_sweeper(config.hydra.sweeper)
+    task = list(config.hydra.overrides.task) if arguments is None else list(arguments)
+    space = parse_space(space_overrides(config, task))
+    for what, overrides in corner_jobs(space):
+        try:
+            checked(compose(config_name=config.hydra.job.config_name, overrides=overrides), validate)
+        except (ConfigError, ConfigCompositionException) as exc:
+            raise ConfigError(f"the search space is invalid, nothing was started: {what}: {exc}".replace("\n", " "))
+    return settings, space
+
+
+def checked(cfg: Any, validate: Any) -> None:
+    """Range-check a composed job config of this app (another app's config, as in Hydra's own sweeper test suite,
+    is only composed)."""
+    if "model" in cfg and "trainer" in cfg:
+        validate(cfg)
+
+
+# ------------------------------------------------------------------------------------------------ the study
+
+def study_name(config: Any, settings: Settings, space: Space) -> str:
+    """``hydra.sweeper.study_name``, or the sweep's name plus a digest of what defines the search, so the same command
+    continues the same study and another space or seed starts a new one."""
+    if settings.study_name:
+        return settings.study_name
+    what = {"space": space.texts, "fixed": sorted(space.fixed), "sampler": settings.sampler, "seed": settings.seed,
+            "objective": settings.objective, "direction": settings.direction, "pruner": settings.pruner}
+    digest = hashlib.sha256(json.dumps(what, sort_keys=True).encode()).hexdigest()[:10]
+    return f"{config.get('sweep_name') or settings.sampler}-{digest}"
+
+
+def storage_location(settings: Settings, name: str, studies_dir: Path) -> str:
+    """An RDB URL as given, else the JournalStorage file: ``hydra.sweeper.storage`` or <outputs>/studies/<name>.journal
+    (outside the timestamped sweep dir, so that a relaunch finds it)."""
+    if settings.storage and settings.storage.startswith(RDB_SCHEMES):
+        return settings.storage
+    path = Path(settings.storage) if settings.storage else studies_dir / f"{name}.journal"
+    return str(path.resolve())
+
+
+def open_storage(location: str) -> Any:
+    """Optuna storage for a location of ``storage_location``; a journal file is created with its directory."""
+    import optuna
+    from optuna.storages.journal import JournalFileBackend, JournalFileOpenLock, JournalStorage
+
+    if location.startswith(RDB_SCHEMES):
+        return optuna.storages.RDBStorage(location)
+    Path(location).parent.mkdir(parents=True, exist_ok=True)
+    # an open-lock (O_EXCL lock file) works on NFS too, where parallel Slurm jobs share the file
+    return JournalStorage(JournalFileBackend(location, lock_obj=JournalFileOpenLock(location)))
+
+
+def make_pruner(settings: Settings | dict) -> Any:
+    import optuna
+
+    s = settings if isinstance(settings, dict) else asdict(settings)
+    if s["pruner"] == "median":
+        return optuna.pruners.MedianPruner(n_startup_trials=s["pruner_startup_trials"],
+                                           n_warmup_steps=s["pruner_warmup_steps"])
+    if s["pruner"] == "successive_halving":
+        return optuna.pruners.SuccessiveHalvingPruner()
+    return optuna.pruners.NopPruner()
+
+
+def make_sampler(settings: Settings, launch_seed: int) -> Any:
+    import optuna
+
+    if settings.sampler == "tpe":
+        return optuna.samplers.TPESampler(seed=launch_seed, n_startup_trials=settings.n_startup_trials)
+    return optuna.samplers.RandomSampler(seed=launch_seed)
+
+
+def launch_seed(seed: int, trials_so_far: int) -> int:
+    """The sampler's seed for a launch: the study's seed for a fresh study; a resumed study draws a new stream (a
+    sampler re-seeded as at the start would propose the first trials again)."""
+    if trials_so_far == 0:
+        return seed
+    import numpy as np
+
+    return int(np.random.SeedSequence([seed, trials_so_far]).generate_state(1)[0])
+
+
+def handoff(sweep_dir: str | Path) -> dict | None:
+    """What the jobs of a search read (``names.SEARCH_FILE`` in the sweep dir), or None outside a search."""
+    path = Path(sweep_dir) / names.SEARCH_FILE
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def write_handoff(sweep_dir: Path, info: dict) -> None:
+    sweep_dir.mkdir(parents=True, exist_ok=True)
+    tmp = sweep_dir / (names.SEARCH_FILE + ".tmp")
+    tmp.write_text(json.dumps(info))
+    tmp.replace(sweep_dir / names.SEARCH_FILE)
+
+
+def objective_value(value: Any, direction: str) -> float:
+    """A job's objective as Optuna is told it: a missing or NaN value is the worst (Optuna refuses NaN)."""
+    v = float(value) if value is not None else math.nan
+    if math.isnan(v):
+        return math.inf if direction == "minimize" else -math.inf
+    return v

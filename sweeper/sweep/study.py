@@ -1,0 +1,161 @@
+"""The ask-and-tell loop of the search sweeper (``hydra/sweeper=random|tpe``; the space and knobs: ``search``).
+
+``run_search`` checks the space, opens (or continues) the study, marks the trials a killed launch left running as
+failed and queues them again with the same values, then asks ``n_jobs`` trials per batch until the study holds
+``n_trials`` finished (complete or pruned) trials. Each batch's configs are composed and checked before it launches.
+A dry run (``hydra/launcher=dryrun``) prints the space and lists the first batch from an in-memory study.
+"""
+from __future__ import annotations
+
+import logging
+import sys
+from pathlib import Path
+from typing import Any, Sequence
+
+from .. import names
+from ..config.checks import ConfigError
+from .search import (Settings, Space, check_space, checked, launch_seed, make_pruner, make_sampler, open_storage,
+                     override_value, storage_location, study_name, write_handoff)
+
+log = logging.getLogger(__name__)
+
+
+def suggest(trial: Any, space: Space) -> dict[str, str]:
+    """The trial's values as override text: grid axes first (fixed by the queued cell), then the sampled ones."""
+    from optuna.distributions import CategoricalDistribution, IntDistribution
+
+    values = {key: str(trial.suggest_categorical(key, choices)) for key, choices in space.grid.items()}
+    for key, dist in space.distributions.items():
+        if isinstance(dist, CategoricalDistribution):
+            values[key] = str(trial.suggest_categorical(key, dist.choices))
+        elif isinstance(dist, IntDistribution):
+            values[key] = str(trial.suggest_int(key, dist.low, dist.high, log=dist.log))
+        else:
+            values[key] = override_value(trial.suggest_float(key, dist.low, dist.high, log=dist.log))
+    return values
+
+
+def ask(study: Any, space: Space) -> tuple[Any, list[str]]:
+    """One trial and its job's overrides. With grid axes, trial k takes grid combination k mod their count."""
+    from optuna.trial import TrialState
+
+    cells = space.cells()
+    if space.grid and not study.get_trials(deepcopy=False, states=(TrialState.WAITING,)):
+        study.enqueue_trial(cells[len(study.get_trials(deepcopy=False)) % len(cells)])
+    trial = study.ask()
+    values = suggest(trial, space)
+    return trial, space.fixed + [f"{space.prefixes[key]}={v}" for key, v in values.items()]
+
+
+def resume(study: Any) -> int:
+    """Trials left RUNNING (or queued) by a killed launch: fail the running ones and queue their values again.
+    Returns how many are asked again."""
+    from optuna.trial import TrialState
+
+    stale = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+    for trial in stale:
+        study.tell(trial.number, state=TrialState.FAIL)
+        study.enqueue_trial(trial.params, skip_if_exists=False)
+    if stale:
+        log.info("study %s: %d trial(s) of an interrupted launch marked FAIL and asked again: %s", study.study_name,
+                 len(stale), ", ".join(f"#{t.number}" for t in stale))
+    return len(stale)
+
+
+def finished_count(study: Any) -> int:
+    from optuna.trial import TrialState
+
+    return len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED)))
+
+
+def check_batch(config: Any, hydra_context: Any, batch: Sequence[Sequence[str]]) -> None:
+    """Compose and check every job of a batch as the launcher will (a sampled config outside the valid ranges stops
+    the search before the batch starts)."""
+    from ..config.checks import validate
+
+    for overrides in batch:
+        try:
+            checked(hydra_context.config_loader.load_sweep_config(config, list(overrides)), validate)
+        except ConfigError as exc:
+            raise ConfigError(f"sampled trial {' '.join(overrides)} is invalid, the search stops: {exc}") from None
+
+
+def tell(study: Any, trials: Sequence[Any], results: Sequence[Any], settings: Settings) -> list[Any]:
+    """Tell each trial its job's outcome (COMPLETE with the objective, PRUNED, or FAIL); returns the failed results."""
+    from hydra.core.utils import JobStatus
+    from optuna.trial import TrialState
+
+    from .search import objective_value
+
+    stored = {t.number: t for t in study.get_trials(deepcopy=False)}
+    failed = []
+    for trial, result in zip(trials, results):
+        if result.status != JobStatus.COMPLETED:
+            study.tell(trial, state=TrialState.FAIL)
+            failed.append(result)
+        elif names.PRUNED_ATTR in stored[trial.number].user_attrs:
+            study.tell(trial, state=TrialState.PRUNED)
+        else:
+            study.tell(trial, objective_value(result.return_value, settings.direction))
+    return failed
+
+
+def run_search(config: Any, hydra_context: Any, launcher: Any, arguments: Sequence[str]) -> list:
+    """The sweeper's ``sweep``: returns the batches of ``JobReturn``s, as Hydra's BasicSweeper does."""
+    import optuna
+    from omegaconf import OmegaConf
+
+    from ..paths import outputs_dir
+    from .dryrun import is_dry_run
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    settings, space = check_space(config, arguments)
+    name = study_name(config, settings, space)
+    dry = is_dry_run(config)
+    location = storage_location(settings, name, outputs_dir() / "studies")
+    storage = optuna.storages.InMemoryStorage() if dry else open_storage(location)
+    study = optuna.create_study(study_name=name, storage=storage, direction=settings.direction,
+                                pruner=make_pruner(settings), load_if_exists=True)
+    retried = 0 if dry else resume(study)
+    seed = launch_seed(settings.seed, len(study.trials) - retried)
+    study.sampler = make_sampler(settings, seed)
+    to_ask = settings.n_trials - finished_count(study)
+    if dry:
+        sys.stdout.write(f"Search space ({settings.sampler}, seed {settings.seed}, {settings.n_trials} trials, "
+                         f"{settings.n_jobs} per batch, pruner {settings.pruner}): {space.describe()}\n"
+                         f"fixed: {' '.join(space.fixed) or '(none)'}; first batch:\n")
+        batch = [ask(study, space)[1] for _ in range(min(settings.n_jobs, settings.n_trials))]
+        return [launcher.launch(batch, initial_job_idx=0)]
+
+    sweep_dir = Path(str(config.hydra.sweep.dir))
+    sweep_dir.mkdir(parents=True, exist_ok=True)
+    OmegaConf.save(config, sweep_dir / "multirun.yaml")
+    info = {"study_name": name, "storage": location, "objective": settings.objective,
+            "direction": settings.direction, "pruner": settings.pruner,
+            "pruner_startup_trials": settings.pruner_startup_trials,
+            "pruner_warmup_steps": settings.pruner_warmup_steps}
+    from .study_parent import describe_parent, finish_parent
+
+    describe_parent(config, settings, space, name, location, seed)
+    log.info("study %s (%s): %d of %d trials finished, %d to run; storage %s", name, settings.sampler,
+             settings.n_trials - max(to_ask, 0), settings.n_trials, max(to_ask, 0), location)
+    returns, failures, job_idx = [], [], 0
+    while to_ask > 0:
+        asked = [ask(study, space) for _ in range(min(settings.n_jobs, to_ask))]
+        trials, batch = [t for t, _ in asked], [o for _, o in asked]
+        try:
+            check_batch(config, hydra_context, batch)
+        except ConfigError:
+            for trial in trials:
+                study.tell(trial, state=optuna.trial.TrialState.FAIL)
+            raise
+        write_handoff(sweep_dir, {**info, "trials": {str(job_idx + i): t.number for i, t in enumerate(trials)}})
+        results = launcher.launch(batch, initial_job_idx=job_idx)
+        failures += tell(study, trials, results, settings)
+        returns.append(results)
+        job_idx += len(batch)
+        to_ask -= len(batch)
+    finish_parent(config, study)
+    for result in failures:  # as Hydra's BasicSweeper: a failed job fails the sweep (after the study is complete)
+        _ = result.return_value
+    return returns
