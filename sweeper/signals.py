@@ -83,16 +83,38 @@ def requeue_if_preempted() -> None:
     """In a Slurm job of submitit interrupted by SIGTERM (preemption, ``scancel --signal=TERM``) or by submitit's
     SIGUSR2 (time limit): let submitit checkpoint the job and ask Slurm to requeue it, then exit (SystemExit). The
     requeued job runs the same config again; a config that FINISHED meanwhile is skipped (tracking.skip_finished).
-    Does nothing anywhere else, and returns when the requeue fails (a job cancelled for good, for instance)."""
+    Does nothing anywhere else, nor when Slurm no longer runs the job (``scancel``: a cancelled job stays cancelled;
+    a job Slurm requeues itself needs no second requeue), and returns when the requeue fails."""
     import logging
 
     signum = received()
     if not _requeue_handler or signum is None or signum == signal.SIGINT:
         return
+    log = logging.getLogger(__name__)
+    state = slurm_job_state()
+    if state != "RUNNING":
+        log.warning("Slurm job %s is %s: not requeued by this job", os.environ.get("SLURM_JOB_ID"), state)
+        return
     try:
         _requeue_handler[0](signum, None)
-    except Exception as exc:  # scontrol refused (the job was cancelled), or submitit's countdown ran out
-        logging.getLogger(__name__).warning("the Slurm job was not requeued: %s", exc)
+    except Exception as exc:  # scontrol refused, or submitit's countdown of time-outs ran out
+        log.warning("the Slurm job was not requeued: %s", exc)
+
+
+def slurm_job_state() -> str:
+    """JobState of this Slurm job as ``scontrol show job`` reports it (RUNNING, CANCELLED, ...), or "unknown"."""
+    import subprocess
+
+    job = os.environ.get("SLURM_JOB_ID")
+    if not job:
+        return "unknown"
+    try:
+        out = subprocess.run(["scontrol", "show", "job", "--oneliner", job], capture_output=True, text=True,
+                             timeout=60).stdout
+    except (OSError, subprocess.TimeoutExpired):
+        return "unknown"
+    fields = dict(item.split("=", 1) for item in out.split() if "=" in item)
+    return fields.get("JobState", "unknown")
 
 
 def _children() -> list[int]:
@@ -107,6 +129,13 @@ def _children() -> list[int]:
         if len(fields) > 1 and fields[1] == str(me) and fields[0] != "Z":
             pids.append(int(stat.parent.name))
     return pids
+
+
+def _in_my_group(pid: int) -> bool:
+    try:
+        return os.getpgid(pid) == os.getpgrp()
+    except ProcessLookupError:
+        return False
 
 
 def _sigterm_disposition(pid: int) -> str:
@@ -129,8 +158,9 @@ def _let_workers_finish(forward: bool) -> None:
     reaches it, before they could end their runs. So first: send SIGTERM on to the workers that did not get it from
     the process group (``kill <pid>`` of the launcher, ``docker stop``), then wait, at most ``WORKER_GRACE_SECONDS``,
     until no worker catches SIGTERM any more (a worker puts back the default handler once its run has ended, see
-    ``restore``). Children that ignore SIGTERM (loky's resource tracker) are left alone."""
-    workers = [pid for pid in _children() if _sigterm_disposition(pid) != "ignored"]
+    ``restore``). Children that ignore SIGTERM (loky's resource tracker) or live in a session of their own (the
+    background metric writer, which the run drains itself) are left alone."""
+    workers = [pid for pid in _children() if _in_my_group(pid) and _sigterm_disposition(pid) != "ignored"]
     if not workers:
         return
     if forward:

@@ -18,7 +18,6 @@ import shutil
 import signal
 import socket
 import subprocess
-import time
 from pathlib import Path
 
 from ..handshake import HANG, wait_for
@@ -138,6 +137,17 @@ class SlurmCluster:
         if result.returncode:
             raise RuntimeError(f"scontrol {' '.join(args)} failed: {result.stderr.strip()}")
         return result.stdout
+
+    def cancel_all(self) -> None:
+        """Cancel every job of this cluster (the test's own: the cluster is private to the session) and wait until the
+        queue is empty, so that no job outlives the daemons."""
+        if not self.processes or self._dead():
+            return
+        def cancelled() -> bool:  # again at every look: a job being requeued when the first came is pending again
+            self._run("scancel", "--full", "--user", str(os.geteuid()))
+            return not self.squeue()
+
+        wait_for(cancelled, "an empty Slurm queue after scancel", poll=1.0)
 
     def stop(self, timeout: float = 30.0) -> None:
         """SIGTERM to each daemon's process group in reverse start order, SIGKILL to what is left after ``timeout``."""

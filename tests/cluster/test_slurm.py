@@ -1,0 +1,111 @@
+"""A sweep on a real Slurm cluster (tests/cluster/slurm.py: one node, started by the session fixture) with
+``hydra/launcher=slurm``, the preset README "Running on a cluster" documents, and a preemption: one job, certainly
+RUNNING (the hold_once hook stops it after its first metric flush), gets SIGTERM through ``scancel --signal=TERM``.
+Its run ends KILLED with the signal named, submitit checkpoints and Slurm requeues the job, and the requeued job trains
+the config to the end: the sweep completes with exactly one FINISHED run per config."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from sweeper import names
+
+from ..handshake import HANG, wait_for
+from ..sweeper.sweeper_helpers import runs_of, sqlite_uri
+
+HOLD_HOOK = Path(__file__).resolve().parent / "hold_once"
+WIDTHS = ("4", "8", "16", "32")
+HELD = "16"  # the config that is preempted: array task 2 of the sweep's job array
+
+
+def sweep_command(tmp_path: Path) -> list[str]:
+    return [sys.executable, "-m", "sweeper", "-m", "hydra/launcher=slurm", "hydra.launcher.partition=cpu",
+            "hydra.launcher.cpus_per_task=1", "hydra.launcher.mem_gb=1", "hydra.launcher.timeout_min=30",
+            "data=digits", "trainer.epochs=2", f"model.width={','.join(WIDTHS)}",
+            f"tracking.uri={sqlite_uri(tmp_path / 'mlflow.db')}", f"hydra.sweep.dir={tmp_path / 'sweep'}"]
+
+
+def held_run_is_training(store: str, held_dir: Path):
+    """The held job's run once it is RUNNING with train/loss points in the store (its signal that it is under way)."""
+    if not (held_dir / "held").exists():
+        return None
+    _, runs = runs_of(store)
+    for run in runs:
+        if run.info.status == "RUNNING" and run.data.params.get("model.width") == HELD \
+                and names.TRAIN_LOSS in run.data.metrics:
+            return run
+    return None
+
+
+def array_task(cluster, index: int) -> str:
+    """``<array job id>_<index>`` of the sweep's job array, once Slurm runs that task."""
+    out = cluster._run("squeue", "-h", "-o", "%F %K %T").stdout
+    for line in out.splitlines():
+        job, task, state = line.split()
+        if task == str(index) and state == "RUNNING":
+            return f"{job}_{task}"
+    return ""
+
+
+def requeued_state(cluster, task: str) -> str:
+    """PENDING or RUNNING once Slurm has requeued the task (Restarts >= 1), else "" (not yet, or still REQUEUED)."""
+    out = cluster._run("scontrol", "show", "job", "--oneliner", task).stdout
+    fields = dict(item.split("=", 1) for item in out.split() if "=" in item)
+    state = fields.get("JobState", "")
+    return state if int(fields.get("Restarts", "0")) >= 1 and state in ("PENDING", "RUNNING") else ""
+
+
+@pytest.mark.slow
+@pytest.mark.soak
+@pytest.mark.integration
+@pytest.mark.parametrize("preempt", [
+    ["scancel", "--signal=TERM"],  # SIGTERM only: the job asks submitit to requeue it
+    ["scontrol", "requeue"],       # what preemption with PreemptMode=REQUEUE does: Slurm sends SIGTERM and requeues
+], ids=["scancel-TERM", "scontrol-requeue"])
+def test_a_slurm_sweep_survives_a_preempted_job_with_one_finished_run_per_config(slurm_cluster, tmp_path, preempt):
+    store = sqlite_uri(tmp_path / "mlflow.db")
+    env = {k: v for k, v in slurm_cluster.env.items() if not k.startswith(("MLFLOW_", "HYDRA_"))}
+    env.update(MLP_SWEEPS_OUTPUTS=str(tmp_path / "outputs"), MLP_SWEEPS_OFFLINE="1", PYTHONPATH=str(HOLD_HOOK),
+               MLP_SWEEPS_HOLD_ONCE=str(tmp_path), MLP_SWEEPS_HOLD_WIDTH=HELD)
+    proc = subprocess.Popen(sweep_command(tmp_path), cwd=tmp_path, env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        held = wait_for(lambda: held_run_is_training(store, tmp_path), "the held job's train/loss points", proc=proc,
+                        poll=0.5)
+        task = wait_for(lambda: array_task(slurm_cluster, WIDTHS.index(HELD)), "the held job in squeue", proc=proc)
+        result = slurm_cluster._run(*preempt, task)
+        assert result.returncode == 0, result.stderr
+        state = wait_for(lambda: requeued_state(slurm_cluster, task), "Slurm requeueing the preempted job", proc=proc)
+        if state == "PENDING":  # Slurm delays a requeued job by about 2 min (its BeginTime): start it now
+            slurm_cluster.scontrol("update", f"JobId={task}", "StartTime=now")
+        _, stderr = proc.communicate(timeout=HANG)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, 9)
+            proc.wait()
+    shown = "\n".join(line for line in stderr.splitlines() if slurm_cluster.sacct_warning not in line)
+    logs = "\n".join(p.read_text(errors="replace")[-3000:] for p in (tmp_path / "sweep").rglob("*_log.err"))
+    assert proc.returncode == 0, f"{shown[-3000:]}\n{logs}\n{slurm_cluster.logs()}"
+    assert "Traceback" not in shown, shown[-3000:]
+
+    client, runs = runs_of(store)
+    parents = [r for r in runs if r.data.tags.get(names.ROLE) == names.ROLE_SWEEP_PARENT]
+    children = [r for r in runs if r not in parents]
+    assert len(parents) == 1 and parents[0].info.status == "FINISHED"
+    finished = [r for r in children if r.info.status == "FINISHED"]
+    assert sorted(r.data.params["model.width"] for r in finished) == sorted(WIDTHS)  # one per config
+    assert len({r.data.tags[names.CONFIG_HASH] for r in finished}) == len(WIDTHS)
+    (killed,) = [r for r in children if r.info.status != "FINISHED"]
+    assert killed.info.run_id == held.info.run_id and killed.info.status == "KILLED"
+    assert "SIGTERM" in killed.data.tags[names.KILLED_REASON]
+    assert client.get_metric_history(killed.info.run_id, names.TRAIN_LOSS)  # what it logged before the signal
+    rerun = next(r for r in finished if r.data.params["model.width"] == HELD)
+    assert rerun.data.tags[names.CONFIG_HASH] == killed.data.tags[names.CONFIG_HASH]
+    assert rerun.data.tags[names.PARENT_RUN_ID] == parents[0].info.run_id
+    job_logs = "\n".join(p.read_text(errors="replace") for p in (tmp_path / "sweep").rglob("*_log.*"))
+    # the job itself asked for the requeue after a bare SIGTERM; after `scontrol requeue` Slurm did, and the job left it
+    assert ("Requeued job" in job_logs) == (preempt[0] == "scancel"), job_logs[-3000:]
