@@ -6,6 +6,7 @@ Pure NumPy and the standard library (scikit-learn is imported lazily, only for t
     data = load_dataset("mnist", split="assignment")
     result = fit(data, ModelConfig(hidden_sizes=(64,)), TrainConfig(epochs=5))
     result.val_accuracy[-1], result.model.predict(data.val.x[:5])
+    results = fit_population(data, [Member(ModelConfig((64,)), TrainConfig(lr=lr)) for lr in (0.05, 0.1)])
 """
 
 from .activations import ACTIVATIONS

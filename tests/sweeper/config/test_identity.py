@@ -56,6 +56,20 @@ def test_legacy_hashes_are_those_of_release_0_1_0():
     assert LEGACY_WIDTH16_SGD in old
 
 
+def test_the_engine_is_hashed_and_a_solo_hash_is_unchanged():
+    """A population member's bits differ from a solo run's, so its hash does; the solo hash is the one of before."""
+    container = OmegaConf.to_container(compose_cfg(["data=digits", "trainer.epochs=1", "model.width=16"]),
+                                       resolve=True, enum_to_str=True)
+    solo = run_hashes(container, 2)
+    assert run_hashes(container, 2, None) == solo
+    assert solo[0] == "6f6b817de6a7c551bcc45fd8760b361474187734272f7083933f37f2d0c0cdf1"  # as main tagged it before
+    member = run_hashes(container, 2, "population")
+    assert member[0] != solo[0] and member[1] != solo[1]
+    seed1 = OmegaConf.to_container(compose_cfg(["data=digits", "trainer.epochs=1", "model.width=16", "trainer.seed=1"]),
+                                   resolve=True, enum_to_str=True)
+    assert run_hashes(seed1, 2, "population")[1] == member[1]  # seeds of one member config still group
+
+
 def test_effective_hidden_sizes_and_run_name():
     assert effective_hidden_sizes({"hidden_sizes": None, "width": 32, "depth": 3}) == (32, 32, 32)
     assert effective_hidden_sizes({"hidden_sizes": [128, 32], "width": 7, "depth": 1}) == (128, 32)
