@@ -284,6 +284,13 @@ def main() -> None:
     signals.install()
     try:
         task()
+    except ValueError as exc:
+        if not str(exc).startswith("Only one of --run, --multirun"):
+            raise
+        # Hydra's own check of its mode flags, raised before any composition (e.g. `-m ... --cfg job`)
+        sys.stderr.write(f"Error: {exc}; inspect one job's config without -m (mlp-sweep +sweep=<name> --cfg job), "
+                         "or list a sweep's jobs with -m ... hydra/launcher=dryrun\n")
+        sys.exit(2)
     except KeyboardInterrupt:
         sys.stderr.write(f"mlp-sweep: interrupted by {signals.received_name()}; runs in progress are marked KILLED with the metrics "
                          "logged so far (relaunch the same command to resume)\n")

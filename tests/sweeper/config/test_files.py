@@ -42,3 +42,12 @@ def test_cli_refuses_a_broken_user_file_in_one_line(tmp_path):
     assert proc.returncode == 1
     assert proc.stderr.strip().splitlines() == [proc.stderr.strip()]  # one line, no traceback
     assert "broken.yaml, line 5, column 1" in proc.stderr
+
+
+def test_cli_refuses_two_modes_in_one_line(tmp_path):
+    """Hydra allows one of -m, --cfg, --info: a hurried `-m ... --cfg job` gets one line saying what works instead."""
+    proc = run_cli(["-m", "data=digits", "model.width=4,8", "--cfg", "job"], tmp_path, timeout=HANG)
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines() == [proc.stderr.strip()]  # one line, no traceback
+    assert "Only one of --run, --multirun, --cfg" in proc.stderr and "hydra/launcher=dryrun" in proc.stderr
+    assert not (tmp_path / "outputs").exists() or not any((tmp_path / "outputs").rglob("*.db"))
