@@ -189,7 +189,7 @@ class MlflowSweepParent(Callback):
 
 def open_sweep_view(client: Any, uri: str, experiment_id: str, sweep_id: str, parent_run_id: str, name: str,
                     config: DictConfig) -> dict:
-    """Write the sweep's saved UI view (sweeper.tracking.views) and log its link; what ``announce_sweep_view`` needs."""
+    """Write the sweep's saved UI view (sweeper.tracking.views) and log its link; what ``summary_links`` needs."""
     from ..config.checks import expand_grid
     from ..tracking.store import tag_experiment
     from ..tracking.views import sweep_link, write_sweep_view
