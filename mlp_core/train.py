@@ -237,7 +237,8 @@ def fit(
 
     An observer may ask `fit` to stop: when `on_event` returns a non-empty `str` for a ValidationPoint, `fit` stops at
     once after that validation point (no further step touches the weights) and that string becomes
-    `FitResult.stop_reason` (e.g. "pruned"). Any other return value (None) changes nothing.
+    `FitResult.stop_reason` (e.g. "pruned"), unless that point's validation loss is not finite: then it is "diverged",
+    as always. Any other return value (None) changes nothing.
 
     `dtype` is float32 (the course's) or float64 (for checking results). `initial`, an MLP of this architecture or
     its `parameters()` arrays, replaces the drawn initial weights (the seed still draws the shuffle order).
@@ -328,12 +329,12 @@ def fit(
                     val_acc.append(va)
                     train_acc.append(ta)
                     verdict = emit(ValidationPoint(step, epoch, float(since.mean(dtype=np.float64)), ta, vl, va))
-                    if isinstance(verdict, str) and verdict:
-                        stop_reason = verdict
+                    if not math.isfinite(vl):  # diverged whatever the observer says (as in fit_population)
+                        stop_reason = "diverged"
                         step += 1
                         break
-                    if not math.isfinite(vl):
-                        stop_reason = "diverged"
+                    if isinstance(verdict, str) and verdict:
+                        stop_reason = verdict
                         step += 1
                         break
                     improved, should_stop = stopper.update(vl)

@@ -308,3 +308,22 @@ def test_epoch_order_is_the_order_fit_trains_in(small_data):
         rows = epoch_order(shuffle_rng, len(small_data.train.y))[:32]
         loss, _ = net.evaluate(small_data.train.x[rows], small_data.train.y[rows])
         assert result.train_loss[epoch * result.steps_per_epoch] == pytest.approx(loss, rel=1e-9)
+
+
+def test_a_diverged_run_is_diverged_even_when_the_observer_asks_to_stop():
+    """fit and fit_population agree: a non-finite validation loss is "diverged", whatever the observer returns."""
+    data = synthetic_dataset(n_train=640, n_val=50)
+    model = ModelConfig((32, 32), activation="relu", init="he")
+    train = TrainConfig(epochs=20, lr=1e3, validations_per_epoch=20)  # the validation loss is NaN before any step's
+    asked = []
+
+    def prune_a_non_finite_point(event):
+        if isinstance(event, ValidationPoint) and not math.isfinite(event.val_loss):
+            asked.append(event.step)
+            return "pruned"
+        return None
+
+    plain = fit(data, model, train)
+    result = fit(data, model, train, on_event=prune_a_non_finite_point)
+    assert asked == [plain.num_steps - 1] and np.isfinite(plain.train_loss).all()
+    assert result.stop_reason == plain.stop_reason == "diverged" and result.num_steps == plain.num_steps
