@@ -6,7 +6,7 @@ Both sides run the real CLI (`python -m sweeper -m +sweep=task3c_search ...`: th
 split, lr log-uniform in [0.003, 0.3], momentum in [0, 0.95], width 32/64/128) with short epochs, the same sampler
 seed (so both sample the same 24 configurations), tracking into one temporary sqlite store created before timing
 starts, each side in its own experiment (so that neither reuses the other's runs). One side sets
-hydra.sweeper.pruner=none, the other keeps the preset's median pruner (5 start-up trials, no pruning before step 125).
+hydra.sweeper.pruner=none, the other keeps the preset's median pruner (5 start-up trials, no pruning before step 625).
 
 Printed per side: the best objective (best validation loss over the trials), the total training steps of all trials,
 and the wall time; then the steps pruning saved and how far its best objective is from the unpruned one.
