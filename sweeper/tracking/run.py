@@ -124,7 +124,9 @@ class RunTracker:
         except Exception as exc:
             # Parallel jobs of one sweep insert the same dataset row at the same moment; the loser's transaction fails
             # on the unique constraint (and is rolled back). The row exists now, so one more call links it to the run.
-            if "UNIQUE constraint" not in str(exc) and "IntegrityError" not in repr(exc):
+            # sqlite says "UNIQUE constraint failed"; PostgreSQL (through a server) "UniqueViolation ... duplicate key"
+            if not any(sign in f"{exc!r} {exc}" for sign in ("UNIQUE constraint", "IntegrityError", "UniqueViolation",
+                                                           "duplicate key value")):
                 raise
             self.client.log_inputs(self.run_id, datasets=inputs)
 

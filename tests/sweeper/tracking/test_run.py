@@ -289,3 +289,35 @@ def test_progress_bar_appears_on_a_terminal(tmp_path):
     assert proc.wait(timeout=HANG) == 0
     output = b"".join(chunks).decode(errors="replace")
     assert "/92 [" in output and "val_acc=" in output and "epoch=" in output, output[-2000:]
+
+
+@pytest.mark.parametrize("loser_error", [
+    "(sqlite3.IntegrityError) UNIQUE constraint failed: datasets.experiment_id, datasets.name, datasets.digest",
+    'BAD_REQUEST: (psycopg.errors.UniqueViolation) duplicate key value violates unique constraint "dataset_pk"',
+])
+def test_a_job_that_loses_the_dataset_insert_race_links_the_existing_row(tmp_path, store, loser_error):
+    """Two jobs of a sweep log the same dataset at once; the store keeps one row and the loser's insert fails on the
+    unique key (sqlite and, through an mlflow server, PostgreSQL word it differently). The loser links that row."""
+    from mlflow.exceptions import MlflowException
+
+    from sweeper.tracking.run import RunTracker
+
+    class LosingClient(MlflowClient):
+        calls = 0
+
+        def log_inputs(self, *args, **kwargs):
+            LosingClient.calls += 1
+            if LosingClient.calls == 1:  # the winner's row is in by now: the first call of the loser fails
+                super().log_inputs(winner.run_id, *args[1:], **kwargs)
+                raise MlflowException(loser_error)
+            return super().log_inputs(*args, **kwargs)
+
+    client = LosingClient(store)
+    experiment_id = client.create_experiment("race", artifact_location=(tmp_path / "art").as_uri())
+    winner = RunTracker.start(client, experiment_id, "winner", {})
+    loser = RunTracker.start(client, experiment_id, "loser", {})
+    dataset = load_dataset("digits")
+    loser.log_dataset(dataset)
+    inputs = [client.get_run(t.run_id).inputs.dataset_inputs for t in (winner, loser)]
+    assert LosingClient.calls == 2 and [len(i) for i in inputs] == [1, 1]
+    assert inputs[0][0].dataset.digest == inputs[1][0].dataset.digest == str(dataset.digest)[:36]
