@@ -79,9 +79,10 @@ def test_a_slurm_sweep_survives_a_preempted_job_with_one_finished_run_per_config
         task = wait_for(lambda: array_task(slurm_cluster, WIDTHS.index(HELD)), "the held job in squeue", proc=proc)
         result = slurm_cluster._run(*preempt, task)
         assert result.returncode == 0, result.stderr
-        state = wait_for(lambda: requeued_state(slurm_cluster, task), "Slurm requeueing the preempted job", proc=proc)
-        if state == "PENDING":  # Slurm delays a requeued job by about 2 min (its BeginTime): start it now
-            slurm_cluster.scontrol("update", f"JobId={task}", "StartTime=now")
+        # Slurm holds a requeued job back for cred_expire seconds (10 here, 120 by default), until the old job's
+        # credential has expired: forcing it to start sooner gets it killed as "Job credential revoked", and without
+        # accounting submitit would wait for it forever
+        wait_for(lambda: requeued_state(slurm_cluster, task), "Slurm requeueing the preempted job", proc=proc)
         _, stderr = proc.communicate(timeout=HANG)
     finally:
         if proc.poll() is None:
