@@ -15,6 +15,22 @@ from typing import Any
 log = logging.getLogger(__name__)
 
 
+def stop_group(proc: subprocess.Popen, first: int = signal.SIGTERM, timeout: float = 15.0) -> None:
+    """``first`` to the process group of ``proc`` (started with start_new_session, so its pgid is its pid), then
+    SIGKILL to whatever is left of the group after ``timeout`` (children may outlive the leader), and reap it."""
+    if proc.poll() is None:
+        try:
+            os.killpg(proc.pid, first)
+            proc.wait(timeout=timeout)
+        except (ProcessLookupError, subprocess.TimeoutExpired):
+            pass
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass
+    proc.wait(timeout=timeout)
+
+
 def free_port(host: str = "127.0.0.1") -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind((host, 0))
@@ -84,23 +100,8 @@ class LocalServer:
 
     def stop(self, timeout: float = 15.0) -> None:
         """SIGTERM to the server's whole process group, SIGKILL after ``timeout``."""
-        proc = self.process
-        if proc is not None and proc.poll() is None:
-            try:
-                os.killpg(proc.pid, signal.SIGTERM)  # pgid == pid thanks to start_new_session
-            except ProcessLookupError:
-                pass
-            try:
-                proc.wait(timeout=timeout)
-            except subprocess.TimeoutExpired:
-                pass
-        if proc is not None:
-            try:  # children (job runner, uvicorn workers) may outlive the leader
-                os.killpg(proc.pid, signal.SIGKILL)
-            except (ProcessLookupError, PermissionError):
-                pass
-            if proc.poll() is None:
-                proc.wait(timeout=5)
+        if self.process is not None:
+            stop_group(self.process, signal.SIGTERM, timeout)
         if self._log_file is not None:
             self._log_file.close()
             self._log_file = None

@@ -13,7 +13,7 @@ import subprocess
 from pathlib import Path
 
 from ..handshake import HANG, wait_for
-from ..servers import free_port
+from ..servers import free_port, stop_group
 
 BIN = Path("/usr/lib/postgresql/15/bin")
 
@@ -69,18 +69,7 @@ class LocalPostgres:
         proc = self.process
         if proc is None:
             return
-        try:
-            os.killpg(proc.pid, signal.SIGINT)  # fast shutdown: ends the sessions, then the server
-            proc.wait(timeout=timeout)
-        except ProcessLookupError:
-            pass
-        except subprocess.TimeoutExpired:
-            pass
-        try:
-            os.killpg(proc.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-        proc.wait(timeout=timeout)
+        stop_group(proc, signal.SIGINT, timeout)  # SIGINT: fast shutdown, ends the sessions, then the server
         self.process = None
 
     def log_tail(self) -> str:

@@ -21,7 +21,7 @@ import subprocess
 from pathlib import Path
 
 from ..handshake import HANG, wait_for
-from ..servers import free_port
+from ..servers import free_port, stop_group
 
 DAEMONS = ("munged", "slurmctld", "slurmd")
 SBIN = Path("/usr/sbin")
@@ -152,20 +152,7 @@ class SlurmCluster:
     def stop(self, timeout: float = 30.0) -> None:
         """SIGTERM to each daemon's process group in reverse start order, SIGKILL to what is left after ``timeout``."""
         for name in reversed(list(self.processes)):
-            proc = self.processes[name]
-            try:
-                os.killpg(proc.pid, signal.SIGTERM)
-            except ProcessLookupError:
-                continue
-            try:
-                proc.wait(timeout=timeout)
-            except subprocess.TimeoutExpired:
-                pass
-            try:
-                os.killpg(proc.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-            proc.wait(timeout=timeout)
+            stop_group(self.processes[name], signal.SIGTERM, timeout)
         self.processes.clear()
 
     def logs(self) -> str:

@@ -1,6 +1,6 @@
 """A sweep on a real Slurm cluster (tests/cluster/slurm.py: one node, started by the session fixture) with
 ``hydra/launcher=slurm``, the preset README "Running on a cluster" documents, and a preemption: one job, certainly
-RUNNING (the hold_once hook stops it after its first metric flush), gets SIGTERM through ``scancel --signal=TERM``.
+RUNNING (tests/sweeper/hold_hook stops it after its first metric flush), gets SIGTERM through ``scancel --signal=TERM``.
 Its run ends KILLED with the signal named, submitit checkpoints and Slurm requeues the job, and the requeued job trains
 the config to the end: the sweep completes with exactly one FINISHED run per config."""
 from __future__ import annotations
@@ -17,7 +17,7 @@ from sweeper import names
 from ..handshake import HANG, wait_for
 from ..sweeper.sweeper_helpers import runs_of, sqlite_uri
 
-HOLD_HOOK = Path(__file__).resolve().parent / "hold_once"
+HOLD_HOOK = Path(__file__).resolve().parents[1] / "sweeper" / "hold_hook"
 WIDTHS = ("4", "8", "16", "32")
 HELD = "16"  # the config that is preempted: array task 2 of the sweep's job array
 
@@ -70,7 +70,7 @@ def test_a_slurm_sweep_survives_a_preempted_job_with_one_finished_run_per_config
     store = sqlite_uri(tmp_path / "mlflow.db")
     env = {k: v for k, v in slurm_cluster.env.items() if not k.startswith(("MLFLOW_", "HYDRA_"))}
     env.update(MLP_SWEEPS_OUTPUTS=str(tmp_path / "outputs"), MLP_SWEEPS_OFFLINE="1", PYTHONPATH=str(HOLD_HOOK),
-               MLP_SWEEPS_HOLD_ONCE=str(tmp_path), MLP_SWEEPS_HOLD_WIDTH=HELD)
+               MLP_SWEEPS_HOLD_ONCE=str(tmp_path), MLP_SWEEPS_HOLD_WIDTHS=HELD)
     proc = subprocess.Popen(sweep_command(tmp_path), cwd=tmp_path, env=env, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True, start_new_session=True)
     try:

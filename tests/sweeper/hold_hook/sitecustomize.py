@@ -1,14 +1,27 @@
-"""Test-only hook for tests/sweeper/tracking/test_resume.py (on PYTHONPATH only there): with ``MLP_SWEEPS_HOLD_WIDTHS=16,32``,
-a job whose model has a hidden layer of one of these widths stops for good right after its first flush of train/loss
-points to the store. The test waits for those rows (the job's signal that it is under way) and kills the sweep while
-the job is certainly still RUNNING."""
+"""Test-only hook (on PYTHONPATH only in the tests that use it): with ``MLP_SWEEPS_HOLD_WIDTHS=16,32``, a job whose
+model has a hidden layer of one of these widths stops right after its first flush of train/loss points to the store,
+until a signal ends it. The test waits for those rows (the job's signal that it is under way) and kills or preempts the
+job while it is certainly RUNNING.
+
+With ``MLP_SWEEPS_HOLD_ONCE=<dir>`` too (tests/cluster/test_slurm.py), only the first such job holds (it creates
+``<dir>/held`` atomically); the job that Slurm requeues trains that config to the end."""
 import os
 
 _widths = os.environ.get("MLP_SWEEPS_HOLD_WIDTHS")
+_once_dir = os.environ.get("MLP_SWEEPS_HOLD_ONCE")
 if _widths:
     import mlp_core
 
     _fit = mlp_core.fit
+
+    def _first_hold() -> bool:
+        if not _once_dir:
+            return True
+        try:
+            os.close(os.open(os.path.join(_once_dir, "held"), os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+        except FileExistsError:
+            return False  # held once already: this is the requeued job
+        return True
 
     def _hold_after_the_first_flush():
         import threading
@@ -22,12 +35,13 @@ if _widths:
             wrote_losses = self.tracker is not None and any(point[0] == names.TRAIN_LOSS for point in self.buffer)
             flush(self)
             if wrote_losses:
-                threading.Event().wait()  # until the test kills the process
+                MetricSink.flush = flush  # the clean-up's own flush after the signal goes through
+                threading.Event().wait()  # until a signal interrupts the wait, or the test kills the process
 
         MetricSink.flush = flush_then_hold
 
     def fit(dataset, model_cfg, train_cfg, **kwargs):
-        if set(model_cfg.hidden_sizes) & {int(w) for w in _widths.split(",")}:
+        if set(model_cfg.hidden_sizes) & {int(w) for w in _widths.split(",")} and _first_hold():
             _hold_after_the_first_flush()
         return _fit(dataset, model_cfg, train_cfg, **kwargs)
 
