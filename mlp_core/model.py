@@ -165,23 +165,33 @@ def backward_pass(lin: list, glin: list, activation, x: np.ndarray, ws: _Workspa
 EVAL_ROWS = 2048  # rows per evaluation block (see docs/population.md for the measurements)
 
 
-def evaluate_stack(lin: list, activation, x: np.ndarray, y: np.ndarray, rows: int = EVAL_ROWS):
+def evaluate_stack(lin: list, activation, x: np.ndarray, y: np.ndarray, rows: int = EVAL_ROWS, loss: bool = True):
     """(mean cross-entropy, accuracy) of each of K stacked members over x: (N, input_dim), labels y: (N,); `lin` as
-    `carve` gives it for a (K, P) stack. Returns two (K,) float64 arrays.
+    `carve` gives it for a (K, P) stack (at least one hidden layer). Returns two (K,) float64 arrays; the loss is None
+    with `loss=False` (accuracy only: no exp/log pass).
 
-    The first layer of all members is ONE matmul x_block @ [W_0 of member 1 | ... | W_0 of member K], the later
-    layers a stacked matmul; accuracy is the argmax of the logits, the loss one log-sum-exp per row (float64 sums)."""
+    In row blocks: the first layer of all members is ONE matmul x_block @ [W_0 of member 1 | ... | W_0 of member K],
+    middle layers a stacked matmul, and the output layer is computed transposed, logits as (K, classes, rows), so that
+    every reduction over the classes (max, exp-sum) runs over long contiguous rows instead of 10-wide ones.
+    Accuracy is exactly argmax's: a sample counts when its label's logit is the unique maximum; tied or non-finite
+    columns (rare) go through argmax itself (first maximum, first NaN). The loss is one log-sum-exp per sample with
+    float64 sums."""
     w0, b0 = lin[0]
     members, n_in, hidden = w0.shape
     n = x.shape[0]
+    dtype = w0.dtype
     w0_all = np.ascontiguousarray(np.moveaxis(w0, 0, 1)).reshape(n_in, members * hidden)
     b0_all = None if b0 is None else np.moveaxis(b0, 0, 1).reshape(1, members * hidden)
     rows = max(1, min(rows, n))
-    first = np.empty((rows, members * hidden), dtype=w0.dtype)
-    later = _Workspace(rows, acts=[np.empty((members, rows, w.shape[-1]), dtype=w0.dtype) for w, _ in lin[1:]])
+    first = np.empty((rows, members * hidden), dtype=dtype)
+    middle = [np.empty((members, rows, w.shape[-1]), dtype=dtype) for w, _ in lin[1:-1]]
+    w_out, b_out = lin[-1]
+    w_out_t = np.swapaxes(w_out, -1, -2)  # (K, classes, n_last)
+    b_out_t = None if b_out is None else np.swapaxes(b_out, -1, -2)  # (K, classes, 1)
+    logits_t = np.empty((members, w_out.shape[-1], rows), dtype=dtype)
+    top_buf = np.empty((members, 1, rows), dtype=dtype)
     total_loss = np.zeros(members, dtype=np.float64)
     correct = np.zeros(members, dtype=np.int64)
-    last = len(lin) - 1
     for start in range(0, n, rows):
         stop = min(start + rows, n)
         m = stop - start
@@ -189,18 +199,36 @@ def evaluate_stack(lin: list, activation, x: np.ndarray, y: np.ndarray, rows: in
         np.matmul(x[start:stop], w0_all, out=h)
         if b0_all is not None:
             h += b0_all
-        if last:
-            activation.forward_(h)
+        activation.forward_(h)
         a = h.reshape(m, members, hidden).transpose(1, 0, 2)  # (K, m, hidden): a view, no copy
-        a = forward_pass(lin[1:], activation, a, later)
+        for (w, b), buf in zip(lin[1:-1], middle):
+            out = buf[:, :m]
+            np.matmul(a, w, out=out)
+            if b is not None:
+                out += b
+            activation.forward_(out)
+            a = out
+        logits = logits_t[..., :m]
+        np.matmul(w_out_t, np.swapaxes(a, -1, -2), out=logits)
+        if b_out_t is not None:
+            logits += b_out_t
+        top = top_buf[..., :m]
+        np.max(logits, axis=-2, keepdims=True, out=top)
         labels = y[start:stop]
-        correct += np.count_nonzero(a.argmax(axis=-1) == labels, axis=-1)
-        a -= a.max(axis=-1, keepdims=True)
-        picked = np.take_along_axis(a, np.broadcast_to(labels[:, None], (members, m, 1)), axis=-1)
-        log_norm = np.log(np.exp(a).sum(axis=-1, dtype=np.float64))
-        total_loss += log_norm.sum(axis=-1) - picked.sum(axis=(1, 2), dtype=np.float64)
+        picked = np.take_along_axis(logits, np.broadcast_to(labels, (members, 1, m)), axis=-2)
+        unique = np.count_nonzero(logits == top, axis=-2) == 1  # (K, m); NaN columns count 0
+        correct += np.count_nonzero((picked[:, 0] == top[:, 0]) & unique, axis=-1)
+        if not unique.all():
+            member, column = np.nonzero(~unique)
+            hits = logits[member, :, column].argmax(axis=-1) == labels[column]
+            correct += np.bincount(member[hits], minlength=members)
+        if loss:
+            logits -= top
+            np.exp(logits, out=logits)
+            log_norm = np.log(logits.sum(axis=-2, dtype=np.float64))
+            total_loss += log_norm.sum(axis=-1) - (picked - top).sum(axis=(1, 2), dtype=np.float64)
     n = max(1, n)
-    return total_loss / n, correct / n
+    return (total_loss / n if loss else None), correct / n
 
 
 class MLP:
@@ -321,10 +349,17 @@ class MLP:
 
     def evaluate(self, x: np.ndarray, y: np.ndarray, chunk_size: int = EVAL_ROWS) -> tuple[float, float]:
         """(mean cross-entropy, accuracy) over the whole set, in row blocks; sums are accumulated in float64."""
+        loss, accuracy = self._evaluate(x, y, chunk_size, loss=True)
+        return float(loss[0]), float(accuracy[0])
+
+    def accuracy(self, x: np.ndarray, y: np.ndarray, chunk_size: int = EVAL_ROWS) -> float:
+        """The accuracy of `evaluate` alone (no loss: skips its exp and log passes)."""
+        return float(self._evaluate(x, y, chunk_size, loss=False)[1][0])
+
+    def _evaluate(self, x, y, chunk_size, loss):
         x = self._check_input(x)
         lin = [(w[None], None if b is None else b[None]) for w, b in self._lin]
-        loss, accuracy = evaluate_stack(lin, self.activation, x, np.asarray(y), chunk_size)
-        return float(loss[0]), float(accuracy[0])
+        return evaluate_stack(lin, self.activation, x, np.asarray(y), chunk_size, loss=loss)
 
     def _check_input(self, x: np.ndarray) -> np.ndarray:
         if x.ndim != 2 or x.shape[1] != self.input_dim:

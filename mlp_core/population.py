@@ -276,7 +276,7 @@ def fit_population(
                 stack = stack.without(stopped)
             if step % val_every == 0 and stack.members:
                 val_loss, val_acc = evaluate_stack(stack.lin, activation, x_val, y_val)
-                _, train_acc = evaluate_stack(stack.lin, activation, x_train, y_train)
+                _, train_acc = evaluate_stack(stack.lin, activation, x_train, y_train, loss=False)
                 stopped = []
                 for row, k in enumerate(stack.members):
                     reason = validate(row, k, float(val_loss[row]), float(val_acc[row]), float(train_acc[row]))

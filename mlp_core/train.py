@@ -321,7 +321,7 @@ def fit(
                 update(params, grads)
                 if step % val_every == 0:
                     vl, va = net.evaluate(x_val, y_val)
-                    _, ta = net.evaluate(x_train, y_train)
+                    ta = net.accuracy(x_train, y_train)
                     flush(step + 1)
                     since = losses[val_steps[-1] + 1 if val_steps else 0 : step + 1]
                     val_steps.append(step)

@@ -122,6 +122,24 @@ def test_evaluate_equals_the_previous_evaluation_up_to_float32_rounding(activati
         assert loss == pytest.approx(expected[0], rel=1e-6) and accuracy == expected[1]
 
 
+def test_evaluation_accuracy_follows_argmax_on_ties_and_nan():
+    """A tie counts for the first maximal class and a NaN logit wins, as with argmax; `accuracy` equals `evaluate`'s."""
+    rng = np.random.default_rng(5)
+    x = rng.normal(size=(300, 12)).astype(np.float32)
+    y = rng.integers(0, 10, 300)
+    model = MLP(12, ModelConfig((8,), activation="relu", bias="per_layer"), rng=0)
+    model.params[...] = 0.0  # every logit equal: argmax is class 0
+    assert model.evaluate(x, y, chunk_size=64) == (pytest.approx(np.log(10.0)), np.mean(y == 0))
+    model.params[...] = rng.normal(size=model.params.shape)
+    model.weights[1][:, 3] = model.weights[1][:, 7]  # classes 3 and 7 tie on every sample
+    model.biases[1][3] = model.biases[1][7] = 50.0
+    expected = _evaluate_as_before(model, x, y)
+    assert expected[1] == np.mean(y == 3) and model.evaluate(x, y, chunk_size=64) == pytest.approx(expected)
+    model.biases[1][5] = np.nan  # a NaN logit is argmax's maximum
+    loss, accuracy = model.evaluate(x, y, chunk_size=64)
+    assert np.isnan(loss) and accuracy == np.mean(y == 5) == model.accuracy(x, y)
+
+
 def test_stacked_evaluation_equals_each_members_own():
     from mlp_core.model import carve, evaluate_stack
 
