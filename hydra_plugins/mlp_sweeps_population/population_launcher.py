@@ -18,7 +18,8 @@ from sweeper.sweep import population
 class PopulationLauncherConf:
     _target_: str = population.TARGET
     max_members: int = 16  # jobs trained together in one fused pass, at most
-    n_workers: int = 1  # processes that train populations side by side; BLAS threads per job = cores / n_workers
+    # processes that train populations side by side (null: one per core); BLAS threads per job = cores / n_workers
+    n_workers: Optional[int] = None
 
 
 ConfigStore.instance().store(
@@ -27,7 +28,7 @@ ConfigStore.instance().store(
 
 
 class PopulationLauncher(Launcher):
-    def __init__(self, max_members: int = 16, n_workers: int = 1) -> None:
+    def __init__(self, max_members: int = 16, n_workers: Optional[int] = None) -> None:
         self.max_members = max_members
         self.n_workers = n_workers
         self.config: Optional[DictConfig] = None

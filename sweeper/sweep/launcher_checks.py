@@ -16,8 +16,16 @@ class PopulationLauncherError(CompactHydraException):
 
 def check_knobs(max_members: Any, n_workers: Any) -> None:
     for name, value in (("max_members", max_members), ("n_workers", n_workers)):
+        if name == "n_workers" and value is None:  # the default: one worker per core
+            continue
         if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
-            raise PopulationLauncherError(f"hydra.launcher.{name} must be an integer >= 1, got {value!r}")
+            more = " (or null: one per core)" if name == "n_workers" else ""
+            raise PopulationLauncherError(f"hydra.launcher.{name} must be an integer >= 1{more}, got {value!r}")
+
+
+def workers_for(n_workers: Any, cores: int) -> int:
+    """The number of worker processes: ``n_workers``, or one per core when it is None."""
+    return cores if n_workers is None else int(n_workers)
 
 
 def check_launcher(config: Any) -> None:

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from .launcher_checks import POPULATION_TARGET as TARGET
-from .launcher_checks import check_knobs
+from .launcher_checks import check_knobs, workers_for
 
 ENGINE = "population"
 
@@ -76,6 +76,9 @@ def launch(config: Any, hydra_context: Any, task_function: Any, job_overrides: S
     from omegaconf import open_dict
 
     check_knobs(max_members, n_workers)
+    n_workers = workers_for(n_workers, _cores())
+    # The workers start (and import what a member needs) while the jobs are composed below: about 2 s of a sweep.
+    warm_up = _WarmUp(n_workers) if n_workers > 1 and len(job_overrides) > 1 else None
     setup_globals()
     configure_log(config.hydra.hydra_logging, config.hydra.verbose)
     Path(str(config.hydra.sweep.dir)).mkdir(parents=True, exist_ok=True)
@@ -92,13 +95,15 @@ def launch(config: Any, hydra_context: Any, task_function: Any, job_overrides: S
         shown = "; ".join(" ".join(filter_overrides(list(job_overrides[p]))) or "(defaults)" for p in group)
         log.info("%s of %d job(s): %s", "population" if len(group) > 1 else "solo", len(group), shown)
     work = [[jobs[p] for p in group] for group in groups]
+    if warm_up is not None:
+        warm_up.join()
     if n_workers == 1 or len(work) == 1:
         returns = [run_group(cfgs, hydra_context, task_function) for cfgs in work]
     else:
         from joblib import Parallel, delayed
 
         state = Singleton.get_state()
-        returns = Parallel(n_jobs=int(n_workers), backend="loky")(
+        returns = Parallel(n_jobs=n_workers, backend="loky")(  # reuses the warmed-up workers
             delayed(run_group)(cfgs, hydra_context, task_function, state) for cfgs in work
         )
     ordered: list = [None] * len(jobs)
@@ -106,6 +111,47 @@ def launch(config: Any, hydra_context: Any, task_function: Any, job_overrides: S
         for position, ret in zip(group, rets):
             ordered[position] = ret
     return ordered
+
+
+def _cores() -> int:
+    from .workers import _cores as cores
+
+    return cores()
+
+
+def _import_member_modules() -> None:
+    """What a worker needs to set up, train and record a member (run in each worker by ``_WarmUp``)."""
+    import matplotlib.backends.backend_agg  # noqa: F401
+    import mlflow.tracking  # noqa: F401
+    import mlp_core  # noqa: F401
+
+    from .. import app  # noqa: F401
+    from ..reporting import plots  # noqa: F401
+    from ..tracking import run  # noqa: F401
+
+
+class _WarmUp:
+    """Starts joblib's loky workers in a background thread, each importing what a member needs, so that the
+    ``Parallel`` call of the launch finds them running (loky reuses an executor of the same size). A failure here is
+    left to that call, which starts its workers itself."""
+
+    def __init__(self, n_workers: int):
+        import threading
+
+        self._thread = threading.Thread(target=self._run, args=(n_workers,), name="population-warm-up", daemon=True)
+        self._thread.start()
+
+    @staticmethod
+    def _run(n_workers: int) -> None:
+        from joblib import Parallel, delayed
+
+        try:
+            Parallel(n_jobs=n_workers, backend="loky")(delayed(_import_member_modules)() for _ in range(n_workers))
+        except Exception:  # noqa: BLE001 - see the class docstring
+            pass
+
+    def join(self) -> None:
+        self._thread.join()
 
 
 def run_group(cfgs: list, hydra_context: Any, task_function: Any, singleton_state: Any = None) -> list:

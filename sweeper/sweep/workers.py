@@ -23,8 +23,9 @@ def parallel_workers() -> int:
         n_jobs = launcher.get("n_jobs", -1)
         return cores if n_jobs is None or n_jobs <= 0 else min(int(n_jobs), cores)
     if "population" in target:
-        n_workers = launcher.get("n_workers", 1)
-        return max(1, min(int(n_workers), cores))
+        from .launcher_checks import workers_for
+
+        return max(1, min(workers_for(launcher.get("n_workers"), cores), cores))
     if "submitit" in target:
         cpus = launcher.get("cpus_per_task")
         return max(1, cores // int(cpus)) if cpus else cores
