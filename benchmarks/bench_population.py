@@ -11,7 +11,9 @@ a user waits for (Hydra, MLflow, data, training, artifacts, the summary). Prints
 steps of all jobs / wall time) and the ratios, with the machine's state: the load average before and after, and a
 2048^3 float32 matmul (the BLAS ceiling) measured in the same run.
 
-Targets on the 2-core machine: population >= 2.5x the serial sweep and >= 1.4x the joblib sweep.
+Targets on the 2-core machine: population >= 2.5x the serial sweep and >= 1.4x the joblib sweep. Then it prints how
+much of each wall time was training (the runs' train_seconds), the ratios if nothing but training cost time, and the
+sweep's FLOPs at the ceiling: what bounds the ratios (docs/population.md).
 """
 from __future__ import annotations
 
@@ -63,7 +65,8 @@ def main() -> None:
     }
     sides = {label: launchers[label] for label in args.sides.split(",")}
     print(f"{cores()} cores, load {loadavg()}; 16 jobs of task3c on {args.data}, {args.epochs} epochs each")
-    print(f"ceiling: 2048^3 float32 matmul = {matmul_ceiling(3) / 1e9:.1f} GFLOP/s")
+    ceiling = matmul_ceiling(3)
+    print(f"ceiling: 2048^3 float32 matmul = {ceiling / 1e9:.1f} GFLOP/s")
     with tempfile.TemporaryDirectory() as tmp_name:
         tmp = Path(tmp_name)
         store = f"sqlite:///{tmp / 'mlflow.db'}"
@@ -75,6 +78,49 @@ def main() -> None:
         for label, target in (("serial", 2.5), ("joblib", 1.4)):
             if label in results:
                 print(f"population vs {label}: {results[label]['wall'] / population:.2f}x (target >= {target}x)")
+        training = {label: training_wall(label, result, args.workers) for label, result in results.items()}
+        print("training alone (fit, from the runs' train_seconds; the rest of each wall time is Hydra, the store, "
+              "artifacts and the summary):")
+        for label, seconds in training.items():
+            print(f"  {label:10s} {seconds:7.1f} s  ({100 * seconds / results[label]['wall']:.0f} % of its wall time)")
+        for label in ("serial", "joblib"):
+            if label in training:
+                print(f"population vs {label} if nothing but training cost time: "
+                      f"{training[label] / training['population']:.2f}x")
+    flops = sweep_flops(args)
+    print(f"the sweep's FLOPs at the ceiling: {flops / 1e12:.2f} TFLOP / {ceiling / 1e9:.0f} GFLOP/s = "
+          f"{flops / ceiling:.1f} s (training steps {100 * train_share(args):.0f} %, the full-set evaluations the rest)")
+
+
+def training_wall(label: str, result: dict, workers: int) -> float:
+    """Wall seconds the sweep spent in fit: the sum of its runs' train_seconds when they ran one after another, that
+    sum / workers for joblib, and for the population its first member's: a member's train_seconds is its
+    population's time until it stopped, the members of this sweep all stop at the same step (equal jobs), and each
+    later member's time also holds the recording of the members finished before it (metrics, artifacts); the
+    populations run side by side."""
+    seconds = result["train_seconds"]
+    if label == "population":
+        return min(seconds)
+    return sum(seconds) / (workers if label == "joblib" else 1)
+
+
+def _epoch_flops(args: argparse.Namespace) -> tuple[float, float]:
+    """(training FLOPs, evaluation FLOPs) of one task3c job epoch on the assignment split: 625 steps of batch 32 with
+    784-64-10 (forward and weight gradient of both layers, input gradient of the second), and 5 validation points
+    each evaluating 20,000 training and 10,000 validation samples."""
+    layer1, layer2 = 785 * 64, 64 * 10
+    train = 625 * 32 * 2 * (2 * layer1 + 3 * layer2)
+    evaluation = 5 * 30_000 * 2 * (layer1 + layer2)
+    return train, evaluation
+
+
+def sweep_flops(args: argparse.Namespace) -> float:
+    return 16 * args.epochs * sum(_epoch_flops(args))
+
+
+def train_share(args: argparse.Namespace) -> float:
+    train, evaluation = _epoch_flops(args)
+    return train / (train + evaluation)
 
 
 if __name__ == "__main__":
