@@ -45,10 +45,19 @@ def group_key(cfg: Any) -> tuple | None:
     return (data, fusable_key(model, train), cfg.trainer.blas_threads)
 
 
-def plan(keys: Sequence[tuple | None], max_members: int, n_workers: int = 1) -> list[list[int]]:
+def shuffle_key(cfg: Any) -> tuple:
+    """Jobs with equal shuffle keys draw the same batches (the same seed, or no shuffling): a population of them
+    gathers one batch per step for all (``mlp_core.fit_population``)."""
+    shuffle = bool(cfg.trainer.get("shuffle", True))
+    return (shuffle, int(cfg.trainer.seed) if shuffle else 0)
+
+
+def plan(keys: Sequence[tuple | None], max_members: int, n_workers: int = 1,
+         orders: Sequence[Any] | None = None) -> list[list[int]]:
     """Positions of the jobs, grouped: equal keys together in launch order, a None key alone. A group larger than
-    max_members, or than its share of n_workers workers, is split into equal chunks (in launch order). Groups come
-    in the order of their first job."""
+    max_members, or than its share of n_workers workers, is split into equal chunks, in launch order, or with
+    ``orders`` (each job's ``shuffle_key``) in launch order within equal orders, so that jobs drawing the same batches
+    share a chunk. Groups come in the order of their first job."""
     by_key: dict[tuple, list[int]] = {}
     groups: list[list[int]] = []
     for position, key in enumerate(keys):
@@ -61,6 +70,11 @@ def plan(keys: Sequence[tuple | None], max_members: int, n_workers: int = 1) -> 
         by_key[key].append(position)
     planned = []
     for group in groups:
+        if orders is not None and len(group) > 1:
+            first_seen = {}
+            for position in group:
+                first_seen.setdefault(orders[position], len(first_seen))
+            group = sorted(group, key=lambda position: first_seen[orders[position]])  # stable: launch order within
         size = min(max_members, -(-len(group) // n_workers))
         chunks = -(-len(group) // size)
         bounds = [round(i * len(group) / chunks) for i in range(chunks + 1)]
@@ -90,7 +104,9 @@ def launch(config: Any, hydra_context: Any, task_function: Any, job_overrides: S
             cfg.hydra.job.id = f"{cfg.hydra.job.name}_{idx}"
             cfg.hydra.job.num = idx
         jobs.append(cfg)
-    groups = plan([group_key(cfg) for cfg in jobs], int(max_members), int(n_workers))
+    keys = [group_key(cfg) for cfg in jobs]
+    orders = [None if key is None else shuffle_key(cfg) for key, cfg in zip(keys, jobs)]
+    groups = plan(keys, int(max_members), int(n_workers), orders)
     for group in groups:
         shown = "; ".join(" ".join(filter_overrides(list(job_overrides[p]))) or "(defaults)" for p in group)
         log.info("%s of %d job(s): %s", "population" if len(group) > 1 else "solo", len(group), shown)

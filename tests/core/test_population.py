@@ -120,6 +120,25 @@ def test_a_diverging_member_leaves_the_others_bit_identical(small_data):
         np.testing.assert_array_equal(a.train_accuracy, b.train_accuracy)
 
 
+@pytest.mark.parametrize("bias", BIAS_CONVENTIONS)
+def test_members_sharing_their_shuffle_order_get_the_bits_of_a_population_that_gathers_per_member(small_data, bias):
+    """Same-seed members share one batch gather (broadcast by the matmuls); a member's bits are those it gets next to
+    a member of another seed, where each member's batch is gathered on its own, and its solo fit's weights."""
+    model = ModelConfig((16, 8), activation="tanh", init="fan_in", bias=bias)
+    member = TrainConfig(epochs=2, lr=0.05, momentum=0.9, seed=3, validations_per_epoch=4)
+    same_seed = TrainConfig(epochs=1, lr=0.2, momentum=0.0, seed=3, validations_per_epoch=4)
+    other_seed = TrainConfig(epochs=2, lr=0.2, momentum=0.0, seed=4, validations_per_epoch=4)
+    shared = fit_population(small_data, [Member(model, member), Member(model, same_seed)])[0]
+    gathered = fit_population(small_data, [Member(model, other_seed), Member(model, member)])[1]
+    np.testing.assert_array_equal(shared.model.params, gathered.model.params)
+    np.testing.assert_array_equal(shared.train_loss, gathered.train_loss)
+    np.testing.assert_array_equal(shared.val_loss, gathered.val_loss)
+    np.testing.assert_array_equal(shared.train_accuracy, gathered.train_accuracy)
+    solo = fit(small_data, model, member)
+    np.testing.assert_allclose(shared.train_loss, solo.train_loss, rtol=1e-5)
+    np.testing.assert_allclose(shared.model.params, solo.model.params, atol=1e-5 * np.abs(solo.model.params).max())
+
+
 def test_a_rerun_is_bit_identical(small_data):
     members = [Member(ModelConfig((8,)), TrainConfig(epochs=2, lr=lr, momentum=m, seed=s)) for lr, m, s in SETTINGS]
     a, b = fit_population(small_data, members), fit_population(small_data, members)
