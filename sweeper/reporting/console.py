@@ -1,7 +1,7 @@
-"""The end-of-sweep summary as plain text lines, for the log of the launching process (and so for Slurm's and
+"""The end-of-sweep summary as plain text lines, for the launching process to print on stdout (and so for Slurm's and
 joblib's output): one row per child, the best child and where the sweep's files are.
 
-`summary_lines` returns the lines; the caller logs them and may append its own (e.g. a link to the UI view).
+`summary_lines` returns the lines; the caller prints them and may append its own (e.g. a link to the UI view).
 """
 from __future__ import annotations
 
