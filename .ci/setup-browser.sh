@@ -6,5 +6,5 @@ if command -v chromium >/dev/null 2>&1; then
     exit 0
 fi
 export DEBIAN_FRONTEND=noninteractive
-apt-get -o DPkg::Lock::Timeout=900 update
+[ -n "${MLP_SWEEPS_APT_UPDATED:-}" ] || apt-get -o DPkg::Lock::Timeout=900 update -q
 apt-get -o DPkg::Lock::Timeout=900 install -y --no-install-recommends chromium fonts-dejavu-core

@@ -11,5 +11,5 @@ if [ "$(id -u)" != 0 ] || ! command -v apt-get >/dev/null; then
     exit 0
 fi
 export DEBIAN_FRONTEND=noninteractive
-apt-get -o DPkg::Lock::Timeout=900 update -q
+[ -n "${MLP_SWEEPS_APT_UPDATED:-}" ] || apt-get -o DPkg::Lock::Timeout=900 update -q
 apt-get -o DPkg::Lock::Timeout=900 install -y -q --no-install-recommends slurm-wlm munge
