@@ -9,7 +9,7 @@ the app's own set-up (``job.open_job``: validation, the skip of a FINISHED confi
 runs (``app.start_run``: params, dataset, tags with ``engine=population(K)``); the population trains once; and each
 member's run is finished at its own RunEnd like a solo job's (``app.record_result``: metrics, summary, stop reason,
 artifacts; FINISHED), its Hydra JobReturn carrying its objective. ``n_workers`` processes (loky, as Hydra's joblib
-launcher) share out the groups, each with cores / n_workers BLAS threads.
+launcher; by default one per core) share out the groups, each with cores / n_workers BLAS threads.
 
 The engine is part of the config hash (``config.identity``): a member's bits differ from a solo run's (by float32
 summation order) but not with the other members of its population, so a rerun by this launcher is bit-identical.

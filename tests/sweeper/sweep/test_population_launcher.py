@@ -68,6 +68,13 @@ def test_plan_groups_equal_keys_in_launch_order_and_splits_them_for_members_and_
     assert plan(["a", "b", "a", "b"], max_members=1, orders=[1, 0, 0, 0]) == [[0], [2], [1], [3]]
 
 
+def test_n_workers_defaults_to_one_worker_per_core():
+    from sweeper.sweep.launcher_checks import check_knobs, workers_for
+
+    check_knobs(16, None)  # the launcher's default: accepted
+    assert workers_for(None, cores=2) == 2 and workers_for(None, cores=8) == 8 and workers_for(3, cores=2) == 3
+
+
 @pytest.mark.parametrize("knob, value", [("max_members", "0"), ("n_workers", "-1"), ("n_workers", "two")])
 def test_bad_knobs_are_refused_in_one_sentence_before_any_run(tmp_path, knob, value):
     proc = run_cli(["-m", "data=digits", "optimizer.lr=0.1,0.2", "hydra/launcher=population",
