@@ -217,7 +217,7 @@ def _train_and_track(job: Job) -> float:
         if tracker is not None:
             if trial is not None:
                 tracker.set_tags(trial.end_tags(result.stop_reason))
-            tracker.end("FINISHED")
+            sink.end("FINISHED")
     except BaseException as exc:
         if tracker is not None:
             _end_failed(sink, exc, _trial_failed(trial))
@@ -243,7 +243,7 @@ def _end_failed(sink: Any, exc: BaseException, tags: dict[str, str] | None = Non
         if killed:
             tags[names.KILLED_REASON] = f"interrupted by {signals.received_name()} (pid {os.getpid()})"
         tracker.set_tags(tags)
-        tracker.end("KILLED" if killed else "FAILED")
+        sink.end("KILLED" if killed else "FAILED")
     except Exception as tracking_exc:
         log.warning("could not mark run %s as failed: %s", tracker.run_id, tracking_exc)
 

@@ -258,7 +258,7 @@ def _train(members: list[_Member], dataset: Any) -> None:
         try:
             app.record_result(member.job, result, member.sink)
             if member.sink.tracker is not None:
-                member.sink.tracker.end("FINISHED")
+                member.sink.end("FINISHED")
         except Exception as exc:
             _failed(member, exc)
             return

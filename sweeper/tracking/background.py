@@ -3,6 +3,7 @@ process, off the trainer's critical path. Inline writes are the default; why: do
 from __future__ import annotations
 
 import atexit
+import collections
 import os
 import queue
 import signal
@@ -18,7 +19,12 @@ from .writes import write_metrics
 
 
 class MetricWriterError(RuntimeError):
-    """The background metric writer failed or died: some metrics of the run did not reach the store."""
+    """The background metric writer failed or died: some metrics of the run did not reach the store. ``unwritten``
+    holds the points it did not confirm, in order (``MetricSink`` writes them itself or spills them)."""
+
+    def __init__(self, message: str, unwritten: list | None = None):
+        super().__init__(message)
+        self.unwritten = list(unwritten or [])
 
 
 # The writer's command line: SIGINT is ignored before anything else runs (WRITER_COMMAND's first statement).
@@ -30,9 +36,10 @@ def _writer_main(data_fd: int, status_fd: int) -> None:
     """Entry point of the writer process (``python -c WRITER_COMMAND data_fd status_fd``).
 
     Receives (tracking_uri, run_id) first, then ([(key, value, step, timestamp_ms)], [(tag, value)]) messages, and logs
-    them in order. Stops at the ``None`` sentinel (reports ("done", n_points)) or at EOF, when the trainer died without
-    closing (it has written what it received). An error is reported once as ("error", masked message); the process
-    then keeps reading and discarding, so the trainer never blocks on a full pipe.
+    them in order, confirming each written message with ("ok", n_points). Stops at the ``None`` sentinel (reports
+    ("done", n_points)) or at EOF, when the trainer died without closing (it has written what it received). An error
+    is reported once as ("error", masked message); the process then keeps reading and discarding, so the trainer never
+    blocks on a full pipe.
     """
     from multiprocessing.connection import Connection
 
@@ -69,6 +76,7 @@ def _writer_main(data_fd: int, status_fd: int) -> None:
             items, tags = message
             bulk = write_metrics(client, run_id, items, tags, bulk)
             written += len(items)
+            status_conn.send(("ok", len(items)))
         except Exception as exc:
             status_conn.send(("error", describe(exc)))
             failed = True
@@ -84,7 +92,8 @@ class MetricWriter:
 
     Contract:
     - ``send(items)``: items are (key, value, step, timestamp_ms); order and steps are kept exactly, nothing is dropped
-      or duplicated. Raises ``MetricWriterError`` once the writer has reported a failure or died.
+      or duplicated. Raises ``MetricWriterError`` once the writer has reported a failure or died; the error carries
+      every point the writer did not confirm (``unwritten``), so a failed writer loses nothing.
     - ``close(timeout)``: sends the sentinel, waits up to ``timeout`` seconds (default 600) for the writer to write
       everything, and raises ``MetricWriterError`` with the writer's (credential-masked) error if it failed.
     - Ctrl-C: the writer is in its own session and ignores SIGINT, so the trainer can flush, close (drain) and mark the
@@ -110,6 +119,7 @@ class MetricWriter:
         self._data_send = Connection(data_send, readable=False)
         self._status_recv = Connection(status_recv, writable=False)
         self._queue: queue.SimpleQueue = queue.SimpleQueue()
+        self._pending: collections.deque = collections.deque()  # sent batches the writer has not confirmed, in order
         self._feeder_error: BaseException | None = None
         self._error: str | None = None
         self._closed = False
@@ -134,17 +144,26 @@ class MetricWriter:
                 return
 
     def _check(self) -> None:
-        if self._error is None and self._status_recv.poll():
+        while self._error is None and self._status_recv.poll():
             try:
                 kind, message = self._status_recv.recv()
             except EOFError:
                 kind, message = "error", f"the writer process exited with code {self._process.poll()}"
-            if kind == "error":
+            if kind == "ok":
+                self._pending.popleft()
+            elif kind == "error":
                 self._error = message
         if self._error is None and self._feeder_error is not None:
             self._error = f"the writer process is gone ({type(self._feeder_error).__name__})"
         if self._error is not None:
-            raise MetricWriterError(f"MLflow metric writer (pid {self.pid}) failed: {self._error}")
+            raise self._failure()
+
+    def _failure(self) -> MetricWriterError:
+        return MetricWriterError(f"MLflow metric writer (pid {self.pid}) failed: {self._error}", self.unwritten())
+
+    def unwritten(self) -> list[tuple]:
+        """The points sent but not (yet) confirmed as written, in the order they were sent."""
+        return [point for batch in self._pending for point in batch]
 
     def send(self, items: list[tuple[str, float, int, int]], tags: list[tuple[str, str]] = ()) -> None:
         """Queue (key, value, step, timestamp_ms) points (and run tags written with the first of their batches)."""
@@ -152,6 +171,7 @@ class MetricWriter:
             raise MetricWriterError("the metric writer is closed")
         self._check()
         if items:
+            self._pending.append(list(items))
             self._queue.put((list(items), list(tags)))
 
     def close(self, timeout: float = 600.0) -> int:
@@ -171,6 +191,9 @@ class MetricWriter:
                     kind, message = self._status_recv.recv()
                 except EOFError:
                     break
+                if kind == "ok":
+                    self._pending.popleft()
+                    continue
                 if kind == "error":
                     self._error = self._error or message
                     continue  # the writer still reads to the sentinel and exits; wait for its EOF
@@ -191,7 +214,7 @@ class MetricWriter:
         if self._error is None and reply is None:
             self._error = f"the writer process exited with code {self._process.returncode} before draining"
         if self._error is not None:
-            raise MetricWriterError(f"MLflow metric writer (pid {self.pid}) failed: {self._error}")
+            raise self._failure()
         return int(reply)
 
     def _abandon(self) -> None:

@@ -15,7 +15,7 @@ from mlp_core import TrainLosses, ValidationPoint
 
 from .. import names, signals
 from ..redact import mask_credentials
-from .background import MetricWriter
+from .background import MetricWriter, MetricWriterError
 from .liveness import Heartbeat
 from .writes import chunks, write_metrics
 
@@ -190,11 +190,45 @@ class MetricSink:
         if self.tracker is not None and self.buffer and not self.store_failed:
             try:
                 self.tracker.log_metrics(self.buffer)
+            except MetricWriterError as exc:
+                self._write_unwritten(exc)
             except (Exception, signals.WriteInterrupted) as exc:  # not a held interrupt raised after the write
                 self._spill(exc)
                 raise
         self.buffer = []
         self.last_flush = time.monotonic()
+
+    def end(self, status: str = "FINISHED") -> None:
+        """End the run with ``status`` (``RunTracker.end``); when the background writer failed while draining, the
+        points it did not confirm are written here first (or spilled, see ``_write_unwritten``)."""
+        try:
+            self.tracker.end(status)
+        except MetricWriterError as exc:
+            finish = {"tags": {}, "artifacts": [], "status": status} if status == "FINISHED" else None
+            self._write_unwritten(exc, finish)
+            self.tracker.end(status)  # the writer is gone: this only sets the status
+
+    def _write_unwritten(self, exc: MetricWriterError, finish: dict | None = None) -> None:
+        """The background writer failed or died: the points it did not confirm, then the buffer, are written from
+        this process (the run writes inline from now on); if the store fails too, they are spilled like any failed
+        write (``_spill``: one ``StoreUnavailable`` sentence naming the file and ``mlp-sweep-replay``). A point the
+        writer wrote without confirming it is written again as the same row, which the store keeps once."""
+        from .sqlite_bulk import SqliteMetrics
+
+        tracker = self.tracker
+        tracker.metric_writer = None
+        points = [*exc.unwritten, *self.buffer]
+        self.buffer = []
+        log.warning("%s; run %s writes its %d unconfirmed metric points itself, and its metrics from now on",
+                    exc, tracker.run_id, len(points))
+        try:
+            with signals.Deferred():
+                tracker.bulk_writer = write_metrics(tracker.client, tracker.run_id, points, [],
+                                                    SqliteMetrics.for_client(tracker.client))
+        except (Exception, signals.WriteInterrupted) as write_exc:
+            self.buffer = points
+            self._spill(write_exc, finish)
+            raise
 
     def log_summary(self, metrics: list[tuple], tags: Mapping[str, str], paths: list[Path]) -> None:
         """After training: the summary metrics, tags and artifact files. If the store fails here, they are spilled

@@ -184,3 +184,46 @@ def test_the_writer_exits_at_eof_when_the_trainer_is_killed(store, tmp_path):
     # what reached the pipe before the kill was written, each point at most once
     steps = steps_of(client, run_id, names.TRAIN_LOSS)
     assert steps == sorted(set(steps)) and set(steps) <= set(range(3000))
+
+
+@pytest.mark.parametrize("when", ["during training", "before the run ends"])
+def test_a_writer_killed_mid_run_loses_no_point(store, tmp_path, when):
+    """kill -9 of the writer: the sink writes the points the writer had not confirmed itself and goes on inline; the
+    run ends FINISHED with its whole history, every point once."""
+    from mlp_core import ModelConfig, TrainConfig, ValidationPoint, fit, load_dataset
+
+    from sweeper.tracking.run import MetricSink
+
+    client = MlflowClient(store)
+    experiment_id = client.create_experiment("killed", artifact_location=(tmp_path / "art").as_uri())
+    tracker = RunTracker.start(client, experiment_id, "killed", {}, background_metrics=True)
+    sink = MetricSink(tracker, run_dir=tmp_path)
+    writer_pid = tracker.metric_writer.pid
+    points_at_kill = []
+
+    def kill_writer():
+        points_at_kill.append(len(client.get_metric_history(tracker.run_id, names.TRAIN_LOSS)))
+        os.kill(writer_pid, signal.SIGKILL)
+        wait_for(lambda: not pid_running(writer_pid), "the killed writer's exit")
+
+    def on_event(event):
+        sink(event)
+        if when == "during training" and isinstance(event, ValidationPoint) and event.epoch == 3 and not points_at_kill:
+            sink.flush()  # the first epochs' points go to the writer; some are written, some may still be in its pipe
+            kill_writer()
+
+    result = fit(load_dataset("digits"), ModelConfig(hidden_sizes=(8,)), TrainConfig(epochs=8, early_stopping=False),
+                 on_event=on_event)
+    if when == "before the run ends":
+        sink.flush()
+        kill_writer()
+    sink.flush()
+    sink.end("FINISHED")
+    assert tracker.metric_writer is None and not (tmp_path / names.SPILL_FILE).exists()
+    run = client.get_run(tracker.run_id)
+    assert run.info.status == "FINISHED"
+    history = sorted(client.get_metric_history(tracker.run_id, names.TRAIN_LOSS), key=lambda m: m.step)
+    assert [m.step for m in history] == list(range(result.num_steps))  # no gap, no duplicate
+    assert np.array_equal([m.value for m in history], result.train_loss)
+    assert steps_of(client, tracker.run_id, names.VAL_LOSS) == list(result.val_steps)
+    assert points_at_kill[0] < result.num_steps  # the writer died before it had written everything

@@ -77,13 +77,15 @@ def migrated_db(tmp_path_factory) -> Path:
 @pytest.mark.slow
 @pytest.mark.soak
 @pytest.mark.integration
-def test_a_server_killed_mid_run_ends_the_job_and_the_spill_replays_without_loss(tmp_path, migrated_db):
+@pytest.mark.parametrize("background", [False, True], ids=["inline", "background writer"])
+def test_a_server_killed_mid_run_ends_the_job_and_the_spill_replays_without_loss(tmp_path, migrated_db, background):
+    """Inline writes, or the background writer (whose unconfirmed points are spilled with the trainer's)."""
     shutil.copy(migrated_db, tmp_path / "mlflow.db")
     backend, arts = sqlite_uri(tmp_path / "mlflow.db"), str(tmp_path / "arts")
     server = LocalServer(backend, artifacts_destination=arts, log_path=tmp_path / "server.log").start()
     try:
         proc, log = start_job(tmp_path, ["data=digits", "trainer.epochs=100000", "trainer.early_stopping.enabled=false",
-                                         f"tracking.uri={server.uri}"])
+                                         f"tracking.uri={server.uri}", f"tracking.background_metrics={background}"])
         client = MlflowClient(server.uri)
 
         def training_run():
