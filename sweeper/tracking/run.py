@@ -238,14 +238,21 @@ class MetricSink:
             return
         now = int(time.time() * 1000)  # stamped once: a replay then recognises points that did reach the store
         points = [(key, value, step, now) for key, value, step in metrics]
+        finish = {"tags": dict(tags), "artifacts": [str(p) for p in paths], "status": "FINISHED"}
         try:
-            tracker.log_metrics(points)
+            try:
+                tracker.log_metrics(points)
+            except MetricWriterError as exc:  # the writer's unconfirmed points, then these, written here (or spilled)
+                self.buffer = points
+                self._write_unwritten(exc, finish)
             tracker.set_tags(tags)
             for path in paths:
                 tracker.log_artifact(path)
         except (Exception, signals.WriteInterrupted) as exc:
+            if self.store_failed:  # spilled already, with what the writer had not confirmed
+                raise
             self.buffer = points
-            self._spill(exc, {"tags": dict(tags), "artifacts": [str(p) for p in paths], "status": "FINISHED"})
+            self._spill(exc, finish)
             raise
 
     def _spill(self, exc: BaseException, finish: dict | None = None) -> None:

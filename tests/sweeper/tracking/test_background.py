@@ -186,10 +186,11 @@ def test_the_writer_exits_at_eof_when_the_trainer_is_killed(store, tmp_path):
     assert steps == sorted(set(steps)) and set(steps) <= set(range(3000))
 
 
-@pytest.mark.parametrize("when", ["during training", "before the run ends"])
+@pytest.mark.parametrize("when", ["during training", "before the summary", "before the run ends"])
 def test_a_writer_killed_mid_run_loses_no_point(store, tmp_path, when):
     """kill -9 of the writer: the sink writes the points the writer had not confirmed itself and goes on inline; the
-    run ends FINISHED with its whole history, every point once."""
+    run ends FINISHED with its whole history and its summary, every point once. The sink is driven as the app does
+    (fit's events, flush, log_summary, end); the writer dies while training, after the last flush, or at the end."""
     from mlp_core import ModelConfig, TrainConfig, ValidationPoint, fit, load_dataset
 
     from sweeper.tracking.run import MetricSink
@@ -214,14 +215,17 @@ def test_a_writer_killed_mid_run_loses_no_point(store, tmp_path, when):
 
     result = fit(load_dataset("digits"), ModelConfig(hidden_sizes=(8,)), TrainConfig(epochs=8, early_stopping=False),
                  on_event=on_event)
-    if when == "before the run ends":
-        sink.flush()
-        kill_writer()
     sink.flush()
+    if when == "before the summary":  # found by log_summary's own write, the buffer being empty
+        kill_writer()
+    sink.log_summary([("epochs", result.epochs, 0)], {"stop_reason": result.stop_reason}, [])
+    if when == "before the run ends":  # found when the writer is drained
+        kill_writer()
     sink.end("FINISHED")
     assert tracker.metric_writer is None and not (tmp_path / names.SPILL_FILE).exists()
     run = client.get_run(tracker.run_id)
     assert run.info.status == "FINISHED"
+    assert run.data.metrics["epochs"] == 8 and run.data.tags["stop_reason"] == "max_epochs"
     history = sorted(client.get_metric_history(tracker.run_id, names.TRAIN_LOSS), key=lambda m: m.step)
     assert [m.step for m in history] == list(range(result.num_steps))  # no gap, no duplicate
     assert np.array_equal([m.value for m in history], result.train_loss)
