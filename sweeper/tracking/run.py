@@ -200,13 +200,21 @@ class MetricSink:
 
     def end(self, status: str = "FINISHED") -> None:
         """End the run with ``status`` (``RunTracker.end``); when the background writer failed while draining, the
-        points it did not confirm are written here first (or spilled, see ``_write_unwritten``)."""
+        points it did not confirm are written here first (or spilled, see ``_write_unwritten``). If the store fails
+        at the FINISHED status itself, that status is spilled (``mlp-sweep-replay`` sets it), so a relaunch after the
+        replay reuses the run instead of marking it KILLED and training it again."""
+        finish = {"tags": {}, "artifacts": [], "status": status} if status == "FINISHED" else None
         try:
-            self.tracker.end(status)
-        except MetricWriterError as exc:
-            finish = {"tags": {}, "artifacts": [], "status": status} if status == "FINISHED" else None
-            self._write_unwritten(exc, finish)
-            self.tracker.end(status)  # the writer is gone: this only sets the status
+            try:
+                self.tracker.end(status)
+            except MetricWriterError as exc:
+                self._write_unwritten(exc, finish)
+                self.tracker.end(status)  # the writer is gone: this only sets the status
+        except (Exception, signals.WriteInterrupted) as exc:
+            if self.store_failed or finish is None or isinstance(exc, MetricWriterError):
+                raise
+            self._spill(exc, finish)
+            raise
 
     def _write_unwritten(self, exc: MetricWriterError, finish: dict | None = None) -> None:
         """The background writer failed or died: the points it did not confirm, then the buffer, are written from

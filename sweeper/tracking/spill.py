@@ -55,10 +55,11 @@ def unavailable(path: Path, run_id: str, tracking_uri: str, count: int, exc: Bas
                 finish: dict | None = None) -> StoreUnavailable:
     when, then = ("after training", "its summary, tags and artifact files, and ends the run FINISHED") if finish \
         else ("during training", "them and ends the run FAILED")
+    unsaved = f"its {count} unsaved metric points are" if count or not finish else "its end status is"
     return StoreUnavailable(
         f"the MLflow store {mask_credentials(tracking_uri)} failed {when} ({one_line(exc)}); run {run_id} "
-        f"stopped and its {count} unsaved metric points are in {path}: once the store answers again, "
-        f"`mlp-sweep-replay {path.parent}` uploads {then}")
+        f"stopped and {unsaved} in {path}: once the store answers again, `mlp-sweep-replay {path.parent}` uploads "
+        f"{then}")
 
 
 def read_spill(path: Path) -> tuple[dict, list[tuple]]:

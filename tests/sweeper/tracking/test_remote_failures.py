@@ -335,3 +335,43 @@ def test_a_failure_after_training_spills_the_summary_and_the_replay_finishes_the
     assert len(client.get_metric_history(tracker.run_id, names.BEST_VAL_LOSS)) == 1
     assert len(client.get_metric_history(tracker.run_id, names.TRAIN_LOSS)) == 2
     assert [f.path for f in client.list_artifacts(tracker.run_id)] == ["history.csv"]
+
+
+@pytest.mark.slow
+@pytest.mark.integration
+def test_a_store_failing_at_the_finished_status_spills_it_and_the_replay_sets_it(tmp_path, migrated_db, monkeypatch):
+    """All of a run is stored but its FINISHED status: the server dies just before it. The status is spilled, the
+    sentence names the replay, and the replay (server back) ends the run FINISHED, so a relaunch reuses it instead of
+    marking it KILLED and training it again."""
+    from sweeper.tracking.run import MetricSink, RunTracker
+    from sweeper.tracking.spill import StoreUnavailable
+
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")  # what the job's tracking.http_* settings bound
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "5")
+    shutil.copy(migrated_db, tmp_path / "mlflow.db")
+    backend, arts = sqlite_uri(tmp_path / "mlflow.db"), str(tmp_path / "arts")
+    server = LocalServer(backend, artifacts_destination=arts, log_path=tmp_path / "server.log").start()
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    try:
+        client = MlflowClient(server.uri)
+        tracker = RunTracker.start(client, client.create_experiment("mlp-sweeps"), "job", {})
+        sink = MetricSink(tracker, run_dir=run_dir)
+        sink.buffer = [(names.TRAIN_LOSS, 2.3, 0, 1000), (names.TRAIN_LOSS, 2.2, 1, 1001)]
+        sink.flush()
+        sink.log_summary([(names.EPOCHS, 3.0, 0)], {names.STOP_REASON: "max_epochs"}, [])
+    finally:
+        server.stop()
+    with pytest.raises(StoreUnavailable, match="failed after training") as caught:
+        sink.end("FINISHED")
+    assert "its end status is in" in str(caught.value) and f"mlp-sweep-replay {run_dir}" in str(caught.value)
+    header, points = read_spill(run_dir / names.SPILL_FILE)
+    assert header["status"] == "FINISHED" and points == []
+
+    with LocalServer(backend, artifacts_destination=arts, port=server.port, log_path=tmp_path / "server2.log"):
+        replayed = subprocess.run([*REPLAY, str(run_dir)], capture_output=True, text=True, timeout=600,
+                                  env=cli_env(tmp_path))
+        assert replayed.returncode == 0 and "the run is FINISHED" in replayed.stdout, replayed.stderr
+        run = client.get_run(tracker.run_id)
+        assert run.info.status == "FINISHED" and run.data.tags[names.STOP_REASON] == "max_epochs"
+        assert len(client.get_metric_history(tracker.run_id, names.TRAIN_LOSS)) == 2
