@@ -171,8 +171,8 @@ def evaluate_stack(lin: list, activation, x: np.ndarray, y: np.ndarray, rows: in
     with `loss=False` (accuracy only: no exp/log pass).
 
     In row blocks: the first layer of all members is ONE matmul x_block @ [W_0 of member 1 | ... | W_0 of member K],
-    middle layers a stacked matmul, and the output layer is computed transposed, logits as (K, classes, rows), so that
-    every reduction over the classes (max, exp-sum) runs over long contiguous rows instead of 10-wide ones.
+    middle layers a stacked matmul, and the output layer's logits are laid out as (K, classes, rows), so that every
+    reduction over the classes (max, exp-sum) runs over long contiguous rows instead of 10-wide ones.
     Accuracy is exactly argmax's: a sample counts when its label's logit is the unique maximum; tied or non-finite
     columns (rare) go through argmax itself (first maximum, first NaN). The loss is one log-sum-exp per sample with
     float64 sums."""

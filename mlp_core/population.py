@@ -11,8 +11,9 @@ one (K, B, n_in) buffer (one (B, n_in) batch when all members share their shuffl
 and runs the same forward and backward kernels as `fit` (`forward_pass`, `backward_pass`) on the stack: a matmul over
 stacked operands is K BLAS calls inside one NumPy call. (Layer 1 of members that share their batch as one wide GEMM,
 x_batch @ [W_0 of every member], measured no faster at one BLAS thread than the K calls: 321 against 318 us for K = 8
-of 784-64 at batch 32, both near the thread's ceiling; so the parameters stay member by member.) The full-set evaluations of a
-validation point compute the first layer of all members as ONE matmul over the evaluation set (`evaluate_stack`).
+of 784-64 at batch 32, both near the thread's ceiling; so the parameters stay member by member.) The full-set
+evaluations of a validation point compute the first layer of all members as ONE matmul over the evaluation set
+(`evaluate_stack`).
 
 Numerics: per member, every step does the same float32 operations as `fit` in the same order; what differs is only
 the summation order inside a few reductions (the loss's picked-logit sum, the evaluation GEMM's blocking), so results
