@@ -76,10 +76,14 @@ def _writer_main(data_fd: int, status_fd: int) -> None:
             items, tags = message
             bulk = write_metrics(client, run_id, items, tags, bulk)
             written += len(items)
-            status_conn.send(("ok", len(items)))
         except Exception as exc:
             status_conn.send(("error", describe(exc)))
             failed = True
+            continue
+        try:
+            status_conn.send(("ok", len(items)))
+        except OSError:  # the trainer is gone (its end of the pipe closed): write on what it sent, up to EOF
+            pass
 
 
 
