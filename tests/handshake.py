@@ -7,7 +7,9 @@ process that imports MLflow takes 5-10x its quiet time (tests/soak.sh runs the t
 from __future__ import annotations
 
 import signal
+import sqlite3
 import time
+from pathlib import Path
 from typing import Any, Callable
 
 # Seconds. Far above any normal wait (a few seconds on a quiet machine): it bounds a hang, it is no speed claim.
@@ -31,6 +33,18 @@ def wait_for(condition: Callable[[], Any], what: str, timeout: float = HANG, pro
         if time.monotonic() > deadline:
             raise AssertionError(f"no {what} after {timeout:.0f} s")
         time.sleep(poll)
+
+
+def store_count(db: Path, query: str) -> int:
+    """The number a ``SELECT COUNT(...)`` ``query`` returns from the sqlite store ``db``, read-only (rows a child wrote:
+    its signal); 0 while the store does not exist or its tables are still being created."""
+    if not db.exists():
+        return 0
+    try:
+        with sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5) as conn:
+            return conn.execute(query).fetchone()[0]
+    except sqlite3.OperationalError:
+        return 0
 
 
 def _status(pid: int) -> dict[str, str]:

@@ -9,7 +9,6 @@ import hashlib
 import os
 import shutil
 import signal
-import sqlite3
 import subprocess
 from pathlib import Path
 
@@ -18,7 +17,7 @@ from mlflow.tracking import MlflowClient
 
 from mlp_core import sources
 
-from ..handshake import HANG, catches_sigint, default_sigint, wait_for
+from ..handshake import HANG, catches_sigint, default_sigint, store_count, wait_for
 from .helpers import EXPERIMENT, REPO, cli_command, cli_env, run_cli, sqlite_uri
 
 pytestmark = [pytest.mark.slow, pytest.mark.integration]
@@ -51,13 +50,7 @@ def test_diverging_job_is_marked_and_the_rest_of_the_sweep_finishes(tmp_path):
 
 
 def _metric_rows(db: Path) -> int:
-    if not db.exists():
-        return 0
-    try:
-        with sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5) as conn:
-            return conn.execute("SELECT COUNT(*) FROM metrics WHERE key = 'train/loss'").fetchone()[0]
-    except sqlite3.OperationalError:  # the store is still being created
-        return 0
+    return store_count(db, "SELECT COUNT(*) FROM metrics WHERE key = 'train/loss'")
 
 
 @pytest.mark.soak

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import os
 import signal
-import sqlite3
 import subprocess
 import sys
 from pathlib import Path
@@ -15,7 +14,7 @@ from mlflow.tracking import MlflowClient
 
 from sweeper import names
 
-from ..handshake import HANG, wait_for
+from ..handshake import HANG, store_count, wait_for
 from .sweeper_helpers import sqlite_uri
 
 LONG_RUN = ["data=digits", "trainer.epochs=100000", "trainer.early_stopping.enabled=false"]
@@ -31,16 +30,8 @@ def start(args: list[str], tmp_path: Path) -> subprocess.Popen:
 
 def wait_for_metric_rows(db: Path, proc: subprocess.Popen) -> int:
     """Until the child's first metric flush is in the store; returns the number of rows seen then."""
-    def rows() -> int:
-        if not db.exists():
-            return 0
-        try:
-            with sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5) as conn:
-                return conn.execute("SELECT COUNT(*) FROM metrics").fetchone()[0]
-        except sqlite3.OperationalError:  # tables not created yet
-            return 0
-
-    return wait_for(rows, "metric rows from the child", proc=proc, poll=0.2)
+    return wait_for(lambda: store_count(db, "SELECT COUNT(*) FROM metrics"), "metric rows from the child", proc=proc,
+                    poll=0.2)
 
 
 def terminate(proc: subprocess.Popen, group: bool) -> tuple[int, str]:
@@ -96,14 +87,8 @@ def test_sigterm_to_a_sweeps_process_group_ends_job_and_parent_killed_with_the_s
 
 def running_runs_with_metrics(db: Path) -> int:
     """How many runs have metric rows in the store and are still RUNNING."""
-    if not db.exists():
-        return 0
-    try:
-        with sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5) as conn:
-            return conn.execute("SELECT COUNT(DISTINCT m.run_uuid) FROM metrics m JOIN runs r ON r.run_uuid = m.run_uuid "
-                                "WHERE r.status = 'RUNNING'").fetchone()[0]
-    except sqlite3.OperationalError:  # tables not created yet
-        return 0
+    return store_count(db, "SELECT COUNT(DISTINCT m.run_uuid) FROM metrics m JOIN runs r ON r.run_uuid = m.run_uuid "
+                           "WHERE r.status = 'RUNNING'")
 
 
 @pytest.mark.integration

@@ -100,7 +100,7 @@ def test_ctrl_c_during_a_population_marks_every_member_killed_with_its_metrics(t
     import signal
     import subprocess
 
-    from ...handshake import HANG, catches_sigint, default_sigint, wait_for
+    from ...handshake import HANG, catches_sigint, default_sigint, store_count, wait_for
     from ...reliability.helpers import cli_command, cli_env
     from ..sweeper_helpers import runs_of, sqlite_uri
 
@@ -114,7 +114,7 @@ def test_ctrl_c_during_a_population_marks_every_member_killed_with_its_metrics(t
                                 stdout=subprocess.DEVNULL, stderr=stderr, start_new_session=True,
                                 preexec_fn=default_sigint)
     try:
-        wait_for(lambda: _runs_with_metrics(db) == 2 * workers, "train/loss rows of every member", proc=proc)
+        wait_for(lambda: store_count(db, RUNS_WITH_LOSSES) == 2 * workers, "train/loss rows of every member", proc=proc)
         assert catches_sigint(proc.pid), "the app does not handle SIGINT"
         if workers == 1:
             proc.send_signal(signal.SIGINT)
@@ -139,14 +139,4 @@ def test_ctrl_c_during_a_population_marks_every_member_killed_with_its_metrics(t
     assert parent.info.status == "KILLED"
 
 
-def _runs_with_metrics(db) -> int:
-    """How many runs have train/loss rows in the sqlite store ``db`` (0 while it is being created)."""
-    import sqlite3
-
-    if not db.exists():
-        return 0
-    try:
-        with sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5) as conn:
-            return conn.execute("SELECT COUNT(DISTINCT run_uuid) FROM metrics WHERE key = 'train/loss'").fetchone()[0]
-    except sqlite3.OperationalError:
-        return 0
+RUNS_WITH_LOSSES = "SELECT COUNT(DISTINCT run_uuid) FROM metrics WHERE key = 'train/loss'"
