@@ -211,7 +211,7 @@ class MetricSink:
                 self._write_unwritten(exc, finish)
                 self.tracker.end(status)  # the writer is gone: this only sets the status
         except (Exception, signals.WriteInterrupted) as exc:
-            if self.store_failed or finish is None or isinstance(exc, MetricWriterError):
+            if self.store_failed or finish is None:  # spilled already (the writer's points), or not FINISHED
                 raise
             self._spill(exc, finish)
             raise
