@@ -23,6 +23,7 @@ from typing import Any, Sequence
 
 from .launcher_checks import POPULATION_TARGET as TARGET
 from .launcher_checks import check_knobs, workers_for
+from .workers import cpu_cores
 
 ENGINE = "population"
 
@@ -90,7 +91,7 @@ def launch(config: Any, hydra_context: Any, task_function: Any, job_overrides: S
     from omegaconf import open_dict
 
     check_knobs(max_members, n_workers)
-    n_workers = workers_for(n_workers, _cores())
+    n_workers = workers_for(n_workers, cpu_cores())
     # The workers start and import what a member needs (about 2 s) while the jobs are composed below; on 2 cores
     # the two compete, which leaves about 1 s saved per sweep (docs/population.md).
     warm_up = _WarmUp(n_workers) if n_workers > 1 and len(job_overrides) > 1 else None
@@ -107,7 +108,7 @@ def launch(config: Any, hydra_context: Any, task_function: Any, job_overrides: S
         jobs.append(cfg)
     keys = [group_key(cfg) for cfg in jobs]
     orders = [None if key is None else shuffle_key(cfg) for key, cfg in zip(keys, jobs)]
-    groups = plan(keys, int(max_members), int(n_workers), orders)
+    groups = plan(keys, int(max_members), n_workers, orders)
     for group in groups:
         shown = "; ".join(" ".join(filter_overrides(list(job_overrides[p]))) or "(defaults)" for p in group)
         log.info("%s of %d job(s): %s", "population" if len(group) > 1 else "solo", len(group), shown)
@@ -128,12 +129,6 @@ def launch(config: Any, hydra_context: Any, task_function: Any, job_overrides: S
         for position, ret in zip(group, rets):
             ordered[position] = ret
     return ordered
-
-
-def _cores() -> int:
-    from .workers import _cores as cores
-
-    return cores()
 
 
 def _import_member_modules() -> None:

@@ -8,6 +8,8 @@ from typing import Any
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 
+from .launcher_checks import workers_for
+
 
 def parallel_workers() -> int:
     """How many jobs of this launch run at once on this machine, from the Hydra launcher config."""
@@ -18,13 +20,11 @@ def parallel_workers() -> int:
         return 1
     launcher = hc.launcher
     target = str(launcher.get("_target_", ""))
-    cores = _cores()
+    cores = cpu_cores()
     if "joblib" in target:
         n_jobs = launcher.get("n_jobs", -1)
         return cores if n_jobs is None or n_jobs <= 0 else min(int(n_jobs), cores)
     if "population" in target:
-        from .launcher_checks import workers_for
-
         return max(1, min(workers_for(launcher.get("n_workers"), cores), cores))
     if "submitit" in target:
         cpus = launcher.get("cpus_per_task")
@@ -32,7 +32,7 @@ def parallel_workers() -> int:
     return 1
 
 
-def _cores() -> int:
+def cpu_cores() -> int:
     try:
         return len(os.sched_getaffinity(0))
     except AttributeError:
@@ -43,4 +43,4 @@ def blas_threads(cfg: Any) -> int:
     """trainer.blas_threads, or cores / parallel workers so that workers x threads = cores."""
     if cfg.trainer.blas_threads is not None:
         return int(cfg.trainer.blas_threads)
-    return max(1, _cores() // parallel_workers())
+    return max(1, cpu_cores() // parallel_workers())
