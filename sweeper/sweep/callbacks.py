@@ -171,11 +171,10 @@ class MlflowSweepParent(Callback):
 
             summary = finalize_sweep(self._client, self._run_id, self._sweep_dir)
             title = sweep_title(self._client.get_run(self._run_id).info.run_name or "")
+            lines = summary_lines(summary, title, extra_lines=self.summary_links())
             # the end-of-sweep table is the sweep's result: plain lines on stdout (where Hydra's log lines go),
             # without the log prefix that would push the table's columns apart
-            sys.stdout.write("".join(f"{line}\n" for line in summary_lines(summary, title,
-                                                                          extra_lines=self.summary_links())))
-            sys.stdout.flush()
+            print("\n".join(lines), flush=True)
         except Exception as exc:  # the summary is a convenience: never fail the sweep over it
             log.warning("could not summarise sweep %s: %s", self._run_id, exc)
         try:
