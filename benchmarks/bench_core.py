@@ -124,11 +124,15 @@ def main(argv=None) -> None:
     gemm_flops = 2 * 10_000 * 784 * 64
     print(f"{'  its first-layer GEMM alone, NumPy':<44} {rate_line(10_000, gemm_flops, times['numpy gemm'], ceiling)}")
     print(f"{'  its first-layer GEMM alone, JAX':<44} {rate_line(10_000, gemm_flops, times['jax gemm'], ceiling)}")
-    best, median = (lambda t: min(t), lambda t: float(np.median(t)))
-    print(f"W4 NumPy speed / JAX speed: {best(times['jax']) / best(times['numpy']):.2f} best of {len(times['jax'])}, "
-          f"{median(times['jax']) / median(times['numpy']):.2f} median (target >= 1.0); the GEMM alone: "
-          f"{best(times['jax gemm']) / best(times['numpy gemm']):.2f} best, "
-          f"{median(times['jax gemm']) / median(times['numpy gemm']):.2f} median")
+    print(f"W4 NumPy speed / JAX speed ({len(times['jax'])} calls): {speed_ratios(times['jax'], times['numpy'])} "
+          f"(target >= 1.0); the GEMM alone: {speed_ratios(times['jax gemm'], times['numpy gemm'])}")
+
+
+def speed_ratios(reference: list, measured: list) -> str:
+    """The ``measured`` side's speed over the ``reference`` side's (their times' ratio, reference / measured), by best
+    time and by median time."""
+    return (f"{min(reference) / min(measured):.2f} best, "
+            f"{float(np.median(reference)) / float(np.median(measured)):.2f} median")
 
 
 def interleaved(sides: dict, repeats: int) -> dict:

@@ -26,7 +26,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "benchmarks"))
 
-from bench_core import matmul_ceiling  # noqa: E402
+from bench_core import matmul_ceiling, step_flops  # noqa: E402
 from bench_sweep import cores, create_store, run_sweep  # noqa: E402
 
 GRID = ["optimizer.lr=0.005,0.01,0.02,0.05", "optimizer.momentum=0.0,0.9"]  # x trainer.seed=0,1 (args.seeds)
@@ -89,7 +89,7 @@ def main() -> None:
                       f"{training[label] / training['population']:.2f}x")
     flops = sweep_flops(args)
     print(f"the sweep's FLOPs at the ceiling: {flops / 1e12:.2f} TFLOP / {ceiling / 1e9:.0f} GFLOP/s = "
-          f"{flops / ceiling:.1f} s (training steps {100 * train_share(args):.0f} %, the full-set evaluations the rest)")
+          f"{flops / ceiling:.1f} s (training steps {100 * train_share():.0f} %, the full-set evaluations the rest)")
 
 
 def training_wall(label: str, result: dict, workers: int) -> float:
@@ -104,22 +104,21 @@ def training_wall(label: str, result: dict, workers: int) -> float:
     return sum(seconds) / (workers if label == "joblib" else 1)
 
 
-def _epoch_flops(args: argparse.Namespace) -> tuple[float, float]:
+def _epoch_flops() -> tuple[float, float]:
     """(training FLOPs, evaluation FLOPs) of one task3c job epoch on the assignment split: 625 steps of batch 32 with
-    784-64-10 (forward and weight gradient of both layers, input gradient of the second), and 5 validation points
-    each evaluating 20,000 training and 10,000 validation samples."""
-    layer1, layer2 = 785 * 64, 64 * 10
-    train = 625 * 32 * 2 * (2 * layer1 + 3 * layer2)
-    evaluation = 5 * 30_000 * 2 * (layer1 + layer2)
-    return train, evaluation
+    784-64-10, counted as bench_core counts a step, and 5 validation points each evaluating 20,000 training and
+    10,000 validation samples (one forward pass each)."""
+    sizes = [784, 64, 10]
+    forward_per_sample = 2 * sum(a * b for a, b in zip(sizes[:-1], sizes[1:]))
+    return 625 * step_flops(sizes, 32), 5 * 30_000 * forward_per_sample
 
 
 def sweep_flops(args: argparse.Namespace) -> float:
-    return 16 * args.epochs * sum(_epoch_flops(args))
+    return 16 * args.epochs * sum(_epoch_flops())
 
 
-def train_share(args: argparse.Namespace) -> float:
-    train, evaluation = _epoch_flops(args)
+def train_share() -> float:
+    train, evaluation = _epoch_flops()
     return train / (train + evaluation)
 
 
