@@ -157,9 +157,11 @@ def expand_grid(config: Any) -> list[list[str]] | None:
 
 
 def validate_grid(config: Any) -> None:
-    """Compose and range-check every job of the sweep before any job starts and before any MLflow run exists."""
-    from hydra import compose
+    """Compose and range-check every job of the sweep before any job starts and before any MLflow run exists. The
+    launcher then takes each job's config from this composition (``compose.compose_job``) instead of composing it again."""
     from hydra.errors import ConfigCompositionException
+
+    from .compose import compose_job
 
     jobs = expand_grid(config)
     if jobs == []:  # e.g. model.width=range(5,5): Hydra would launch nothing and exit 0
@@ -171,7 +173,7 @@ def validate_grid(config: Any) -> None:
     errors = []
     for number, job in enumerate(jobs):
         try:
-            validate(compose(config_name=config.hydra.job.config_name, overrides=job))
+            validate(compose_job(config, job))
         except (ConfigError, ConfigCompositionException) as exc:
             errors.append(f"job #{number} ({' '.join(job)}): {exc}".replace("\n", " "))
     if errors:

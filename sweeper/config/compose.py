@@ -1,0 +1,52 @@
+"""A sweep's jobs composed once, exactly as Hydra's launchers compose them.
+
+The pre-flight checks compose every job before the first starts (``checks.validate_grid``; a search's space in
+``sweep.search``). They compose through the config loader the launchers use, with ``load_sweep_config``: the master
+config's own Hydra overrides come first, so a ``hydra.searchpath`` or ``--config-dir`` the user gave counts as it
+does for the launch itself (``hydra.compose`` would leave them out).
+
+The loader then keeps what the check composed, and a launcher of this process (basic, joblib, submitit, population,
+dry run) that asks for the same job takes that config instead of composing it a second time. Each kept config is
+handed out once and forgotten, so a launcher owns (and may edit, as Hydra's launchers do) what it gets, and a second
+request for the same job composes afresh. Nothing is kept across processes or sweeps.
+"""
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+from hydra.core.global_hydra import GlobalHydra
+
+
+class _Composed:
+    """Wraps one config loader's ``load_sweep_config`` (on the instance: the class is Hydra's) with the kept jobs."""
+
+    def __init__(self, loader: Any):
+        self._compose = loader.load_sweep_config
+        self._kept: dict[tuple, Any] = {}
+        loader.load_sweep_config = self.load_sweep_config
+
+    @staticmethod
+    def _key(master_config: Any, overrides: Sequence[str]) -> tuple:
+        return tuple(master_config.hydra.overrides.hydra), tuple(overrides)
+
+    def load_sweep_config(self, master_config: Any, sweep_overrides: list[str]) -> Any:
+        kept = self._kept.pop(self._key(master_config, sweep_overrides), None)
+        return kept if kept is not None else self._compose(master_config, list(sweep_overrides))
+
+    def compose(self, master_config: Any, overrides: Sequence[str]) -> Any:
+        """The job's config; kept for the launcher's request of the same job."""
+        cfg = self._compose(master_config, list(overrides))
+        self._kept[self._key(master_config, overrides)] = cfg
+        return cfg
+
+
+def compose_job(master_config: Any, overrides: Sequence[str]) -> Any:
+    """One job of the sweep of ``master_config`` composed as its launcher will compose it, and kept for that launcher.
+
+    Call it only from the launching process, after Hydra started (its global config loader is the launchers').
+    """
+    loader = GlobalHydra.instance().config_loader()
+    composed = getattr(loader, "load_sweep_config", None)
+    if not isinstance(getattr(composed, "__self__", None), _Composed):
+        composed = _Composed(loader).load_sweep_config
+    return composed.__self__.compose(master_config, overrides)
