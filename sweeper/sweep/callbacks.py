@@ -4,7 +4,7 @@
 sqlite store and the experiment, so parallel workers never race to migrate it, and creates the parent run with
 ``MlflowClient.create_run`` (not ``mlflow.start_run``, whose active run would block the jobs' runs). Before that it
 composes and range-checks every job of the grid, so an invalid sweep starts nothing. The parent's id is handed to the
-jobs in a file in ``hydra.sweep.dir``, which every launcher (basic, joblib, submitit) shares.
+jobs in a file in ``hydra.sweep.dir`` (``sweeper.handoff``), which every launcher (basic, joblib, submitit) shares.
 
 At the end the parent gets the sweep summary of ``sweeper.reporting.finalize.finalize_sweep``. Hydra does not call
 ``on_multirun_end`` when a job fails, so an exit hook summarises and terminates the parent (FAILED) then.
@@ -12,8 +12,6 @@ At the end the parent gets the sweep summary of ``sweeper.reporting.finalize.fin
 from __future__ import annotations
 
 import atexit
-import hashlib
-import json
 import logging
 import sys
 import uuid
@@ -23,8 +21,7 @@ from typing import Any
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
-from .. import names, signals
-from . import progress
+from .. import handoff, names, signals
 
 log = logging.getLogger(__name__)
 
@@ -34,18 +31,6 @@ def sweep_display_name(config: DictConfig) -> str:
         return str(config.sweep_name)
     overrides = [o for o in config.hydra.overrides.task if not o.startswith(("hydra", "tracking."))]
     return "sweep " + " ".join(overrides) if overrides else "sweep"
-
-
-def uri_digest(uri: str) -> str:
-    return hashlib.sha256(uri.encode()).hexdigest()
-
-
-def read_parent(sweep_dir: str | Path) -> dict | None:
-    """The parent-run handoff written by ``MlflowSweepParent``, or None outside a tracked sweep."""
-    path = Path(sweep_dir) / names.PARENT_FILE
-    if not path.is_file():
-        return None
-    return json.loads(path.read_text())
 
 
 class MlflowSweepParent(Callback):
@@ -82,7 +67,7 @@ class MlflowSweepParent(Callback):
             jobs = expand_grid(config)
             sweep_dir = Path(str(config.hydra.sweep.dir))
             sweep_dir.mkdir(parents=True, exist_ok=True)
-            progress.start(sweep_dir, None if jobs is None else len(jobs))
+            handoff.start(sweep_dir, None if jobs is None else len(jobs))
             if not config.tracking.enabled:
                 return
             client, uri, experiment_id = open_store(config.tracking)
@@ -100,12 +85,7 @@ class MlflowSweepParent(Callback):
             sys.exit(1)
         self._client, self._run_id, self._sweep_dir = client, run.info.run_id, sweep_dir
         self._experiment_id = experiment_id
-        # the URI itself may hold credentials: the file keeps a masked copy and a digest the jobs compare with theirs
-        handoff = {"run_id": run.info.run_id, "experiment_id": experiment_id, names.SWEEP_ID: sweep_id,
-                   "tracking_uri": mask_credentials(uri), "tracking_uri_sha256": uri_digest(uri)}
-        tmp = sweep_dir / (names.PARENT_FILE + ".tmp")
-        tmp.write_text(json.dumps(handoff))
-        tmp.replace(sweep_dir / names.PARENT_FILE)
+        handoff.write_parent(sweep_dir, run.info.run_id, experiment_id, sweep_id, uri)
         atexit.register(self._terminate_if_running, "FAILED")
         log.info("MLflow parent run %r (%s) for sweep %s", name, run.info.run_id, sweep_id)
         try:
@@ -139,7 +119,7 @@ class MlflowSweepParent(Callback):
         return run, sweep_id, name
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
-        progress.close_bar()
+        handoff.close_bar()
         self._terminate_if_running("FINISHED")
 
     def summary_links(self) -> list[str]:
@@ -164,7 +144,7 @@ class MlflowSweepParent(Callback):
                 mark_orphaned_runs(self._client, self._experiment_id)
             except Exception as exc:
                 log.warning("could not mark the sweep's orphaned runs KILLED: %s", exc)
-        progress.close_bar()
+        handoff.close_bar()
         try:
             from ..reporting.console import summary_lines
             from ..reporting.finalize import finalize_sweep, sweep_title

@@ -4,11 +4,12 @@
 Flow: every job's config is composed (as Hydra's basic launcher does) and grouped by what a fused pass needs to share
 (the data config, ``mlp_core.fusable_key`` and an explicit ``trainer.blas_threads``), at most ``max_members`` jobs a
 group. A group of one, or a job whose config cannot be read, runs solo through the app's task function, as with the
-basic launcher. A population's members each go through Hydra's ``run_job`` (their own job dir and .hydra files) with
-the app's own set-up (``job.open_job``: validation, the skip of a FINISHED config); the ones left to train get their
-runs (``app.start_run``: params, dataset, tags with ``engine=population(K)``); the population trains once; and each
-member's run is finished at its own RunEnd like a solo job's (``app.record_result``: metrics, summary, stop reason,
-artifacts; FINISHED), its Hydra JobReturn carrying its objective. ``n_workers`` processes (loky, as Hydra's joblib
+basic launcher. A population's members each go through Hydra's ``run_job`` (their own job dir and .hydra files) and
+through the same lifecycle as a solo job (``sweeper.lifecycle``): set-up (``job.open_job``: validation, the skip of a
+FINISHED config); for the ones left to train, their runs (``lifecycle.start_run``: params, dataset, tags with
+``engine=population(K)``); the population trains once; and each member's run is finished at its own RunEnd like a
+solo job's (``lifecycle.record_result``: metrics, summary, stop reason, artifacts; FINISHED, or
+``lifecycle.end_failed``), its Hydra JobReturn carrying its objective. ``n_workers`` processes (loky, as Hydra's joblib
 launcher; by default one per core) share out the groups, each with cores / n_workers BLAS threads.
 
 The engine is part of the config hash (``config.identity``): a member's bits differ from a solo run's (by float32
@@ -137,7 +138,7 @@ def _import_member_modules() -> None:
     import mlflow.tracking  # noqa: F401
     import mlp_core  # noqa: F401
 
-    from .. import app  # noqa: F401
+    from .. import lifecycle  # noqa: F401
     from ..reporting import plots  # noqa: F401
     from ..tracking import run  # noqa: F401
 
@@ -196,7 +197,7 @@ def train_population(cfgs: list, hydra_context: Any) -> list:
     from hydra.core.hydra_config import HydraConfig
     from hydra.core.utils import JobStatus, run_job
 
-    from .. import app, signals
+    from .. import lifecycle, signals
     from .. import job as job_setup
     from ..config.checks import to_core
 
@@ -209,7 +210,7 @@ def train_population(cfgs: list, hydra_context: Any) -> list:
             job, store, reused = job_setup.open_job(task_cfg, ENGINE)
             if reused is None:
                 if "dataset" not in loaded:
-                    loaded["dataset"] = app.load_data(task_cfg)
+                    loaded["dataset"] = lifecycle.load_data(task_cfg)
                 found.update(job=job, store=store, core=to_core(task_cfg))
             return reused
 
@@ -229,7 +230,7 @@ def train_population(cfgs: list, hydra_context: Any) -> list:
             member.job.tags = job_setup.run_tags(member.job, member.store.parent)
     for member in list(members):
         try:
-            member.sink, reused = app.start_run(member.job, member.store, dataset, member.model, member.train)
+            member.sink, reused = lifecycle.start_run(member.job, member.store, dataset, member.model, member.train)
         except Exception as exc:
             _failed(member, exc)
             members.remove(member)
@@ -246,12 +247,12 @@ def _train(members: list[_Member], dataset: Any) -> None:
     import mlp_core
     from threadpoolctl import threadpool_limits
 
-    from .. import app, signals
+    from .. import lifecycle, signals
     from .. import job as job_setup
 
     def finish(member: _Member, result: Any) -> None:
         try:
-            app.record_result(member.job, result, member.sink)
+            lifecycle.record_result(member.job, result, member.sink)
             if member.sink.tracker is not None:
                 member.sink.end("FINISHED")
         except Exception as exc:
@@ -287,10 +288,10 @@ def _failed(member: _Member, exc: BaseException) -> None:
     """End the member's run FAILED (KILLED on an interrupt) with what it logged; its JobReturn fails with exc."""
     from hydra.core.utils import JobStatus
 
-    from .. import app
+    from .. import lifecycle
 
     member.done = True
     if member.sink is not None and member.sink.tracker is not None:
-        app._end_failed(member.sink, exc)
+        lifecycle.end_failed(member.sink, exc)
     member.ret.status = JobStatus.FAILED
     member.ret.return_value = exc

@@ -285,19 +285,6 @@ def launch_seed(seed: int, trials_so_far: int) -> int:
     return int(np.random.SeedSequence([seed, trials_so_far]).generate_state(1)[0])
 
 
-def handoff(sweep_dir: str | Path) -> dict | None:
-    """What the jobs of a search read (``names.SEARCH_FILE`` in the sweep dir), or None outside a search."""
-    path = Path(sweep_dir) / names.SEARCH_FILE
-    return json.loads(path.read_text()) if path.is_file() else None
-
-
-def write_handoff(sweep_dir: Path, info: dict) -> None:
-    sweep_dir.mkdir(parents=True, exist_ok=True)
-    tmp = sweep_dir / (names.SEARCH_FILE + ".tmp")
-    tmp.write_text(json.dumps(info))
-    tmp.replace(sweep_dir / names.SEARCH_FILE)
-
-
 def objective_value(value: Any, direction: str) -> float:
     """A job's objective as Optuna is told it: a missing or NaN value is the worst (Optuna refuses NaN)."""
     v = float(value) if value is not None else math.nan

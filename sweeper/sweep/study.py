@@ -12,10 +12,10 @@ import sys
 from pathlib import Path
 from typing import Any, Sequence
 
-from .. import names
+from .. import handoff, names
 from ..config.checks import ConfigError
 from .search import (Settings, Space, check_space, checked, launch_seed, make_pruner, make_sampler, open_storage,
-                     override_value, storage_location, study_name, write_handoff)
+                     override_value, storage_location, study_name)
 
 log = logging.getLogger(__name__)
 
@@ -149,7 +149,7 @@ def run_search(config: Any, hydra_context: Any, launcher: Any, arguments: Sequen
             for trial in trials:
                 study.tell(trial, state=optuna.trial.TrialState.FAIL)
             raise
-        write_handoff(sweep_dir, {**info, "trials": {str(job_idx + i): t.number for i, t in enumerate(trials)}})
+        handoff.write_search(sweep_dir, {**info, "trials": {str(job_idx + i): t.number for i, t in enumerate(trials)}})
         results = launcher.launch(batch, initial_job_idx=job_idx)
         failures += tell(study, trials, results, settings)
         returns.append(results)
