@@ -16,9 +16,9 @@ from omegaconf import DictConfig, OmegaConf
 from . import handoff, names
 from .config.checks import ConfigError, validate
 from .config.identity import config_label, flatten, legacy_hashes, run_hashes, run_name
+from .launchers import blas_threads
 from .paths import git_commit
 from .redact import mask_credentials
-from .sweep.workers import blas_threads
 from .tracking.claims import acquire
 from .tracking.liveness import mark_orphaned_runs
 from .tracking.resume import find_finished, link_to_sweep, objective_of, run_link
@@ -28,6 +28,7 @@ from .tracking.store_checks import store_step
 if TYPE_CHECKING:
     from hydra.conf import HydraConf
     from mlflow.entities import Run
+    from mlflow.tracking import MlflowClient
     from mlp_core import FitResult, ModelConfig
     from mlp_core.train import Event
 
@@ -149,7 +150,7 @@ def objective(result: FitResult) -> float:
 
 @dataclass
 class Store:
-    client: RetryingClient
+    client: MlflowClient | RetryingClient  # what tracking.store.open_store gives
     uri: str
     experiment_id: str
     parent: dict | None

@@ -26,7 +26,6 @@ from ..config.checks import ConfigError
 
 log = logging.getLogger(__name__)
 
-TARGET = "hydra_plugins.mlp_sweeps_search.search_sweeper.SearchSweeper"
 SAMPLERS = ("random", "tpe")
 PRUNERS = ("none", "median", "successive_halving")
 DIRECTIONS = ("minimize", "maximize")
@@ -82,10 +81,6 @@ def _is_int(value: Any) -> bool:
 def pruning_curve(objective: str) -> tuple[str, str]:
     """(the curve a job reports to its trial, the direction that curve is optimised in) for an objective."""
     return (names.VAL_ACCURACY, "maximize") if "accuracy" in objective else (names.VAL_LOSS, "minimize")
-
-
-def is_search(config: Any) -> bool:
-    return str(config.hydra.sweeper.get("_target_", "")) == TARGET
 
 
 # ------------------------------------------------------------------------------------------------ the space
