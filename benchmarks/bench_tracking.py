@@ -3,7 +3,7 @@
     .venv/bin/python benchmarks/bench_tracking.py [--epochs 50] [--repeats 3] [--data mnist_assignment]
         [--metrics process|inline|mlflow-async]
 
-Each repeat runs the job twice through the app's own task function (sweeper.app.train_and_track), once with
+Each repeat runs the job twice through the app's own task function (sweeper.lifecycle.train_and_track), once with
 tracking.enabled=false and once against a temporary sqlite store, alternating the order between repeats so a drifting
 machine load does not favour one side. The store is created (migrated) before timing starts: that one-off cost is
 printed separately. Both sides write the same local artifacts (config, history, model, curves); the tracked side also
@@ -37,7 +37,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from hydra import compose, initialize_config_dir  # noqa: E402
 from hydra.core.global_hydra import GlobalHydra  # noqa: E402
 
-from sweeper.app import register, train_and_track  # noqa: E402
+from sweeper import job, lifecycle  # noqa: E402
+from sweeper.app import register  # noqa: E402
+from sweeper.lifecycle import train_and_track  # noqa: E402
 from sweeper.paths import CONF_DIR  # noqa: E402
 from sweeper.tracking.run import RunTracker  # noqa: E402
 from sweeper.tracking.store import open_store  # noqa: E402
@@ -70,17 +72,12 @@ def time_mlflow_calls() -> None:
     That is RunTracker's MLflow calls, plus the app's tracked-only steps around them: opening the store, the orphan
     check, the run's tags (git commit), its owner tags and creating the run.
     """
-    import sweeper.app as app
-    import sweeper.tracking.liveness as liveness
-    import sweeper.tracking.store as store
-
     for name in ("log_params", "set_tags", "log_metrics", "log_dataset", "log_artifact", "end"):
         _timed(RunTracker, name)
     _timed(RunTracker, "start")
-    _timed(store, "open_store")
-    _timed(app, "run_tags")
-    for name in ("mark_orphaned_runs", "owner_tags"):  # imported by the app when a job runs: patch them at home
-        _timed(liveness, name)
+    for name in ("open_store", "run_tags", "mark_orphaned_runs"):  # patched where the job's steps look them up
+        _timed(job, name)
+    _timed(lifecycle, "owner_tags")
 
 
 def choose_metric_path(mode: str) -> None:

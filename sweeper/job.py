@@ -1,24 +1,38 @@
 """A job's identity and its place in the store: what a job knows before it trains (``Job``), its run's tags and
 params, and whether its config already FINISHED (reuse) or must be claimed before it trains (``sweeper.tracking.claims``).
-Used by the app's task function and by the population launcher, which sets up several jobs in one process.
+The first steps of a job's lifecycle (``sweeper.lifecycle``), which every launcher drives.
 """
 from __future__ import annotations
 
 import logging
 import math
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
-from . import names
+from . import handoff, names
 from .config.checks import ConfigError, validate
 from .config.identity import config_label, flatten, legacy_hashes, run_hashes, run_name
+from .launchers import blas_threads
 from .paths import git_commit
 from .redact import mask_credentials
-from .sweep.workers import blas_threads
+from .tracking.claims import acquire
+from .tracking.liveness import mark_orphaned_runs
+from .tracking.resume import find_finished, link_to_sweep, objective_of, run_link
+from .tracking.store import open_store
+from .tracking.store_checks import store_step
+
+if TYPE_CHECKING:
+    from hydra.conf import HydraConf
+    from mlflow.entities import Run
+    from mlflow.tracking import MlflowClient
+    from mlp_core import FitResult, ModelConfig
+    from mlp_core.train import Event
+
+    from .tracking.store import RetryingClient
 
 log = logging.getLogger("sweeper")
 
@@ -34,7 +48,7 @@ class Job:
     name: str
     overrides: list[str]
     threads: int
-    hydra_cfg: Any
+    hydra_cfg: HydraConf | None
     tags: dict[str, str] = field(default_factory=dict)
     reused: bool = False  # an earlier FINISHED run of the same config stands in for this job
     engine: str | None = None  # "population(8)" for a member of a fused population: tagged; hashed up to "("
@@ -42,6 +56,17 @@ class Job:
     @property
     def in_sweep(self) -> bool:
         return self.hydra_cfg is not None and self.hydra_cfg.mode == RunMode.MULTIRUN
+
+
+class Trial(Protocol):
+    """A search job's side of its trial, as a job's lifecycle uses it (``sweeper.sweep.trial.TrialLink``)."""
+
+    def tags(self) -> dict[str, str]: ...
+    def run_name(self, label: str, overrides: list[str]) -> str: ...
+    def reused(self, run: Run) -> float: ...
+    def observe(self, event: Event) -> str | None: ...
+    def end_tags(self, stop_reason: str) -> dict[str, str]: ...
+    def objective(self, metrics: dict[str, float]) -> float: ...
 
 
 def prepare(cfg: DictConfig) -> Job:
@@ -81,7 +106,7 @@ def run_tags(job: Job, parent: dict | None) -> dict[str, str]:
     return {key: str(v) for key, v in tags.items() if v is not None}
 
 
-def run_params(job: Job, model_cfg: Any, num_parameters: int) -> dict[str, Any]:
+def run_params(job: Job, model_cfg: ModelConfig, num_parameters: int) -> dict[str, Any]:
     """The resolved config with dotted keys (credentials masked), plus what the config only implies.
 
     The model's shape is logged as trained: ``model.hidden_sizes`` is the effective list (the config's is null for a
@@ -101,7 +126,7 @@ def run_params(job: Job, model_cfg: Any, num_parameters: int) -> dict[str, Any]:
     return params
 
 
-def summary_metrics(result: Any) -> list[tuple[str, float, int]]:
+def summary_metrics(result: FitResult) -> list[tuple[str, float, int]]:
     values = {
         names.NUM_PARAMETERS: result.num_parameters,
         names.BEST_VAL_LOSS: result.best_val_loss,
@@ -115,7 +140,7 @@ def summary_metrics(result: Any) -> list[tuple[str, float, int]]:
     return [(key, float(v), 0) for key, v in values.items()]
 
 
-def objective(result: Any) -> float:
+def objective(result: FitResult) -> float:
     """The value a job returns to Hydra: the best validation loss; a diverged run is the worst, never NaN."""
     best = float(result.best_val_loss)
     return best if math.isfinite(best) else float("inf")
@@ -125,7 +150,7 @@ def objective(result: Any) -> float:
 
 @dataclass
 class Store:
-    client: Any
+    client: MlflowClient | RetryingClient  # what tracking.store.open_store gives
     uri: str
     experiment_id: str
     parent: dict | None
@@ -133,15 +158,8 @@ class Store:
 
 def open_tracking(job: Job) -> Store:
     """Open the store (and the sweep's parent handoff); mark orphaned runs when no sweep launcher did it already."""
-    from .sweep.callbacks import read_parent, uri_digest
-    from .tracking.liveness import mark_orphaned_runs
-    from .tracking.store import open_store
-    from .tracking.store_checks import store_step
-
     client, uri, experiment_id = open_store(job.cfg.tracking)
-    parent = read_parent(job.hydra_cfg.sweep.dir) if job.in_sweep else None
-    if parent is not None and parent["tracking_uri_sha256"] != uri_digest(uri):
-        parent = None  # this job logs to another store than the sweep's parent (tracking.uri was swept)
+    parent = handoff.parent_in(job.hydra_cfg.sweep.dir, uri) if job.in_sweep else None
     if parent is not None:
         experiment_id = parent["experiment_id"]
     else:  # in a sweep the launcher did this once, before any job started
@@ -150,11 +168,9 @@ def open_tracking(job: Job) -> Store:
     return Store(client, uri, experiment_id, parent)
 
 
-def reuse_finished(job: Job, store: Store, trial: Any = None) -> float | None:
+def reuse_finished(job: Job, store: Store, trial: Trial | None = None) -> float | None:
     """If this config already FINISHED (also under an older release's hash), link that run to the sweep and return
     its objective (a search trial's objective when the job is one); None when the job must train."""
-    from .tracking.resume import find_finished
-
     run = find_finished(store.client, store.experiment_id, config_hashes(job))
     return None if run is None else reuse(job, store, run, "already FINISHED", trial)
 
@@ -165,9 +181,7 @@ def config_hashes(job: Job) -> list[str]:
     return [job.tags[names.CONFIG_HASH], *legacy]
 
 
-def reuse(job: Job, store: Store, run: Any, how: str, trial: Any = None) -> float:
-    from .tracking.resume import link_to_sweep, objective_of, run_link
-
+def reuse(job: Job, store: Store, run: Run, how: str, trial: Trial | None = None) -> float:
     link_to_sweep(store.client, run, store.parent, job.tags.get(names.CONFIG_LABEL))
     result = trial.reused(run) if trial is not None else objective_of(run)
     log.info("%s: skipped, config_hash %s %s as run %r (%s), best val loss %.4f; "
@@ -176,11 +190,10 @@ def reuse(job: Job, store: Store, run: Any, how: str, trial: Any = None) -> floa
     return result
 
 
-def claim_run(job: Job, store: Store, tags: dict[str, str], trial: Any = None) -> tuple[str | None, float | None]:
+def claim_run(job: Job, store: Store, tags: dict[str, str],
+              trial: Trial | None = None) -> tuple[str | None, float | None]:
     """(run id to train in, None), or (None, objective) when the config FINISHED elsewhere while this job waited its
     turn (``sweeper.tracking.claims``). Without skip_finished the run is created without a claim: a forced rerun."""
-    from .tracking.claims import acquire
-
     if store.parent:
         tags[names.PARENT_RUN_ID] = store.parent["run_id"]
     if not job.cfg.tracking.skip_finished:
@@ -199,7 +212,7 @@ def open_job(cfg: DictConfig, engine: str | None = None) -> tuple[Job, Store | N
     return job, store, reused
 
 
-def track_job(job: Job, trial: Any = None) -> tuple[Store | None, float | None]:
+def track_job(job: Job, trial: Trial | None = None) -> tuple[Store | None, float | None]:
     """Open the job's store and tag it; (store or None, the objective of a FINISHED run of this config or None)."""
     if trial is not None:
         job.name = trial.run_name(job.cfg.name, job.overrides)

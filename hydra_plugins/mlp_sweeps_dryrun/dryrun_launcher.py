@@ -1,8 +1,7 @@
 """Hydra plugin shell of the dry-run launcher: ``mlp-sweep -m +sweep=task4_width hydra/launcher=dryrun``.
 
-The logic lives in ``sweeper.sweep.dryrun``; this module only registers the config and delegates.
+The config and the logic live in ``sweeper.sweep.dryrun``; this module only registers the config and delegates.
 """
-from dataclasses import dataclass
 from typing import Optional, Sequence
 
 from hydra.core.config_store import ConfigStore
@@ -13,13 +12,8 @@ from omegaconf import DictConfig
 
 from sweeper.sweep import dryrun
 
-
-@dataclass
-class DryRunLauncherConf:
-    _target_: str = dryrun.TARGET
-
-
-ConfigStore.instance().store(group="hydra/launcher", name="dryrun", node=DryRunLauncherConf, provider="mlp-sweeps")
+ConfigStore.instance().store(group="hydra/launcher", name="dryrun", node=dryrun.DryRunLauncherConf,
+                             provider="mlp-sweeps")
 
 
 class DryRunLauncher(Launcher):

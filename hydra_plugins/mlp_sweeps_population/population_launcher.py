@@ -1,8 +1,8 @@
 """Hydra plugin shell of the population launcher: ``mlp-sweep -m +sweep=... hydra/launcher=population``.
 
-The logic lives in ``sweeper.sweep.population``; this module only registers the config and delegates.
+The config and the logic live in ``sweeper.sweep.launcher_checks`` and ``sweeper.sweep.population``; this module only
+registers the config and delegates.
 """
-from dataclasses import dataclass
 from typing import Optional, Sequence
 
 from hydra.core.config_store import ConfigStore
@@ -12,15 +12,7 @@ from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig
 
 from sweeper.sweep import population
-
-
-@dataclass
-class PopulationLauncherConf:
-    _target_: str = population.TARGET
-    max_members: int = 16  # jobs trained together in one fused pass, at most
-    # processes that train populations side by side (null: one per core); BLAS threads per job = cores / n_workers
-    n_workers: Optional[int] = None
-
+from sweeper.sweep.launcher_checks import PopulationLauncherConf
 
 ConfigStore.instance().store(
     group="hydra/launcher", name="population", node=PopulationLauncherConf, provider="mlp-sweeps"
@@ -28,7 +20,7 @@ ConfigStore.instance().store(
 
 
 class PopulationLauncher(Launcher):
-    def __init__(self, max_members: int = 16, n_workers: Optional[int] = None) -> None:
+    def __init__(self, max_members: int, n_workers: Optional[int]) -> None:  # Hydra passes the config's knobs
         self.max_members = max_members
         self.n_workers = n_workers
         self.config: Optional[DictConfig] = None

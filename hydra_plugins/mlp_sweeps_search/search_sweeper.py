@@ -2,9 +2,11 @@
 0.3))'``. One sweeper, two configs (``random``, ``tpe``) that differ in the sampler.
 
 The logic lives in ``sweeper.sweep.study`` (the loop) and ``sweeper.sweep.search`` (space and knobs); this module only
-registers the configs and delegates.
+registers the configs and delegates. The config's knobs are the fields of ``search.Settings``, declared there once with
+their defaults and checks; the config adds the sweeper's ``_target_`` and the search space (``params``).
 """
-from dataclasses import dataclass, field
+import dataclasses
+import typing
 from typing import Any, Dict, List, Optional
 
 from hydra.core.config_store import ConfigStore
@@ -13,26 +15,16 @@ from hydra.plugins.sweeper import Sweeper
 from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig
 
+from sweeper.launchers import SweeperKind
 from sweeper.sweep import search, study
 
-
-@dataclass
-class SearchSweeperConf:
-    _target_: str = search.TARGET
-    sampler: str = "random"             # random | tpe
-    n_trials: int = 20                  # finished (complete or pruned) trials in the study, over all launches
-    n_jobs: int = 1                     # trials asked per batch: the launcher runs a batch in parallel
-    seed: int = 0                       # the sampler's seed
-    direction: str = "minimize"         # minimize | maximize
-    objective: str = "best/val_loss"    # any summary metric of a run
-    pruner: str = "none"                # none | median | successive_halving
-    n_startup_trials: int = 10          # TPE: random trials before it models the objective
-    pruner_startup_trials: int = 5      # median: trials that finish before any is pruned
-    pruner_warmup_steps: int = 0        # median: no pruning before this training step
-    study_name: Optional[str] = None    # default: the sweep's name + a digest of the space, sampler and seed
-    storage: Optional[str] = None       # a journal file path or an RDB URL; default <outputs>/studies/<study>.journal
-    params: Dict[str, str] = field(default_factory=dict)
-
+_KNOB_TYPES = typing.get_type_hints(search.Settings)
+SearchSweeperConf = dataclasses.make_dataclass("SearchSweeperConf", [
+    ("_target_", str, dataclasses.field(default=SweeperKind.SEARCH.value)),
+    *[(knob.name, _KNOB_TYPES[knob.name], dataclasses.field(default=knob.default))
+      for knob in dataclasses.fields(search.Settings)],
+    ("params", Dict[str, str], dataclasses.field(default_factory=dict)),
+], namespace={"__module__": __name__})  # pickled by reference in configs sent to workers (joblib, submitit)
 
 ConfigStore.instance().store(group="hydra/sweeper", name="random", node=SearchSweeperConf(sampler="random"),
                              provider="mlp-sweeps")

@@ -12,6 +12,7 @@ from typing import Any
 
 from hydra.errors import CompactHydraException
 
+from ..launchers import SweeperKind, sweeper_of
 from .identity import effective_hidden_sizes
 
 MAX_VALIDATED_JOBS = 500
@@ -146,7 +147,7 @@ def expand_grid(config: Any) -> list[list[str]] | None:
 
     Grid params of ``hydra.sweeper.params`` come first, then the command line, whose value wins for the same key.
     """
-    if not str(config.hydra.sweeper.get("_target_", "")).endswith("BasicSweeper"):
+    if sweeper_of(config.hydra) is not SweeperKind.BASIC:
         return None
     from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
     from hydra.core.override_parser.overrides_parser import OverridesParser

@@ -4,7 +4,7 @@
 sqlite store and the experiment, so parallel workers never race to migrate it, and creates the parent run with
 ``MlflowClient.create_run`` (not ``mlflow.start_run``, whose active run would block the jobs' runs). Before that it
 composes and range-checks every job of the grid, so an invalid sweep starts nothing. The parent's id is handed to the
-jobs in a file in ``hydra.sweep.dir``, which every launcher (basic, joblib, submitit) shares.
+jobs in a file in ``hydra.sweep.dir`` (``sweeper.handoff``), which every launcher (basic, joblib, submitit) shares.
 
 At the end the parent gets the sweep summary of ``sweeper.reporting.finalize.finalize_sweep``. Hydra does not call
 ``on_multirun_end`` when a job fails, so an exit hook summarises and terminates the parent (FAILED) then.
@@ -12,19 +12,28 @@ At the end the parent gets the sweep summary of ``sweeper.reporting.finalize.fin
 from __future__ import annotations
 
 import atexit
-import hashlib
-import json
 import logging
 import sys
 import uuid
 from pathlib import Path
 from typing import Any
 
+from hydra.errors import CompactHydraException
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
-from .. import names, signals
-from . import progress
+from .. import handoff, names, signals
+from ..config.checks import expand_grid, validate_grid
+from ..launchers import LauncherKind, SweeperKind, launcher_of, sweeper_of
+from ..redact import mask_credentials
+from ..reporting.console import summary_lines
+from ..reporting.selection import tag_equals
+from ..tracking.liveness import mark_orphaned_runs, owner_tags
+from ..tracking.store import open_store, tag_experiment
+from ..tracking.store_checks import one_line
+from ..tracking.views import sweep_link, sweep_link_lines, write_sweep_view
+from .launcher_checks import check_launcher
+from .search import check_space
 
 log = logging.getLogger(__name__)
 
@@ -34,18 +43,6 @@ def sweep_display_name(config: DictConfig) -> str:
         return str(config.sweep_name)
     overrides = [o for o in config.hydra.overrides.task if not o.startswith(("hydra", "tracking."))]
     return "sweep " + " ".join(overrides) if overrides else "sweep"
-
-
-def uri_digest(uri: str) -> str:
-    return hashlib.sha256(uri.encode()).hexdigest()
-
-
-def read_parent(sweep_dir: str | Path) -> dict | None:
-    """The parent-run handoff written by ``MlflowSweepParent``, or None outside a tracked sweep."""
-    path = Path(sweep_dir) / names.PARENT_FILE
-    if not path.is_file():
-        return None
-    return json.loads(path.read_text())
 
 
 class MlflowSweepParent(Callback):
@@ -59,30 +56,21 @@ class MlflowSweepParent(Callback):
         self._ui: dict | None = None  # the store, experiment, sweep and view the end-of-sweep link names
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
-        from hydra.errors import CompactHydraException
-
-        from ..config.checks import expand_grid, validate_grid
-        from ..redact import mask_credentials
-        from ..tracking.store import open_store
-        from .dryrun import is_dry_run
-        from .launcher_checks import check_launcher
-        from .search import check_space, is_search
-
         # A dry run creates no store and no run. It also skips validate_grid: the dry-run launcher lists an invalid
         # job in its table with the reason (and exits 1), which says more than an abort before the table.
-        if is_dry_run(config):
+        if launcher_of(config.hydra) is LauncherKind.DRYRUN:
             return
         # Hydra turns a callback's exception into a warning and launches the jobs anyway; a sweep with an invalid job
         # or an unusable store must not start, so report in one sentence and exit (SystemExit passes through).
         try:
             check_launcher(config)
-            if is_search(config):  # a search's space: its extremes are composed and checked
+            if sweeper_of(config.hydra) is SweeperKind.SEARCH:  # the space's extremes are composed and checked
                 check_space(config)
             validate_grid(config)
             jobs = expand_grid(config)
             sweep_dir = Path(str(config.hydra.sweep.dir))
             sweep_dir.mkdir(parents=True, exist_ok=True)
-            progress.start(sweep_dir, None if jobs is None else len(jobs))
+            handoff.start(sweep_dir, None if jobs is None else len(jobs))
             if not config.tracking.enabled:
                 return
             client, uri, experiment_id = open_store(config.tracking)
@@ -92,20 +80,13 @@ class MlflowSweepParent(Callback):
         try:
             run, sweep_id, name = self._create_parent(config, client, experiment_id, sweep_dir)
         except Exception as exc:  # any store failure here: one sentence, and no job is launched
-            from ..tracking.store_checks import one_line
-
             sys.stderr.write(f"Error: cannot create the sweep's parent run in the MLflow store "
                              f"{mask_credentials(uri)}: {one_line(exc)}; no job was launched (check the store, "
                              "then relaunch the same command)\n")
             sys.exit(1)
         self._client, self._run_id, self._sweep_dir = client, run.info.run_id, sweep_dir
         self._experiment_id = experiment_id
-        # the URI itself may hold credentials: the file keeps a masked copy and a digest the jobs compare with theirs
-        handoff = {"run_id": run.info.run_id, "experiment_id": experiment_id, names.SWEEP_ID: sweep_id,
-                   "tracking_uri": mask_credentials(uri), "tracking_uri_sha256": uri_digest(uri)}
-        tmp = sweep_dir / (names.PARENT_FILE + ".tmp")
-        tmp.write_text(json.dumps(handoff))
-        tmp.replace(sweep_dir / names.PARENT_FILE)
+        handoff.write_parent(sweep_dir, run.info.run_id, experiment_id, sweep_id, uri)
         atexit.register(self._terminate_if_running, "FAILED")
         log.info("MLflow parent run %r (%s) for sweep %s", name, run.info.run_id, sweep_id)
         try:
@@ -116,9 +97,6 @@ class MlflowSweepParent(Callback):
     @staticmethod
     def _create_parent(config: DictConfig, client: Any, experiment_id: str, sweep_dir: Path) -> tuple[Any, str, str]:
         """(parent run, sweep id, display name) of a new sweep, after marking orphaned runs KILLED."""
-        from ..redact import mask_credentials
-        from ..tracking.liveness import mark_orphaned_runs, owner_tags
-
         # runs left RUNNING by a killed launch are KILLED now, before this sweep's jobs decide what to rerun
         mark_orphaned_runs(client, experiment_id)
         sweep_id = f"{sweep_dir.name}-{uuid.uuid4().hex[:8]}"
@@ -139,15 +117,13 @@ class MlflowSweepParent(Callback):
         return run, sweep_id, name
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
-        progress.close_bar()
+        handoff.close_bar()
         self._terminate_if_running("FINISHED")
 
     def summary_links(self) -> list[str]:
         """Lines appended to the end-of-sweep summary after the files: where to open the sweep in the UI."""
         if self._ui is None:
             return []
-        from ..tracking.views import sweep_link_lines
-
         return list(sweep_link_lines(self._ui["tracking_uri"], self._ui["experiment_id"], self._ui["view"]))
 
     def _terminate_if_running(self, status: str) -> None:
@@ -158,16 +134,13 @@ class MlflowSweepParent(Callback):
         if status == "FAILED" and signals.received():
             status = "KILLED"
             # a worker killed before it could end its run (joblib kills workers still busy after the grace period)
-            from ..tracking.liveness import mark_orphaned_runs
-
             try:
                 mark_orphaned_runs(self._client, self._experiment_id)
             except Exception as exc:
                 log.warning("could not mark the sweep's orphaned runs KILLED: %s", exc)
-        progress.close_bar()
+        handoff.close_bar()
         try:
-            from ..reporting.console import summary_lines
-            from ..reporting.finalize import finalize_sweep, sweep_title
+            from ..reporting.finalize import finalize_sweep, sweep_title  # matplotlib: only when the sweep ends
 
             summary = finalize_sweep(self._client, self._run_id, self._sweep_dir)
             title = sweep_title(self._client.get_run(self._run_id).info.run_name or "")
@@ -192,10 +165,6 @@ class MlflowSweepParent(Callback):
 def open_sweep_view(client: Any, uri: str, experiment_id: str, sweep_id: str, parent_run_id: str, name: str,
                     config: DictConfig) -> dict:
     """Write the sweep's saved UI view (sweeper.tracking.views) and log its link; what ``summary_links`` needs."""
-    from ..config.checks import expand_grid
-    from ..tracking.store import tag_experiment
-    from ..tracking.views import sweep_link, write_sweep_view
-
     tag_experiment(client, experiment_id)
     jobs = expand_grid(config)
     view = write_sweep_view(client, experiment_id, sweep_id, parent_run_id, name,
@@ -208,8 +177,6 @@ def drop_parent_if_nothing_trained(client: Any, parent_run_id: str) -> bool:
     """A relaunch whose every job was reused (all FINISHED before) trained nothing: delete its parent run, which would
     only pile up as another, empty parent of the same name, and name the earlier parents of the runs it found. The
     sweep's view still shows those runs (they carry this sweep's link tag). True when the parent was deleted."""
-    from ..reporting.selection import tag_equals
-
     experiment_id = client.get_run(parent_run_id).info.experiment_id
     if client.search_runs([experiment_id], tag_equals(names.PARENT_RUN_ID, parent_run_id), max_results=1):
         return False  # it trained (or tried to train) at least one run: a real sweep parent

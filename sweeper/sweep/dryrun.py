@@ -1,19 +1,24 @@
 """The dry run (``hydra/launcher=dryrun``): every job of the grid composed as a real launcher would, checked, and
 listed with its effective hidden sizes, exact parameter count and step budget; nothing is run or logged.
 
-The Hydra plugin (``hydra_plugins/mlp_sweeps_dryrun``) is a thin shell around ``launch``. A job whose config is
+The Hydra plugin (``hydra_plugins/mlp_sweeps_dryrun``) is a thin shell that registers ``DryRunLauncherConf`` and
+calls ``launch``. A job whose config is
 invalid is listed with its error, and the launch then fails with exit code 1, so a dry run also checks the whole grid.
 """
 from __future__ import annotations
 
 import sys
+from dataclasses import dataclass
 from typing import Any, Sequence
 
+from hydra.core.utils import JobReturn, JobStatus, filter_overrides
 from hydra.errors import CompactHydraException
+from hydra.types import HydraContext
+from omegaconf import DictConfig, open_dict
 
 from ..config.checks import to_core, validate, value
+from ..launchers import LauncherKind
 
-TARGET = "hydra_plugins.mlp_sweeps_dryrun.dryrun_launcher.DryRunLauncher"
 HEADER = ["#", "overrides", "hidden_sizes", "activation", "params", "max steps", "data"]
 
 
@@ -21,13 +26,14 @@ class DryRunError(CompactHydraException):
     """Some job of the grid has an invalid config (Hydra prints the message without a traceback, exit code 1)."""
 
 
-def is_dry_run(config: Any) -> bool:
-    return str(config.hydra.launcher.get("_target_", "")) == TARGET
+@dataclass
+class DryRunLauncherConf:
+    _target_: str = LauncherKind.DRYRUN.value
 
 
-def describe_job(cfg: Any) -> dict[str, Any]:
+def describe_job(cfg: DictConfig) -> dict[str, Any]:
     """Effective architecture, exact parameter count and step budget of one composed job config."""
-    from mlp_core import num_parameters, split_sizes
+    from mlp_core import num_parameters, split_sizes  # NumPy: Hydra imports this module for --help too
 
     validate(cfg)
     model, train = to_core(cfg)
@@ -51,12 +57,10 @@ def format_table(rows: list[list[str]], header: list[str]) -> str:
     return "\n".join([line(header), line(["-" * w for w in widths]), *map(line, rows)])
 
 
-def launch(config: Any, hydra_context: Any, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> list:
+def launch(config: DictConfig, hydra_context: HydraContext, job_overrides: Sequence[Sequence[str]],
+           initial_job_idx: int) -> list[JobReturn]:
     """Compose, check and list every job; returns Hydra ``JobReturn``s (FAILED for invalid jobs), or raises
     ``DryRunError`` after printing the table when a job is invalid."""
-    from hydra.core.utils import JobReturn, JobStatus, filter_overrides
-    from omegaconf import open_dict
-
     rows, results, failures = [], [], 0
     total_steps = 0
     for offset, overrides in enumerate(job_overrides):

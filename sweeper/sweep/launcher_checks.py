@@ -1,13 +1,25 @@
-"""Checks of the population launcher's knobs, run by the sweep callback before the sweep's parent run is created (the
-launcher itself, ``sweeper.sweep.population``, imports the app, which the callback must not)."""
+"""The population launcher's config: its knobs and their defaults (one dataclass, which the Hydra plugin registers)
+and their checks (run by the sweep callback before the sweep's parent run is created, and by the launcher)."""
 from __future__ import annotations
 
 import numbers
-from typing import Any
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 from hydra.errors import CompactHydraException
 
-POPULATION_TARGET = "hydra_plugins.mlp_sweeps_population.population_launcher.PopulationLauncher"
+from ..launchers import LauncherKind, launcher_of
+
+if TYPE_CHECKING:
+    from omegaconf import DictConfig
+
+
+@dataclass
+class PopulationLauncherConf:
+    _target_: str = LauncherKind.POPULATION.value
+    max_members: int = 16  # jobs trained together in one fused pass, at most
+    # processes that train populations side by side (null: one per core); BLAS threads per job = cores / n_workers
+    n_workers: int | None = None
 
 
 class PopulationLauncherError(CompactHydraException):
@@ -23,13 +35,7 @@ def check_knobs(max_members: Any, n_workers: Any) -> None:
             raise PopulationLauncherError(f"hydra.launcher.{name} must be an integer >= 1{more}, got {value!r}")
 
 
-def workers_for(n_workers: Any, cores: int) -> int:
-    """The number of worker processes: ``n_workers``, or one per core when it is None."""
-    return cores if n_workers is None else int(n_workers)
-
-
-def check_launcher(config: Any) -> None:
+def check_launcher(config: DictConfig) -> None:
     """The knobs of a sweep launched with the population launcher; nothing for other launchers."""
-    launcher = config.hydra.launcher
-    if str(launcher.get("_target_", "")) == POPULATION_TARGET:
-        check_knobs(launcher.get("max_members"), launcher.get("n_workers"))
+    if launcher_of(config.hydra) is LauncherKind.POPULATION:
+        check_knobs(config.hydra.launcher.get("max_members"), config.hydra.launcher.get("n_workers"))

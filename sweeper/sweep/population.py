@@ -4,11 +4,12 @@
 Flow: every job's config is composed (as Hydra's basic launcher does) and grouped by what a fused pass needs to share
 (the data config, ``mlp_core.fusable_key`` and an explicit ``trainer.blas_threads``), at most ``max_members`` jobs a
 group. A group of one, or a job whose config cannot be read, runs solo through the app's task function, as with the
-basic launcher. A population's members each go through Hydra's ``run_job`` (their own job dir and .hydra files) with
-the app's own set-up (``job.open_job``: validation, the skip of a FINISHED config); the ones left to train get their
-runs (``app.start_run``: params, dataset, tags with ``engine=population(K)``); the population trains once; and each
-member's run is finished at its own RunEnd like a solo job's (``app.record_result``: metrics, summary, stop reason,
-artifacts; FINISHED), its Hydra JobReturn carrying its objective. ``n_workers`` processes (loky, as Hydra's joblib
+basic launcher. A population's members each go through Hydra's ``run_job`` (their own job dir and .hydra files) and
+through the same lifecycle as a solo job (``sweeper.lifecycle``): set-up (``job.open_job``: validation, the skip of a
+FINISHED config); for the ones left to train, their runs (``lifecycle.start_run``: params, dataset, tags with
+``engine=population(K)``); the population trains once; and each member's run is finished at its own RunEnd like a
+solo job's (``lifecycle.record_result``: metrics, summary, stop reason, artifacts; FINISHED, or
+``lifecycle.end_failed``), its Hydra JobReturn carrying its objective. ``n_workers`` processes (loky, as Hydra's joblib
 launcher; by default one per core) share out the groups, each with cores / n_workers BLAS threads.
 
 The engine is part of the config hash (``config.identity``): a member's bits differ from a solo run's (by float32
@@ -18,24 +19,39 @@ from __future__ import annotations
 
 import json
 import logging
+import threading
 from pathlib import Path
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
-from .launcher_checks import POPULATION_TARGET as TARGET
-from .launcher_checks import check_knobs, workers_for
-from .workers import cpu_cores
+from hydra.core.hydra_config import HydraConfig
+from hydra.core.singleton import Singleton
+from hydra.core.utils import JobReturn, JobStatus, configure_log, filter_overrides, run_job, setup_globals
+from hydra.types import HydraContext, TaskFunction
+from omegaconf import DictConfig, OmegaConf, open_dict
+from threadpoolctl import threadpool_limits
+
+from .. import signals
+from ..config.checks import to_core, validate
+from ..job import Job, Store, objective, open_job, run_tags
+from ..launchers import cpu_cores, workers_for
+from .launcher_checks import check_knobs
+
+if TYPE_CHECKING:
+    from mlp_core import Dataset, FitResult, ModelConfig, TrainConfig
+    from mlp_core.train import Event
+
+    from ..tracking.run import MetricSink
 
 ENGINE = "population"
 
 log = logging.getLogger(__name__)
 
 
-def group_key(cfg: Any) -> tuple | None:
+def group_key(cfg: DictConfig) -> tuple | None:
     """What jobs must share to train in one population; None for a job that can only run solo."""
+    # NumPy, mlp_core, joblib and the job's lifecycle (about 1 s) are imported where they are first needed: after
+    # the warm-up below has started the workers, which import them meanwhile
     from mlp_core import fusable_key
-    from omegaconf import OmegaConf
-
-    from ..config.checks import to_core, validate
 
     try:
         validate(cfg)
@@ -46,7 +62,7 @@ def group_key(cfg: Any) -> tuple | None:
     return (data, fusable_key(model, train), cfg.trainer.blas_threads)
 
 
-def shuffle_key(cfg: Any) -> tuple:
+def shuffle_key(cfg: DictConfig) -> tuple:
     """Jobs with equal shuffle keys draw the same batches (the same seed, or no shuffling): a population of them
     gathers one batch per step for all (``mlp_core.fit_population``)."""
     shuffle = bool(cfg.trainer.get("shuffle", True))
@@ -83,13 +99,10 @@ def plan(keys: Sequence[tuple | None], max_members: int, n_workers: int = 1,
     return planned
 
 
-def launch(config: Any, hydra_context: Any, task_function: Any, job_overrides: Sequence[Sequence[str]],
-           initial_job_idx: int, max_members: int, n_workers: int) -> list:
+def launch(config: DictConfig, hydra_context: HydraContext, task_function: TaskFunction,
+           job_overrides: Sequence[Sequence[str]], initial_job_idx: int, max_members: int,
+           n_workers: int | None) -> list[JobReturn]:
     """Compose, group and run every job; returns Hydra JobReturns in the order of ``job_overrides``."""
-    from hydra.core.singleton import Singleton
-    from hydra.core.utils import configure_log, filter_overrides, setup_globals
-    from omegaconf import open_dict
-
     check_knobs(max_members, n_workers)
     n_workers = workers_for(n_workers, cpu_cores())
     # The workers start and import what a member needs (about 2 s) while the jobs are composed below; on 2 cores
@@ -135,11 +148,9 @@ def _import_member_modules() -> None:
     """What a worker needs to set up, train and record a member (run in each worker by ``_WarmUp``)."""
     import matplotlib.backends.backend_agg  # noqa: F401
     import mlflow.tracking  # noqa: F401
-    import mlp_core  # noqa: F401
 
-    from .. import app  # noqa: F401
+    from .. import lifecycle  # noqa: F401
     from ..reporting import plots  # noqa: F401
-    from ..tracking import run  # noqa: F401
 
 
 class _WarmUp:
@@ -148,8 +159,6 @@ class _WarmUp:
     left to that call, which starts its workers itself."""
 
     def __init__(self, n_workers: int):
-        import threading
-
         self._thread = threading.Thread(target=self._run, args=(n_workers,), name="population-warm-up", daemon=True)
         self._thread.start()
 
@@ -166,12 +175,9 @@ class _WarmUp:
         self._thread.join()
 
 
-def run_group(cfgs: list, hydra_context: Any, task_function: Any, singleton_state: Any = None) -> list:
+def run_group(cfgs: list[DictConfig], hydra_context: HydraContext, task_function: TaskFunction,
+              singleton_state: dict[Any, Any] | None = None) -> list[JobReturn]:
     """Run one group (in a worker process when ``singleton_state`` is given): solo, or as a population."""
-    from hydra.core.hydra_config import HydraConfig
-    from hydra.core.singleton import Singleton
-    from hydra.core.utils import run_job, setup_globals
-
     if singleton_state is not None:
         setup_globals()
         Singleton.set_state(singleton_state)
@@ -185,31 +191,26 @@ def run_group(cfgs: list, hydra_context: Any, task_function: Any, singleton_stat
 class _Member:
     """One member after its set-up: its job, store and sink, its core configs and its Hydra JobReturn."""
 
-    def __init__(self, job: Any, store: Any, model: Any, train: Any, ret: Any):
+    def __init__(self, job: Job, store: Store | None, model: ModelConfig, train: TrainConfig, ret: JobReturn):
         self.job, self.store, self.model, self.train, self.ret = job, store, model, train, ret
-        self.sink: Any = None
+        self.sink: MetricSink | None = None
         self.done = False
 
 
-def train_population(cfgs: list, hydra_context: Any) -> list:
+def train_population(cfgs: list[DictConfig], hydra_context: HydraContext) -> list[JobReturn]:
     """Set up every member as a solo job would, train the ones left in one fused pass, finish each member's run."""
-    from hydra.core.hydra_config import HydraConfig
-    from hydra.core.utils import JobStatus, run_job
-
-    from .. import app, signals
-    from .. import job as job_setup
-    from ..config.checks import to_core
+    from .. import lifecycle
 
     signals.install()
     returns, members, loaded = [], [], {}
     for cfg in cfgs:
         found: dict = {}
 
-        def set_up(task_cfg: Any) -> Any:
-            job, store, reused = job_setup.open_job(task_cfg, ENGINE)
+        def set_up(task_cfg: DictConfig) -> float | None:
+            job, store, reused = open_job(task_cfg, ENGINE)
             if reused is None:
                 if "dataset" not in loaded:
-                    loaded["dataset"] = app.load_data(task_cfg)
+                    loaded["dataset"] = lifecycle.load_data(task_cfg)
                 found.update(job=job, store=store, core=to_core(task_cfg))
             return reused
 
@@ -226,10 +227,10 @@ def train_population(cfgs: list, hydra_context: Any) -> list:
     for member in members:
         member.job.engine = engine
         if member.store is not None:
-            member.job.tags = job_setup.run_tags(member.job, member.store.parent)
+            member.job.tags = run_tags(member.job, member.store.parent)
     for member in list(members):
         try:
-            member.sink, reused = app.start_run(member.job, member.store, dataset, member.model, member.train)
+            member.sink, reused = lifecycle.start_run(member.job, member.store, dataset, member.model, member.train)
         except Exception as exc:
             _failed(member, exc)
             members.remove(member)
@@ -242,30 +243,28 @@ def train_population(cfgs: list, hydra_context: Any) -> list:
     return returns
 
 
-def _train(members: list[_Member], dataset: Any) -> None:
+def _train(members: list[_Member], dataset: Dataset) -> None:
     import mlp_core
-    from threadpoolctl import threadpool_limits
 
-    from .. import app, signals
-    from .. import job as job_setup
+    from .. import lifecycle
 
-    def finish(member: _Member, result: Any) -> None:
+    def finish(member: _Member, result: FitResult) -> None:
         try:
-            app.record_result(member.job, result, member.sink)
+            lifecycle.record_result(member.job, result, member.sink)
             if member.sink.tracker is not None:
                 member.sink.end("FINISHED")
         except Exception as exc:
             _failed(member, exc)
             return
         member.done = True
-        member.ret.return_value = job_setup.objective(result)
+        member.ret.return_value = objective(result)
         log.info("%s: stop_reason=%s best val loss %.4f after %d steps (%s)", member.job.name, result.stop_reason,
                  result.best_val_loss, result.num_steps, member.job.engine)
 
     try:
         with signals.Dropped() as dropped, threadpool_limits(limits=members[0].job.threads, user_api="blas"):
 
-            def on_event(k: int, event: Any) -> None:
+            def on_event(k: int, event: Event) -> None:
                 dropped.check()
                 member = members[k]
                 if member.sink is not None and not member.done:
@@ -285,12 +284,10 @@ def _train(members: list[_Member], dataset: Any) -> None:
 
 def _failed(member: _Member, exc: BaseException) -> None:
     """End the member's run FAILED (KILLED on an interrupt) with what it logged; its JobReturn fails with exc."""
-    from hydra.core.utils import JobStatus
-
-    from .. import app
+    from .. import lifecycle
 
     member.done = True
     if member.sink is not None and member.sink.tracker is not None:
-        app._end_failed(member.sink, exc)
+        lifecycle.end_failed(member.sink, exc)
     member.ret.status = JobStatus.FAILED
     member.ret.return_value = exc

@@ -26,7 +26,6 @@ from ..config.checks import ConfigError
 
 log = logging.getLogger(__name__)
 
-TARGET = "hydra_plugins.mlp_sweeps_search.search_sweeper.SearchSweeper"
 SAMPLERS = ("random", "tpe")
 PRUNERS = ("none", "median", "successive_halving")
 DIRECTIONS = ("minimize", "maximize")
@@ -82,10 +81,6 @@ def _is_int(value: Any) -> bool:
 def pruning_curve(objective: str) -> tuple[str, str]:
     """(the curve a job reports to its trial, the direction that curve is optimised in) for an objective."""
     return (names.VAL_ACCURACY, "maximize") if "accuracy" in objective else (names.VAL_LOSS, "minimize")
-
-
-def is_search(config: Any) -> bool:
-    return str(config.hydra.sweeper.get("_target_", "")) == TARGET
 
 
 # ------------------------------------------------------------------------------------------------ the space
@@ -283,19 +278,6 @@ def launch_seed(seed: int, trials_so_far: int) -> int:
     import numpy as np
 
     return int(np.random.SeedSequence([seed, trials_so_far]).generate_state(1)[0])
-
-
-def handoff(sweep_dir: str | Path) -> dict | None:
-    """What the jobs of a search read (``names.SEARCH_FILE`` in the sweep dir), or None outside a search."""
-    path = Path(sweep_dir) / names.SEARCH_FILE
-    return json.loads(path.read_text()) if path.is_file() else None
-
-
-def write_handoff(sweep_dir: Path, info: dict) -> None:
-    sweep_dir.mkdir(parents=True, exist_ok=True)
-    tmp = sweep_dir / (names.SEARCH_FILE + ".tmp")
-    tmp.write_text(json.dumps(info))
-    tmp.replace(sweep_dir / names.SEARCH_FILE)
 
 
 def objective_value(value: Any, direction: str) -> float:

@@ -12,10 +12,11 @@ import sys
 from pathlib import Path
 from typing import Any, Sequence
 
-from .. import names
+from .. import handoff, names
 from ..config.checks import ConfigError
+from ..launchers import LauncherKind, launcher_of
 from .search import (Settings, Space, check_space, checked, launch_seed, make_pruner, make_sampler, open_storage,
-                     override_value, storage_location, study_name, write_handoff)
+                     override_value, storage_location, study_name)
 
 log = logging.getLogger(__name__)
 
@@ -106,12 +107,11 @@ def run_search(config: Any, hydra_context: Any, launcher: Any, arguments: Sequen
     from omegaconf import OmegaConf
 
     from ..paths import outputs_dir
-    from .dryrun import is_dry_run
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     settings, space = check_space(config, arguments)
     name = study_name(config, settings, space)
-    dry = is_dry_run(config)
+    dry = launcher_of(config.hydra) is LauncherKind.DRYRUN
     location = storage_location(settings, name, outputs_dir() / "studies")
     storage = optuna.storages.InMemoryStorage() if dry else open_storage(location)
     study = optuna.create_study(study_name=name, storage=storage, direction=settings.direction,
@@ -149,7 +149,7 @@ def run_search(config: Any, hydra_context: Any, launcher: Any, arguments: Sequen
             for trial in trials:
                 study.tell(trial, state=optuna.trial.TrialState.FAIL)
             raise
-        write_handoff(sweep_dir, {**info, "trials": {str(job_idx + i): t.number for i, t in enumerate(trials)}})
+        handoff.write_search(sweep_dir, {**info, "trials": {str(job_idx + i): t.number for i, t in enumerate(trials)}})
         results = launcher.launch(batch, initial_job_idx=job_idx)
         failures += tell(study, trials, results, settings)
         returns.append(results)

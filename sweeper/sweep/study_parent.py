@@ -10,7 +10,7 @@ from typing import Any
 
 from .. import names
 from ..redact import mask_credentials
-from .callbacks import read_parent
+from ..handoff import read_parent
 from .search import Settings, Space
 
 log = logging.getLogger(__name__)

@@ -1,7 +1,7 @@
 """A search job's side of its Optuna trial: the tags that name it, the pruning reports, the objective it returns.
 
-The search sweeper (``sweeper.sweep.study``) writes, before it launches a batch, ``names.SEARCH_FILE`` in the sweep dir:
-the study's storage and name, the pruner and objective, and the trial number of each job number. A job finds its
+The search sweeper (``sweeper.sweep.study``) writes, before it launches a batch, ``names.SEARCH_FILE`` in the sweep dir
+(``sweeper.handoff``): the study's storage and name, the pruner and objective, and the trial number of each job number. A job finds its
 trial there by ``hydra.job.num`` (every launcher gives each job its number, in-process, joblib workers, submitit and
 Slurm alike), opens the same storage, and at each validation point reports its curve to the trial; when the pruner
 says so it asks ``fit`` to stop (stop_reason ``pruned``, see ``mlp_core.fit``) and marks the trial's user attribute
@@ -11,35 +11,42 @@ trials never see each other finish, and the median pruner's decisions do not dep
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import TYPE_CHECKING
 
-from .. import names
-from .search import handoff, make_pruner, objective_value, open_storage, pruning_curve
+from hydra.types import RunMode
+
+from .. import handoff, names
+from ..config.identity import run_name
+from .search import make_pruner, objective_value, open_storage, pruning_curve
+
+if TYPE_CHECKING:
+    from hydra.conf import HydraConf
+    from mlflow.entities import Run
+    from mlp_core.train import Event
+    from optuna.trial import Trial
 
 
 class TrialLink:
-    """The trial of one search job, opened on first use."""
+    """The trial of one search job, opened on first use (a ``sweeper.job.Trial``)."""
 
     def __init__(self, info: dict, number: int) -> None:
         self.info, self.number = info, number
         self.curve, _ = pruning_curve(info["objective"])
         self.maximize = info["direction"] == "maximize"
-        self._trial: Any = None
+        self._trial: Trial | None = None
         self._best: float | None = None
 
     @classmethod
-    def of_job(cls, hydra_cfg: Any) -> TrialLink | None:
+    def of_job(cls, hydra_cfg: HydraConf | None) -> TrialLink | None:
         """The job's trial, or None when the job is not part of a search."""
-        from hydra.types import RunMode
-
         if hydra_cfg is None or hydra_cfg.mode != RunMode.MULTIRUN:
             return None
-        info = handoff(hydra_cfg.sweep.dir)
+        info = handoff.read_search(hydra_cfg.sweep.dir)
         number = info["trials"].get(str(hydra_cfg.job.num)) if info else None
         return None if number is None else cls(info, int(number))
 
     @property
-    def trial(self) -> Any:
+    def trial(self) -> Trial:
         if self._trial is None:
             import optuna
 
@@ -57,8 +64,6 @@ class TrialLink:
     @staticmethod
     def run_name(label: str, overrides: list[str]) -> str:
         """The run's name with sampled floats shortened to 4 significant digits (the params keep the exact value)."""
-        from ..config.identity import run_name
-
         def short(override: str) -> str:
             key, sep, text = override.partition("=")
             try:
@@ -68,9 +73,9 @@ class TrialLink:
 
         return run_name(label, [short(o) for o in overrides])
 
-    def observe(self, event: Any) -> str | None:
+    def observe(self, event: Event) -> str | None:
         """The fit observer: report the curve at each validation point; "pruned" when the pruner says stop."""
-        from mlp_core import ValidationPoint
+        from mlp_core import ValidationPoint  # NumPy: the entry point imports this module for --help too
 
         if self.info["pruner"] == "none" or not isinstance(event, ValidationPoint):
             return None
@@ -97,7 +102,7 @@ class TrialLink:
         """What the job returns to the sweeper: the study's objective among the run's summary metrics."""
         return objective_value(metrics.get(self.info["objective"]), self.info["direction"])
 
-    def reused(self, run: Any) -> float:
+    def reused(self, run: Run) -> float:
         """The objective of a FINISHED run this trial reuses; a run that was pruned makes the trial PRUNED too."""
         value = objective_value(run.data.metrics.get(self.info["objective"]), self.info["direction"])
         if run.data.tags.get(names.STOP_REASON) == names.STOP_PRUNED:

@@ -1,5 +1,6 @@
-"""The house rules of sweeper/, checked on the source: one-way imports, one home for names and MLflow internals,
-small modules, plugins discovered by Hydra, and a CLI that imports heavy packages only where a command needs them."""
+"""The house rules of sweeper/, checked on the source: one-way imports between layers, one home for names, MLflow
+internals and launcher identity, small modules, plugins discovered by Hydra, and a CLI that imports heavy packages only
+where a command needs them."""
 from __future__ import annotations
 
 import ast
@@ -16,6 +17,7 @@ from ..handshake import HANG
 REPO = Path(__file__).resolve().parents[2]
 SWEEPER = REPO / "sweeper"
 MODULES = sorted(SWEEPER.rglob("*.py"))
+PLUGINS = sorted((REPO / "hydra_plugins").rglob("*.py"))
 MAX_LINES = 400
 
 
@@ -74,6 +76,68 @@ def test_the_cycle_check_finds_a_cycle(tmp_path):
     assert "a" in imported_modules(tmp_path / "b.py", tmp_path) and "b" in imported_modules(tmp_path / "a.py", tmp_path)
 
 
+# From the top: a module imports from its own layer and the layers below it, never from a layer above.
+LAYERS = (
+    ("entry", ("sweeper.app", "sweeper.__main__", "hydra_plugins")),
+    ("sweep", ("sweeper.sweep",)),
+    ("lifecycle/job", ("sweeper.lifecycle", "sweeper.job")),
+    ("reporting", ("sweeper.reporting",)),
+    ("config/tracking", ("sweeper.config", "sweeper.tracking")),
+    ("low-level", ("sweeper", "sweeper.names", "sweeper.paths", "sweeper.redact", "sweeper.signals",
+                   "sweeper.handoff", "sweeper.launchers")),
+    ("mlp_core", ("mlp_core",)),
+)
+
+
+def layer_of(module: str) -> int | None:
+    """The index in LAYERS of a module (the longest matching prefix decides), or None for one outside the project."""
+    matches = [(len(prefix), index) for index, (_, prefixes) in enumerate(LAYERS) for prefix in prefixes
+               if module == prefix or module.startswith(prefix + ".")]
+    return max(matches)[1] if matches else None
+
+
+def upward_imports(paths: list[Path], root: Path = REPO) -> list[str]:
+    """Every import (function-level ones included) of a module from a layer above its own."""
+    found = []
+    for path in paths:
+        name = module_name(path, root)
+        for imported in sorted(imported_modules(path, root)):
+            own, other = layer_of(name), layer_of(imported)
+            if own is not None and other is not None and other < own:
+                found.append(f"{name} ({LAYERS[own][0]}) imports {imported} ({LAYERS[other][0]})")
+    return found
+
+
+def test_every_module_imports_only_from_its_own_layer_and_below():
+    project = MODULES + PLUGINS + sorted((REPO / "mlp_core").rglob("*.py"))
+    assert [module_name(p) for p in project if layer_of(module_name(p)) is None] == []  # every module has a layer
+    assert upward_imports(project) == []
+
+
+def test_the_layer_check_finds_a_function_level_import_upwards(tmp_path):
+    """The checker itself: a job-level module that imports the entry point inside a function breaks the layers."""
+    (tmp_path / "sweeper").mkdir()
+    (tmp_path / "sweeper" / "job.py").write_text("def f():\n    from . import app\n")
+    (tmp_path / "sweeper" / "app.py").write_text("from . import job\n")
+    assert upward_imports(sorted((tmp_path / "sweeper").glob("*.py")), tmp_path) == [
+        "sweeper.job (lifecycle/job) imports sweeper.app (entry)"]
+
+
+def test_only_the_launchers_module_reads_which_launcher_or_sweeper_runs():
+    """Everything else asks ``sweeper.launchers``: no other module reads a ``_target_`` or spells a plugin's target."""
+    found = []
+    for path in MODULES + PLUGINS:
+        if path.name == "launchers.py":
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            if not (isinstance(node, ast.Constant) and isinstance(node.value, str)):
+                continue
+            reads_target = node.value == "_target_" and path in MODULES
+            if reads_target or node.value.startswith(("hydra_plugins.", "hydra._internal.")):
+                found.append(f"{path.relative_to(REPO)}:{node.lineno}: {node.value!r}")
+    assert found == []
+
+
 def test_nothing_in_sweeper_imports_the_plugins():
     offenders = [module_name(p) for p in MODULES if any(m.startswith("hydra_plugins") for m in imported_modules(p))]
     assert offenders == []
@@ -90,7 +154,7 @@ def contract_literals() -> set[str]:
 def test_metric_and_tag_names_are_literals_in_names_py_only():
     literals = contract_literals()
     found = []
-    for path in MODULES:
+    for path in MODULES + PLUGINS:
         if path.name == "names.py":
             continue
         for node in ast.walk(ast.parse(path.read_text())):

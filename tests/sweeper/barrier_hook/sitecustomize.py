@@ -1,7 +1,7 @@
 """Test-only hook for tests/sweeper/tracking/test_claims.py (on PYTHONPATH only there): two sweeps meet at each shared
 config. With ``MLP_SWEEPS_BARRIER_DIR=<dir>``, ``MLP_SWEEPS_BARRIER_ME=a`` (or b) and ``MLP_SWEEPS_BARRIER_WIDTHS=8,16``,
 a job whose ``model.width`` is listed writes ``<dir>/<width>.<me>`` right after its start-up check for a FINISHED run
-(when the app loads the data) and waits until the other sweep's job of that width wrote its file. Both jobs have then
+(when the lifecycle loads the data) and waits until the other sweep's job of that width wrote its file. Both jobs have then
 found the config unfinished and decide at the same moment whether to train it: the race the claims must settle."""
 import os
 
@@ -10,9 +10,9 @@ if _dir:
     import time
     from pathlib import Path
 
-    import sweeper.app
+    import sweeper.lifecycle
 
-    _load_data = sweeper.app.load_data
+    _load_data = sweeper.lifecycle.load_data
     _widths = set(os.environ["MLP_SWEEPS_BARRIER_WIDTHS"].split(","))
     _me = os.environ["MLP_SWEEPS_BARRIER_ME"]
 
@@ -25,4 +25,4 @@ if _dir:
                 time.sleep(0.05)
         return _load_data(cfg)
 
-    sweeper.app.load_data = load_data
+    sweeper.lifecycle.load_data = load_data

@@ -69,7 +69,8 @@ def test_plan_groups_equal_keys_in_launch_order_and_splits_them_for_members_and_
 
 
 def test_n_workers_defaults_to_one_worker_per_core():
-    from sweeper.sweep.launcher_checks import check_knobs, workers_for
+    from sweeper.launchers import workers_for
+    from sweeper.sweep.launcher_checks import check_knobs
 
     check_knobs(16, None)  # the launcher's default: accepted
     assert workers_for(None, cores=2) == 2 and workers_for(None, cores=8) == 8 and workers_for(3, cores=2) == 3

@@ -24,7 +24,8 @@ def test_hydra_discovers_the_search_sweeper_plugin():
     from hydra.core.plugins import Plugins
     from hydra.plugins.sweeper import Sweeper
 
-    from sweeper.sweep.search import TARGET
+    from sweeper.launchers import SweeperKind
 
     # as Hydra's own plugin tests check it (discovery imports the module afresh, so compare by name)
-    assert TARGET in [f"{plugin.__module__}.{plugin.__name__}" for plugin in Plugins.instance().discover(Sweeper)]
+    discovered = [f"{plugin.__module__}.{plugin.__name__}" for plugin in Plugins.instance().discover(Sweeper)]
+    assert SweeperKind.SEARCH.value in discovered

@@ -78,7 +78,7 @@ def by_width(runs) -> dict[str, list]:
 
 def single_run(overrides, uri, tmp_path, monkeypatch) -> float:
     """One job in-process, as `mlp-sweep <overrides>` would run it (no Hydra runtime: a single run)."""
-    from sweeper.app import train_and_track
+    from sweeper.lifecycle import train_and_track
 
     monkeypatch.setenv("MLP_SWEEPS_OUTPUTS", str(tmp_path / "outputs"))
     return train_and_track(compose_cfg([*overrides, f"tracking.uri={uri}"]))

@@ -15,7 +15,7 @@ from matplotlib.colors import to_hex
 from mlflow.tracking import MlflowClient
 
 from sweeper import names
-from sweeper.app import prepare, run_params
+from sweeper.job import prepare, run_params
 from sweeper.config.checks import to_core
 from sweeper.config.identity import config_label, run_hashes
 from sweeper.reporting.history import RunHistory

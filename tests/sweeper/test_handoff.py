@@ -1,6 +1,6 @@
 """Sweep progress lines (`k/N done, r reused, f failed, ETA`) and the end-of-sweep summary.
 
-Unit tests drive sweeper.sweep.progress through its files with real processes writing at once; the integration test
+Unit tests drive sweeper.handoff through its files with real processes writing at once; the integration test
 runs a real resumed digits sweep and reads what it logged."""
 from __future__ import annotations
 
@@ -15,75 +15,75 @@ import pytest
 from sweeper import names
 from sweeper.reporting.console import summary_lines
 from sweeper.reporting.finalize import SweepSummary
-from sweeper.sweep import progress
+from sweeper import handoff
 
-from ..sweeper_helpers import run_cli, sqlite_uri
+from .sweeper_helpers import run_cli, sqlite_uri
 
 
 def _record(args):
     sweep_dir, num, outcome = args
-    return progress.record(sweep_dir, num, outcome, 1.0).done
+    return handoff.record(sweep_dir, num, outcome, 1.0).done
 
 
 def test_parallel_writers_are_all_counted_and_the_last_one_sees_every_job(tmp_path):
-    progress.start(tmp_path, 12)
+    handoff.start(tmp_path, 12)
     outcomes = ["done"] * 7 + ["reused"] * 3 + ["failed"] * 2
     with multiprocessing.get_context("spawn").Pool(4) as pool:
         seen = pool.map(_record, [(str(tmp_path), i, o) for i, o in enumerate(outcomes)])
     assert max(seen) == 12 and min(seen) >= 1
-    final = progress.read(tmp_path)
+    final = handoff.read(tmp_path)
     assert (final.done, final.total, final.reused, final.failed) == (12, 12, 3, 2)
     assert final.line() == "12/12 done, 3 reused, 2 failed, all jobs ended"
     # a requeued job rewrites its own file instead of counting twice
-    progress.record(tmp_path, 0, "failed", 1.0)
-    assert (progress.read(tmp_path).done, progress.read(tmp_path).failed) == (12, 3)
+    handoff.record(tmp_path, 0, "failed", 1.0)
+    assert (handoff.read(tmp_path).done, handoff.read(tmp_path).failed) == (12, 3)
 
 
 def test_eta_is_the_mean_trained_job_time_times_the_jobs_left_over_the_jobs_running_at_once(tmp_path):
-    progress.start(tmp_path, 10)
-    assert progress.read(tmp_path).line() == "0/10 done, 0 reused, 0 failed, ETA unknown"
-    progress.record(tmp_path, 0, "reused", 0.0, now=100.0)
-    assert progress.read(tmp_path).line() == "1/10 done, 1 reused, 0 failed, ETA unknown"  # nothing trained yet
-    progress.record(tmp_path, 1, "reused", 0.0, now=100.0)
+    handoff.start(tmp_path, 10)
+    assert handoff.read(tmp_path).line() == "0/10 done, 0 reused, 0 failed, ETA unknown"
+    handoff.record(tmp_path, 0, "reused", 0.0, now=100.0)
+    assert handoff.read(tmp_path).line() == "1/10 done, 1 reused, 0 failed, ETA unknown"  # nothing trained yet
+    handoff.record(tmp_path, 1, "reused", 0.0, now=100.0)
     # two jobs of 60 s ran side by side from t=100 to t=160: 2 at once, 6 left of 60 s each -> 180 s
-    progress.record(tmp_path, 2, "done", 60.0, now=160.0)
-    progress.record(tmp_path, 3, "failed", 60.0, now=160.0)
-    assert progress.read(tmp_path).eta_seconds == pytest.approx(180.0)
-    assert progress.read(tmp_path).line() == "4/10 done, 2 reused, 1 failed, ETA 0:03:00"
+    handoff.record(tmp_path, 2, "done", 60.0, now=160.0)
+    handoff.record(tmp_path, 3, "failed", 60.0, now=160.0)
+    assert handoff.read(tmp_path).eta_seconds == pytest.approx(180.0)
+    assert handoff.read(tmp_path).line() == "4/10 done, 2 reused, 1 failed, ETA 0:03:00"
     # one after the other instead (serial): 360 s
-    progress.record(tmp_path, 3, "failed", 60.0, now=220.0)
-    assert progress.read(tmp_path).eta_seconds == pytest.approx(360.0)
-    assert progress.format_seconds(3 * 86400 + 3723) == "3 days, 1:02:03"
+    handoff.record(tmp_path, 3, "failed", 60.0, now=220.0)
+    assert handoff.read(tmp_path).eta_seconds == pytest.approx(360.0)
+    assert handoff.format_seconds(3 * 86400 + 3723) == "3 days, 1:02:03"
 
 
 def test_job_outcome_records_done_reused_failed_and_nothing_for_an_interrupt(tmp_path, caplog):
-    progress.start(tmp_path, 4)
+    handoff.start(tmp_path, 4)
     hydra_cfg = lambda num: SimpleNamespace(sweep=SimpleNamespace(dir=str(tmp_path)), job=SimpleNamespace(num=num))
-    caplog.set_level(logging.INFO, logger="sweeper.sweep.progress")
-    with progress.job_outcome(hydra_cfg(0)):
+    caplog.set_level(logging.INFO, logger="sweeper.handoff")
+    with handoff.job_outcome(hydra_cfg(0)):
         pass
-    with progress.job_outcome(hydra_cfg(1)) as outcome:
+    with handoff.job_outcome(hydra_cfg(1)) as outcome:
         outcome.reused = True
-    with pytest.raises(RuntimeError), progress.job_outcome(hydra_cfg(2)):
+    with pytest.raises(RuntimeError), handoff.job_outcome(hydra_cfg(2)):
         raise RuntimeError("boom")
-    with pytest.raises(KeyboardInterrupt), progress.job_outcome(hydra_cfg(3)):
+    with pytest.raises(KeyboardInterrupt), handoff.job_outcome(hydra_cfg(3)):
         raise KeyboardInterrupt
-    with progress.job_outcome(None):  # not in a sweep: nothing recorded
+    with handoff.job_outcome(None):  # not in a sweep: nothing recorded
         pass
     lines = [r.getMessage() for r in caplog.records]
     assert lines == ["sweep progress: 1/4 done, 0 reused, 0 failed, ETA " + lines[0].rsplit("ETA ", 1)[1],
                      "sweep progress: 2/4 done, 1 reused, 0 failed, ETA " + lines[1].rsplit("ETA ", 1)[1],
                      "sweep progress: 3/4 done, 1 reused, 1 failed, ETA " + lines[2].rsplit("ETA ", 1)[1]]
     assert re.fullmatch(r"\d+:\d\d:\d\d", lines[2].rsplit("ETA ", 1)[1])
-    assert sorted(p.name for p in (tmp_path / progress.PROGRESS_DIR).glob("job-*")) == [
+    assert sorted(p.name for p in (tmp_path / handoff.PROGRESS_DIR).glob("job-*")) == [
         "job-0.json", "job-1.json", "job-2.json"]
 
 
 def test_no_progress_outside_a_sweep_the_callback_started(tmp_path):
-    assert progress.record(tmp_path, 0, "done", 1.0) is None
-    assert not (tmp_path / progress.PROGRESS_DIR).exists()
+    assert handoff.record(tmp_path, 0, "done", 1.0) is None
+    assert not (tmp_path / handoff.PROGRESS_DIR).exists()
     with pytest.raises(ValueError, match="unknown job outcome 'ok'; valid: done, reused, failed"):
-        progress.record(tmp_path, 0, "ok", 1.0)
+        handoff.record(tmp_path, 0, "ok", 1.0)
 
 
 def test_summary_lines_table_best_child_files_and_extra_lines(tmp_path):
@@ -150,7 +150,7 @@ def run_in_terminal(args: list[str], env: dict[str, str]) -> str:
     import termios
     import time
 
-    from ...handshake import HANG
+    from ..handshake import HANG
 
     pid, fd = pty.fork()
     if pid == 0:  # the child: stdin, stdout and stderr are the terminal

@@ -1,9 +1,16 @@
-"""Sweep progress as plain log lines: ``3/4 done, 1 reused, 0 failed, ETA 0:00:12`` after every job.
+"""The files a sweep hands its jobs, in ``hydra.sweep.dir``: the only way a launching process talks to its jobs,
+which may run in the same process (basic launcher), in joblib workers or in Slurm jobs on other hosts.
 
-The jobs of a sweep may run in the launching process (basic launcher), in joblib workers or in Slurm jobs, so no
-process holds a counter the others could update. What they share is ``hydra.sweep.dir`` (the parent-run handoff lives
-there too): the launcher writes ``.progress/sweep.json`` (the number of jobs N and the start time) before any job
-starts, and each job, when it ends, writes its own ``.progress/job-<hydra.job.num>.json`` (atomically, by rename) and
+- ``names.PARENT_FILE``: the sweep's MLflow parent run (written by the sweep callback, read by every job).
+- ``names.SEARCH_FILE``: a search's study and the trial number of each job number (written by the search sweeper
+  before each batch, read by its jobs, ``sweeper.sweep.trial``).
+- ``.progress/``: the sweep's size and each job's outcome, from which every job logs the k/N progress line.
+
+Every file is written atomically (by rename), so a reader sees the old or the new content, never half of it.
+
+Sweep progress as plain log lines: ``3/4 done, 1 reused, 0 failed, ETA 0:00:12`` after every job. No process holds a
+counter the others could update: the launcher writes ``.progress/sweep.json`` (the number of jobs N and the start
+time) before any job starts, and each job, when it ends, writes its own ``.progress/job-<hydra.job.num>.json`` and
 then counts the files. Nothing is locked or incremented, so parallel workers cannot lose an update; two jobs ending at
 the same moment may both report the same k, which was true when each of them looked. A requeued job rewrites its own
 file rather than counting twice.
@@ -17,6 +24,7 @@ sweep-level bar above the per-run bar.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import logging
 import math
@@ -28,7 +36,62 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from . import names
+from .redact import mask_credentials
+
 log = logging.getLogger(__name__)
+
+
+def _write_json(path: Path, data: dict) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(data))
+    tmp.replace(path)
+
+
+def _read_json(path: Path) -> dict | None:
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+# ---------------------------------------------------------------------------------------------------- the parent run
+
+def uri_digest(uri: str) -> str:
+    return hashlib.sha256(uri.encode()).hexdigest()
+
+
+def write_parent(sweep_dir: str | Path, run_id: str, experiment_id: str, sweep_id: str, uri: str) -> None:
+    """Hand the sweep's parent run to its jobs. The URI itself may hold credentials: the file keeps a masked copy and
+    a digest the jobs compare with theirs."""
+    _write_json(Path(sweep_dir) / names.PARENT_FILE,
+                {"run_id": run_id, "experiment_id": experiment_id, names.SWEEP_ID: sweep_id,
+                 "tracking_uri": mask_credentials(uri), "tracking_uri_sha256": uri_digest(uri)})
+
+
+def read_parent(sweep_dir: str | Path) -> dict | None:
+    """The parent-run handoff of ``write_parent``, or None outside a tracked sweep."""
+    return _read_json(Path(sweep_dir) / names.PARENT_FILE)
+
+
+def parent_in(sweep_dir: str | Path, uri: str) -> dict | None:
+    """The sweep's parent run when it lives in the store at ``uri``: a job that logs to another store than the
+    parent's (tracking.uri was swept) has no parent."""
+    parent = read_parent(sweep_dir)
+    return parent if parent is not None and parent["tracking_uri_sha256"] == uri_digest(uri) else None
+
+
+# ---------------------------------------------------------------------------------------------------- the search
+
+def write_search(sweep_dir: str | Path, info: dict) -> None:
+    """The study and the trial number of each job number of the next batch (``info["trials"]``)."""
+    _write_json(Path(sweep_dir) / names.SEARCH_FILE, info)
+
+
+def read_search(sweep_dir: str | Path) -> dict | None:
+    """What the jobs of a search read (``write_search``), or None outside a search."""
+    return _read_json(Path(sweep_dir) / names.SEARCH_FILE)
+
+
+# ---------------------------------------------------------------------------------------------------- progress
 
 PROGRESS_DIR = ".progress"
 SWEEP_FILE = "sweep.json"
@@ -62,13 +125,6 @@ def format_seconds(seconds: float) -> str:
     hours, rest = divmod(rest, 3600)
     text = f"{hours}:{rest // 60:02d}:{rest % 60:02d}"
     return f"{days} day{'s' if days > 1 else ''}, {text}" if days else text
-
-
-def _write_json(path: Path, data: dict) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(data))
-    tmp.replace(path)
 
 
 def start(sweep_dir: str | Path, total: int | None) -> None:
