@@ -274,9 +274,9 @@ def main() -> None:
     Ctrl-C and SIGTERM end the run (and a sweep's parent) KILLED with what was logged, then exit with 128 + the
     signal's number and one line instead of a traceback.
     """
-    from .config.files import config_dirs, syntax_error
+    from .config.files import config_problem
 
-    problem = syntax_error(config_dirs(CONF_DIR, sys.argv[1:]))
+    problem = config_problem(CONF_DIR, sys.argv[1:])  # YAML syntax, headers, key typos: before any work starts
     if problem is not None:
         sys.stderr.write(f"Error: {problem}\n")
         sys.exit(1)
