@@ -49,18 +49,18 @@ def config_problem(conf_dir: Path, argv: Sequence[str]) -> str | None:
     """One sentence naming the first problem of the config tree or of the command line's keys, or None."""
     args = command_line(argv)
     dirs = config_dirs(conf_dir, args)
-    groups = config_groups(dirs)
-    problem = tree_problem(dirs, groups)
+    problem = tree_problem(dirs)
     if problem is None and not args.shell_completion:  # completion passes half-typed keys
-        problem = unknown_override(args.overrides, "in the command line", groups)
+        problem = unknown_override(args.overrides, "in the command line", config_groups(dirs))
     return problem
 
 
-def tree_problem(dirs: Iterable[Path], groups: Iterable[str] = ()) -> str | None:
+def tree_problem(dirs: Sequence[Path]) -> str | None:
     """One sentence naming the first YAML file of the config dirs that does not parse (its line and column), misses
     or misplaces its ``# @package`` header, or names a key that the schema does not have; or None."""
     import yaml
 
+    groups = config_groups(dirs)  # a sweep file's axes may choose from them (experiment: task3c)
     for directory in dirs:
         for path in sorted(Path(directory).expanduser().rglob("*.yaml")):
             try:

@@ -62,7 +62,9 @@ def unknown_key(key: str, where: str, groups: Iterable[str] = ()) -> str | None:
         return None
     group = ".".join(parts[:known])
     prefix = f"{group}." if group else ""
-    match = difflib.get_close_matches(key, [prefix + p for p in _paths(node)] + ([] if group else groups), n=1)
+    # compared without the group's prefix, which would make every key of the group look close (model.lr ~ model.init)
+    match = [prefix + m for m in difflib.get_close_matches(".".join(parts[known:]),
+                                                           _paths(node) + ([] if group else groups), n=1)]
     if not match:  # a key in the wrong group (model.lr): the closest name anywhere in the schema
         leaves = _paths(schema_tree(), leaves_only=True)
         names = difflib.get_close_matches(parts[-1], [leaf.rsplit(".", 1)[-1] for leaf in leaves], n=1)
