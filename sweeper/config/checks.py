@@ -161,8 +161,6 @@ def validate_grid(config: Any) -> None:
     from hydra import compose
     from hydra.errors import ConfigCompositionException
 
-    from .keys import check_sweep_keys  # keys.py imports this module's ConfigError
-
     jobs = expand_grid(config)
     if jobs == []:  # e.g. model.width=range(5,5): Hydra would launch nothing and exit 0
         sweeps = [o for o in config.hydra.overrides.task if not o.startswith("hydra")]
@@ -175,6 +173,8 @@ def validate_grid(config: Any) -> None:
         try:
             validate(compose(config_name=config.hydra.job.config_name, overrides=job))
         except (ConfigError, ConfigCompositionException) as exc:
+            from .keys import check_sweep_keys  # imported here: keys.py imports ConfigError from this module
+
             check_sweep_keys(config)  # a misspelled axis (e.g. of a sweep file) is named with the closest valid key
             errors.append(f"job #{number} ({' '.join(job)}): {exc}".replace("\n", " "))
     if errors:
