@@ -13,6 +13,7 @@ from typing import Any
 from hydra.errors import CompactHydraException
 
 from .identity import effective_hidden_sizes
+from .keys import unknown_sweep_key
 
 MAX_VALIDATED_JOBS = 500
 
@@ -173,9 +174,8 @@ def validate_grid(config: Any) -> None:
         try:
             validate(compose(config_name=config.hydra.job.config_name, overrides=job))
         except (ConfigError, ConfigCompositionException) as exc:
-            from .keys import check_sweep_keys  # imported here: keys.py imports ConfigError from this module
-
-            check_sweep_keys(config)  # a misspelled axis (e.g. of a sweep file) is named with the closest valid key
+            if (typo := unknown_sweep_key(config)) is not None:  # a misspelled key, named with the closest one
+                raise ConfigError(typo) from None
             errors.append(f"job #{number} ({' '.join(job)}): {exc}".replace("\n", " "))
     if errors:
         more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""

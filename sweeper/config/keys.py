@@ -14,7 +14,6 @@ import typing
 from functools import lru_cache
 from typing import Any, Iterable, Mapping
 
-from .checks import ConfigError
 from .schema import AppConfig
 
 Tree = Mapping[str, Any]  # key -> its subtree (a dataclass of the schema) or None (a value)
@@ -127,17 +126,15 @@ def _axes(params: Any) -> list[str]:
     return [f"{key}={value}" for key, value in params.items()] if isinstance(params, Mapping) else []
 
 
-def check_sweep_keys(config: Any) -> None:
-    """Raise ConfigError naming the first unknown key of a composed sweep's axes: ``hydra.sweeper.params`` (a sweep
-    file's, wherever it lives), then the command line. The groups are those the defaults tree chose from."""
+def unknown_sweep_key(config: Any) -> str | None:
+    """``unknown_key`` of the first unknown key of a composed sweep's axes: ``hydra.sweeper.params`` (a sweep file's,
+    wherever it lives), then the command line; None if all are known. The groups are those the defaults tree chose
+    from."""
     if not set(schema_tree()) <= set(config):  # another app's config (Hydra's own sweeper test suite): not ours
-        return
+        return None
     choices = config.hydra.runtime.get("choices") or {}
     groups = {str(group).split("/")[0] for group in choices}
     sweep = choices.get("sweep")
-    problem = (unknown_override(_axes(config.hydra.sweeper.get("params")),
-                                f"in hydra.sweeper.params of sweep={sweep}" if sweep else "in hydra.sweeper.params",
-                                groups)
-               or unknown_override(config.hydra.overrides.task, "in the command line", groups))
-    if problem is not None:
-        raise ConfigError(problem)
+    where = f"in hydra.sweeper.params of sweep={sweep}" if sweep else "in hydra.sweeper.params"
+    return (unknown_override(_axes(config.hydra.sweeper.get("params")), where, groups)
+            or unknown_override(config.hydra.overrides.task, "in the command line", groups))

@@ -129,9 +129,11 @@ CASES: dict[str, Case] = {
     "typo_key": Case([*DIGITS, "model.widht=32"], ["'model.widht' (in the command line): did you mean 'model.width'? "
                                                    "Valid keys of model: activation, bias, depth, hidden_sizes, init"]),
     "typo_group": Case([*DIGITS, "experimnt=task3c"], ["'experimnt'", "did you mean 'experiment'?"]),
-    "typo_sweep_axis": Case(["-m", *DIGITS, "trainer.epoch=1,2"], ["'trainer.epoch'", "did you mean 'trainer.epochs'?"]),
+    "typo_sweep_axis": Case(["-m", *DIGITS, "trainer.epoch=1,2"],
+                            ["'trainer.epoch'", "did you mean 'trainer.epochs'?"]),
     "typo_search_space": Case(["-m", *DIGITS, "hydra/sweeper=random", "optimizer.lrr=interval(0.01, 0.1)"],
-                              ["'optimizer.lrr'", "did you mean 'optimizer.lr'?", "Valid keys of optimizer: lr, momentum"]),
+                              ["'optimizer.lrr'", "did you mean 'optimizer.lr'?",
+                               "Valid keys of optimizer: lr, momentum"]),
     "typo_in_a_user_experiment_file": Case(DIGITS, ["experiment/mine.yaml", "'trainer.early_stopping.patiense'",
                                                     "did you mean 'trainer.early_stopping.patience'?"],
                                            setup=user_experiment("# @package _global_\ntrainer:\n  early_stopping:\n"
