@@ -24,7 +24,7 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
 from . import signals
-from .config.files import config_dirs, syntax_error
+from .config.files import config_problem
 from .config.schema import register_configs
 from .paths import CONF_DIR, outputs_dir, unwritable_reason
 from .redact import mask_credentials
@@ -79,7 +79,7 @@ def main() -> None:
     Ctrl-C and SIGTERM end the run (and a sweep's parent) KILLED with what was logged, then exit with 128 + the
     signal's number and one line instead of a traceback.
     """
-    problem = syntax_error(config_dirs(CONF_DIR, sys.argv[1:]))
+    problem = config_problem(CONF_DIR, sys.argv[1:])  # YAML syntax, headers, key typos: before any work starts
     if problem is not None:
         sys.stderr.write(f"Error: {problem}\n")
         sys.exit(1)

@@ -14,6 +14,7 @@ from hydra.errors import CompactHydraException
 
 from ..launchers import SweeperKind, sweeper_of
 from .identity import effective_hidden_sizes
+from .keys import unknown_sweep_key
 
 MAX_VALIDATED_JOBS = 500
 
@@ -176,6 +177,8 @@ def validate_grid(config: Any) -> None:
         try:
             validate(compose_job(config, job))
         except (ConfigError, ConfigCompositionException) as exc:
+            if (typo := unknown_sweep_key(config)) is not None:  # a misspelled key, named with the closest one
+                raise ConfigError(typo) from None
             errors.append(f"job #{number} ({' '.join(job)}): {exc}".replace("\n", " "))
     if errors:
         more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""

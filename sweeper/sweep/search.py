@@ -23,6 +23,7 @@ from typing import Any, Sequence
 
 from .. import names
 from ..config.checks import ConfigError
+from ..config.keys import unknown_sweep_key
 
 log = logging.getLogger(__name__)
 
@@ -205,6 +206,8 @@ def check_space(config: Any, arguments: Sequence[str] | None = None) -> tuple[Se
         try:
             checked(compose(config_name=config.hydra.job.config_name, overrides=overrides), validate)
         except (ConfigError, ConfigCompositionException) as exc:
+            if (typo := unknown_sweep_key(config)) is not None:  # a misspelled key, named with the closest one
+                raise ConfigError(typo) from None
             raise ConfigError(f"the search space is invalid, nothing was started: {what}: {exc}".replace("\n", " "))
     return settings, space
 

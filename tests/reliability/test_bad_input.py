@@ -109,13 +109,38 @@ def outputs_under_a_file(case_dir: Path) -> dict:
     return {"env": {"MLP_SWEEPS_OUTPUTS": str(case_dir / "afile" / "outputs")}}
 
 
+def user_experiment(text: str) -> Callable[[Path], dict]:
+    """experiment=mine from a user's config dir on hydra.searchpath."""
+
+    def setup(case_dir: Path) -> dict:
+        (case_dir / "conf" / "experiment").mkdir(parents=True)
+        (case_dir / "conf" / "experiment" / "mine.yaml").write_text(text)
+        return {"args": [f"hydra.searchpath=[file://{case_dir / 'conf'}]", "experiment=mine"]}
+
+    return setup
+
+
 DIGITS = ["data=digits", "trainer.epochs=1"]
 MNIST_NO_DOWNLOAD = ["data=mnist_assignment", "data.allow_download=false", "trainer.epochs=1"]
 MISMATCH = "checksum mismatch"
 
 CASES: dict[str, Case] = {
     # config: typos and wrong types fail at composition (Hydra's message names the key and the expected type)
-    "typo_key": Case([*DIGITS, "model.widht=32"], ["model.widht", "Key 'widht' not in 'ModelConf'"]),
+    "typo_key": Case([*DIGITS, "model.widht=32"], ["'model.widht' (in the command line): did you mean 'model.width'? "
+                                                   "Valid keys of model: activation, bias, depth, hidden_sizes, init"]),
+    "typo_group": Case([*DIGITS, "experimnt=task3c"], ["'experimnt'", "did you mean 'experiment'?"]),
+    "typo_sweep_axis": Case(["-m", *DIGITS, "trainer.epoch=1,2"],
+                            ["'trainer.epoch'", "did you mean 'trainer.epochs'?"]),
+    "typo_search_space": Case(["-m", *DIGITS, "hydra/sweeper=random", "optimizer.lrr=interval(0.01, 0.1)"],
+                              ["'optimizer.lrr'", "did you mean 'optimizer.lr'?",
+                               "Valid keys of optimizer: lr, momentum"]),
+    "typo_in_a_user_experiment_file": Case(DIGITS, ["experiment/mine.yaml", "'trainer.early_stopping.patiense'",
+                                                    "did you mean 'trainer.early_stopping.patience'?"],
+                                           setup=user_experiment("# @package _global_\ntrainer:\n  early_stopping:\n"
+                                                                 "    patiense: 3\n")),
+    "user_experiment_file_without_header": Case(DIGITS, ["experiment/mine.yaml", "no '# @package _global_' header",
+                                                         "add '# @package _global_' as the file's first line"],
+                                                setup=user_experiment("name: mine\nmodel:\n  width: 16\n")),
     "typo_key_added_with_plus": Case([*DIGITS, "+trainer.early_stopping.patiance=3"],
                                      ["unknown key", "trainer.early_stopping.patiance"]),
     "lr_not_a_number": Case([*DIGITS, "optimizer.lr=abc"], ["optimizer.lr", "'abc'", "Float"]),

@@ -116,7 +116,7 @@ def test_the_source_scan_would_find_a_call(tmp_path):
 TARGET_OVERRIDES = {
     "+_target_=os.system": "unknown key(s) _target_",
     "+model._target_=os.system": "unknown key(s) model._target_",
-    "model._target_=os.system": "Key '_target_' not in 'ModelConf'",
+    "model._target_=os.system": "unknown config key 'model._target_'",
     "+optimizer._args_=[touch,pwned]": "unknown key(s) optimizer._args_",
 }
 

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from sweeper.config.files import config_dirs, syntax_error
+from sweeper.config.files import command_line, config_dirs, tree_problem
 
 from ...handshake import HANG
 
@@ -14,23 +14,25 @@ from ..sweeper_helpers import CONF, run_cli
 BROKEN = "# @package _global_\nname: broken\nmodel:\n  width: [32\n"
 
 
-def test_the_shipped_config_tree_parses():
-    assert syntax_error([CONF]) is None
+def test_the_shipped_config_tree_parses_and_names_only_schema_keys():
+    assert tree_problem([CONF]) is None
 
 
 def test_syntax_error_names_file_line_and_column(tmp_path):
     (tmp_path / "experiment").mkdir()
     (tmp_path / "experiment" / "broken.yaml").write_text(BROKEN)
     (tmp_path / "experiment" / "fine.yaml").write_text("# @package _global_\nname: fine\n")
-    message = syntax_error([CONF, tmp_path])
+    message = tree_problem([CONF, tmp_path])
     assert message.startswith(f"YAML syntax error in {tmp_path / 'experiment' / 'broken.yaml'}, line 5, column 1: ")
     assert "while parsing a flow sequence (from line 4, column 10)" in message and "expected ',' or ']'" in message
     (tmp_path / "experiment" / "broken.yaml").write_text("model:\n width: 3\n  depth: 2\n")
-    assert ", line 3, column 8: mapping values are not allowed here" in syntax_error([tmp_path])
+    assert ", line 3, column 8: mapping values are not allowed here" in tree_problem([tmp_path])
 
 
-def test_config_dirs_reads_both_spellings_of_the_flag():
-    assert config_dirs(CONF, ["--config-dir", "/a", "-cd=/b", "x=1"]) == [CONF, Path("/a"), Path("/b")]
+def test_config_dirs_reads_the_flag_as_hydra_does_and_the_searchpath_override():
+    assert config_dirs(CONF, command_line(["-cd=/b", "x=1"])) == [CONF, Path("/b")]
+    searchpath = command_line(["--config-dir", "/a", "hydra.searchpath=[file:///c,pkg://d,'file:///e']"])
+    assert config_dirs(CONF, searchpath) == [CONF, Path("/a"), Path("/c"), Path("/e")]
 
 
 @pytest.mark.integration
