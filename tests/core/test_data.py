@@ -11,6 +11,7 @@ import hashlib
 import logging
 import os
 import pickle
+import time
 import zipfile
 from pathlib import Path
 
@@ -687,3 +688,86 @@ def test_split_sizes_are_what_load_dataset_returns():
     assert data.split_sizes("mnist", "standard") == data.SplitSizes(55_000, 5_000, 10_000, 784)
     with pytest.raises(ValueError, match="unknown split 'default' for dataset 'mnist'"):
         data.split_sizes("mnist", "default")
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# the process's datasets: loaded once, served again while the files keep their state
+
+
+@pytest.fixture
+def counted_md5(monkeypatch):
+    """The number of MD5 digests the sources compute (every verification of a cached file is one)."""
+    calls = []
+    real = sources._md5
+    monkeypatch.setattr(sources, "_md5", lambda data: calls.append(len(data)) or real(data))
+    return calls
+
+
+def backdate(cache: Path) -> None:
+    """Files last modified an hour ago (their ctime stays now: only the window check is relaxed for them)."""
+    old = time.time_ns() - 3600 * 10**9
+    for path in cache.iterdir():
+        os.utime(path, ns=(old, old))
+
+
+def test_a_second_load_is_served_from_memory_and_read_only(fake_cache, monkeypatch, counted_md5):
+    monkeypatch.setattr(data, "RACY_WINDOW_NS", 0)
+    backdate(fake_cache)
+    first = load_dataset("mnist", "assignment", root=fake_cache)
+    assert len(counted_md5) == 4
+    second = load_dataset("mnist", "assignment", root=fake_cache)
+    assert len(counted_md5) == 4  # not read or verified again
+    for got, want in ((second.train, first.train), (second.val, first.val)):
+        np.testing.assert_array_equal(got.x, want.x)
+        np.testing.assert_array_equal(got.y, want.y)
+    with pytest.raises(ValueError, match="read-only"):
+        second.train.x[0, 0] = 1.0
+    with pytest.raises(ValueError):
+        second.val.y.flags.writeable = True
+    data.clear_dataset_cache()
+    fresh = load_dataset("mnist", "assignment", root=fake_cache)
+    assert len(counted_md5) == 8
+    np.testing.assert_array_equal(fresh.train.x, second.train.x)
+    np.testing.assert_array_equal(fresh.val.x, second.val.x)
+    assert (fresh.mean, fresh.std, fresh.digest, fresh.source) == (second.mean, second.std, second.digest, second.source)
+
+
+def test_a_rewritten_file_is_seen_with_the_same_size_and_with_another_size(fake_cache, monkeypatch, counted_md5,
+                                                                          full_fake):
+    window = data.RACY_WINDOW_NS
+    monkeypatch.setattr(data, "RACY_WINDOW_NS", 0)
+    backdate(fake_cache)
+    before = load_dataset("mnist", "assignment", root=fake_cache)
+    images = fake_cache / "train-images-idx3-ubyte"
+
+    same_size = {k: v.copy() for k, v in full_fake.items()}
+    same_size["train-images-idx3-ubyte"][0] = 255 - same_size["train-images-idx3-ubyte"][0]
+    content = install_fake_checksums(monkeypatch, same_size)["train-images-idx3-ubyte"]
+    with open(images, "r+b") as f:  # in place: the same inode and size, other bytes
+        f.write(content)
+    after = load_dataset("mnist", "assignment", root=fake_cache)
+    assert len(counted_md5) == 8
+    assert not np.array_equal(after.train.x[0], before.train.x[0])
+    np.testing.assert_array_equal(after.train.x[0], reference(same_size["train-images-idx3-ubyte"][:1], after.mean,
+                                                                after.std)[0])
+
+    longer = {k: np.concatenate([v, v[:1]]) if k.startswith("train") else v for k, v in same_size.items()}
+    files = install_fake_checksums(monkeypatch, longer)
+    for name in ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"):
+        (fake_cache / name).write_bytes(files[name])
+    monkeypatch.setattr(data, "RACY_WINDOW_NS", window)
+    pooled = load_dataset("mnist", "assignment", root=fake_cache, normalization="full_train")
+    assert pooled.mean == pytest.approx(longer["train-images-idx3-ubyte"].astype(np.float64).mean(), rel=1e-13)
+    counted = len(counted_md5)
+    assert load_dataset("mnist", "assignment", root=fake_cache, normalization="full_train").mean == pooled.mean
+    assert len(counted_md5) == counted + 4  # written just now: not judged by its state, verified again
+
+
+def test_digits_are_served_from_memory_too(monkeypatch):
+    from sklearn import datasets
+
+    first = load_dataset("digits")
+    monkeypatch.setattr(datasets, "load_digits", lambda: pytest.fail("digits read again"))
+    again = load_dataset("digits", "assignment")
+    np.testing.assert_array_equal(again.train.x, first.train.x)
+    assert again.digest == first.digest
