@@ -13,6 +13,7 @@ import os
 import pickle
 import time
 import zipfile
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -50,9 +51,10 @@ def fake_mnist(n_train: int, n_test: int, seed: int = 0) -> dict[str, np.ndarray
 
 
 def install_fake_checksums(monkeypatch, arrays: dict[str, np.ndarray], gz: bool = False) -> dict[str, bytes]:
-    """Make the module's MD5 tables describe the fake arrays (gz: also the mirrors' .gz table); returns IDX bytes."""
+    """Make the module's MD5 and shape tables describe the fake arrays (gz: also the mirrors' .gz table); returns IDX bytes."""
     files = {name: idx.idx_bytes(a) for name, a in arrays.items()}
     monkeypatch.setattr(sources, "MNIST_FILES", {n: md5(b) for n, b in files.items()})
+    monkeypatch.setattr(sources, "MNIST_SHAPES", {n: a.shape for n, a in arrays.items()})
     if gz:
         gz_md5 = {f"{n}.gz": md5(gzip.compress(b, mtime=0)) for n, b in files.items()}
         monkeypatch.setattr(sources, "MNIST_GZ_MD5", gz_md5)
@@ -771,3 +773,64 @@ def test_digits_are_served_from_memory_too(monkeypatch):
     again = load_dataset("digits", "assignment")
     np.testing.assert_array_equal(again.train.x, first.train.x)
     assert again.digest == first.digest
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# oversized files in the cache
+
+
+def gzip_bomb(size: int) -> bytes:
+    """Gzip data of a few kilobytes that decompresses to `size` zero bytes."""
+    packer = zlib.compressobj(9, zlib.DEFLATED, 16 + zlib.MAX_WBITS)
+    chunk = bytes(1 << 20)
+    parts = [packer.compress(chunk) for _ in range(size // len(chunk))]
+    return b"".join(parts) + packer.flush()
+
+
+def test_a_gzip_bomb_in_the_cache_is_refused_by_the_expected_size(tmp_path, offline, monkeypatch):
+    name = "t10k-labels-idx1-ubyte"  # 10,008 bytes uncompressed
+    bomb = gzip_bomb(32 << 20)
+    (tmp_path / f"{name}.gz").write_bytes(bomb)
+    decompressed = []
+    real = zlib.decompressobj
+    monkeypatch.setattr(idx.zlib, "decompressobj", lambda **kw: _Counting(real(**kw), decompressed))
+    with pytest.raises(DataError) as raised:
+        sources.load_mnist_files(tmp_path, allow_download=False)
+    assert (f"{tmp_path / name}.gz: gzip data of {len(bomb)} bytes decompresses to more than 10008 bytes, the size "
+            "the file must have; refused without decompressing further") in str(raised.value)
+    assert decompressed and max(decompressed) <= 10009  # each read stopped at the bound, not after 32 MiB
+
+
+class _Counting:
+    """A zlib decompressor that records how many bytes it produced."""
+
+    def __init__(self, inner, produced: list):
+        self.inner, self.produced = inner, produced
+
+    def decompress(self, data, max_length=0):
+        out = self.inner.decompress(data, max_length)
+        self.produced.append(len(out))
+        return out
+
+    def __getattr__(self, attr):
+        return getattr(self.inner, attr)
+
+
+def test_an_oversized_raw_file_in_the_cache_is_refused_without_reading_it(tmp_path, offline, monkeypatch):
+    name = "t10k-labels-idx1-ubyte"
+    (tmp_path / name).write_bytes(bytes(1 << 20))
+    monkeypatch.setattr(sources, "_read_bytes", lambda path: pytest.fail(f"{path} read"))
+    with pytest.raises(DataError) as raised:
+        sources.load_mnist_files(tmp_path, allow_download=False)
+    assert f"{tmp_path / name}: 1048576 bytes, larger than the 10008 bytes of {name}; refused without reading it" in str(
+        raised.value)
+
+
+def test_gzip_data_within_the_bound_decompresses_as_gzip_does():
+    content = bytes(range(256)) * 40
+    two_members = gzip.compress(content[:5000]) + b"\0\0" + gzip.compress(content[5000:])
+    assert idx._maybe_gunzip(two_members, "x", max_size=len(content)) == gzip.decompress(two_members) == content
+    with pytest.raises(DataError, match="decompresses to more than 10239 bytes"):
+        idx._maybe_gunzip(two_members, "x", max_size=len(content) - 1)
+    with pytest.raises(DataError, match="corrupt or truncated gzip data"):
+        idx._maybe_gunzip(two_members[:-20], "x", max_size=len(content))
