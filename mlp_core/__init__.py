@@ -15,7 +15,7 @@ from .early_stopping import EarlyStopping
 from .gradcheck import GradCheckReport, gradient_check
 from .init import INITS
 from .losses import cross_entropy, softmax
-from .model import BIAS_CONVENTIONS, MLP, ModelConfig, num_parameters
+from .model import BIAS_CONVENTIONS, MLP, ModelConfig, machine_memory, num_parameters, training_memory
 from .optim import SGD
 from .population import FUSABLE_FIELDS, Member, fit_population, fusable_key
 from .idx import DataError, read_idx, write_idx
@@ -60,11 +60,13 @@ __all__ = [
     "fusable_key",
     "gradient_check",
     "load_dataset",
+    "machine_memory",
     "make_generators",
     "num_parameters",
     "read_idx",
     "softmax",
     "split_sizes",
+    "training_memory",
     "validate_data_args",
     "validation_interval",
     "write_idx",

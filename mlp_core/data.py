@@ -12,6 +12,10 @@ Normalisation (``normalization=``), always with scalar statistics computed exact
 
 The std is the population std (ddof 0), like ``np.std``. Outputs are float32 and equal to
 ``((x - mean) / std)`` computed in float64 and then cast to float32.
+
+A process loads, verifies and normalises a dataset once and then serves it from memory while the files it was read
+from keep their state (``source_state``); the arrays it hands out are read-only, so no caller can change what the next
+caller gets.
 """
 
 from __future__ import annotations
@@ -21,7 +25,9 @@ import logging
 import importlib.util
 import math
 import os
-from dataclasses import dataclass
+import time
+from collections import OrderedDict
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -36,7 +42,8 @@ from mlp_core.idx import (
     read_idx_pair,
     write_idx,
 )
-from mlp_core.sources import ensure_mnist, load_mnist_files
+from mlp_core import sources
+from mlp_core.sources import ensure_mnist, load_mnist_files, resolve_cache_dir
 
 __all__ = [
     "DATASETS",
@@ -45,6 +52,7 @@ __all__ = [
     "DataError",
     "Dataset",
     "Split",
+    "clear_dataset_cache",
     "ensure_mnist",
     "load_dataset",
     "read_idx",
@@ -266,6 +274,72 @@ def _load_digits(normalization: str) -> Dataset:
     return _build("digits", "default", normalization, parts, images, 16, "sklearn:load_digits")
 
 
+# ---------------------------------------------------------------------------------------------------------------
+# The process's datasets: each loaded, verified and normalised once, and served again while its files are unchanged.
+
+CACHED_DATASETS = 4  # the most recently used ones are kept (MNIST assignment: 94 MB of float32, standard: 220 MB)
+#: A file changed this recently is not identified by its state: a rewrite within the file system's timestamp
+#: granularity (a clock tick on Linux, 2 s on FAT) could leave size, times and inode as they were. Such a load is
+#: not kept, so the next one reads and verifies the files again (git's "racily clean" rule).
+RACY_WINDOW_NS = 2_000_000_000
+_datasets: OrderedDict[tuple, tuple[tuple, Dataset]] = OrderedDict()
+
+
+def clear_dataset_cache() -> None:
+    """Forget every dataset this process has loaded: the next load_dataset reads, verifies and normalises again."""
+    _datasets.clear()
+
+
+def _file_state(path: Path) -> tuple | None:
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        return None
+    return (st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino, st.st_dev)
+
+
+def source_state(paths: list[Path]) -> tuple | None:
+    """(size, mtime, ctime, inode, device) of each of `paths` (None for a missing one), taken before they are read,
+    so content read later is never older than the state; None when a file changed within RACY_WINDOW_NS of now."""
+    now = time.time_ns()
+    states = tuple(_file_state(path) for path in paths)
+    if any(state is not None and max(state[1], state[2]) >= now - RACY_WINDOW_NS for state in states):
+        return None
+    return states
+
+
+def _digits_file() -> Path | None:
+    """The file scikit-learn's load_digits reads, found without importing scikit-learn (None when not installed)."""
+    spec = importlib.util.find_spec("sklearn")
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    return Path(spec.submodule_search_locations[0]) / "datasets" / "data" / "digits.csv.gz"
+
+
+def _source_files(name: str, split: str, root, normalization: str) -> tuple[tuple, list[Path] | None]:
+    """(cache key, the files the dataset is read from; None when they are unknown and the load must not be kept).
+    MNIST's key holds the resolved cache directory."""
+    if name == "digits":
+        digits = _digits_file()
+        return ("digits", normalization), None if digits is None else [digits]
+    cache = Path(os.path.abspath(resolve_cache_dir(root)))
+    paths = [cache / f for file in sources.MNIST_FILES for f in (file, f"{file}.gz")]
+    return ("mnist", split, normalization, str(cache)), paths
+
+
+def _read_only(dataset: Dataset) -> Dataset:
+    """The dataset with read-only views of its arrays, themselves made read-only (a view of a read-only array
+    cannot be made writeable)."""
+
+    def view(split: Split | None) -> Split | None:
+        if split is None:
+            return None
+        split.x.flags.writeable = split.y.flags.writeable = False
+        return Split(split.x.view(), split.y.view())
+
+    return replace(dataset, train=view(dataset.train), val=view(dataset.val), test=view(dataset.test))
+
+
 def load_dataset(
     name: str = "mnist",
     split: str = "assignment",
@@ -273,14 +347,34 @@ def load_dataset(
     normalization: str = "train",
     allow_download: bool = True,
 ) -> Dataset:
-    """Load, split and normalise a dataset.
+    """Load, split and normalise a dataset; its arrays are read-only.
 
     mnist/assignment: train = first 20,000 training images (file order), val = the 10,000 test images, test None.
     mnist/standard: train = first 55,000 training images, val = last 5,000, test = the 10,000 test images.
     digits (split "default" or "assignment"): 1,797 8x8 images; train = first 1,500, val = last 297, test None.
     root: MNIST cache directory (None -> $MLP_SWEEPS_DATA -> per-user cache); see mlp_core.sources for the chain.
+
+    A repeated load in the same process is served from memory, without reading or verifying the files again, while
+    every file the dataset was read from keeps its size, mtime, ctime and inode (`source_state`); any change to them,
+    or a file too recently changed to be judged by them, makes the load read and verify the files again.
     """
     validate_data_args(name, split, normalization)
     if name == "digits":
-        return _load_digits(normalization)
-    return _load_mnist(split, None if root is None else Path(root), normalization, allow_download)
+        split = "default"
+    key, paths = _source_files(name, split, root, normalization)
+    state = None if paths is None else source_state(paths)
+    kept = _datasets.get(key)
+    if kept is not None and state is not None and kept[0] == state:
+        _datasets.move_to_end(key)
+        log.debug("%s/%s served from this process's memory (files unchanged)", name, split)
+        return _read_only(kept[1])
+    if name == "digits":
+        dataset = _read_only(_load_digits(normalization))
+    else:
+        dataset = _read_only(_load_mnist(split, None if root is None else Path(root), normalization, allow_download))
+    _datasets.pop(key, None)
+    if state is not None:
+        _datasets[key] = (state, dataset)
+        while len(_datasets) > CACHED_DATASETS:
+            _datasets.popitem(last=False)
+    return dataset

@@ -43,14 +43,37 @@ def _read_bytes(path: Path) -> bytearray:
     return buf
 
 
-def _maybe_gunzip(data: bytes | bytearray, name: str) -> bytes | bytearray:
-    """Decompress when the content starts with the gzip magic bytes (the suffix is not trusted)."""
+def _maybe_gunzip(data: bytes | bytearray, name: str, max_size: int | None = None) -> bytes | bytearray:
+    """Decompress when the content starts with the gzip magic bytes (the suffix is not trusted).
+
+    With `max_size`, decompression stops as soon as the output would exceed it (a gzip bomb expands a few kilobytes
+    into gigabytes): DataError naming the file and both sizes."""
     if data[:2] != _GZIP_MAGIC:
         return data
+    if max_size is None:
+        try:
+            return bytearray(gzip.decompress(data))
+        except (EOFError, OSError, zlib.error) as exc:
+            raise DataError(f"{name}: corrupt or truncated gzip data ({exc})") from exc
+    out = bytearray()
+    rest = bytes(data)
     try:
-        return bytearray(gzip.decompress(data))
-    except (EOFError, OSError, zlib.error) as exc:
+        while rest:  # one gzip member per pass, as gzip.decompress reads concatenated members
+            member = zlib.decompressobj(wbits=16 + zlib.MAX_WBITS)
+            out += member.decompress(rest, max_size + 1 - len(out))
+            if len(out) > max_size or member.unconsumed_tail:
+                raise DataError(
+                    f"{name}: gzip data of {len(data)} bytes decompresses to more than {max_size} bytes, the size "
+                    f"the file must have; refused without decompressing further"
+                )
+            if not member.eof:
+                raise DataError(f"{name}: corrupt or truncated gzip data (ended before the end of its stream)")
+            rest = member.unused_data.lstrip(b"\0")  # zero padding between members, as gzip.decompress allows
+            if rest and rest[:2] != _GZIP_MAGIC:
+                raise DataError(f"{name}: corrupt gzip data (trailing bytes after its last member)")
+    except zlib.error as exc:
         raise DataError(f"{name}: corrupt or truncated gzip data ({exc})") from exc
+    return out
 
 
 def parse_idx(data: bytes | bytearray, name: str = "<bytes>", expect_magic: int | None = None) -> np.ndarray:

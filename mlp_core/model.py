@@ -86,6 +86,36 @@ def num_parameters(input_dim: int, model: ModelConfig, num_classes: int = 10) ->
     return weights + sizes[1]
 
 
+def training_memory(
+    input_dim: int, model: ModelConfig, num_classes: int, batch_size: int, num_eval: int, itemsize: int = 4
+) -> int:
+    """Bytes that `fit` allocates for a model, the dataset aside (float32: `itemsize` 4): five parameter-sized
+    buffers (parameters, gradients, the optimizer's velocity and scratch, the restore_best snapshot), the batch
+    (inputs, one-hot labels, and `_Workspace`'s activations, deltas and scratch) and one evaluation block over a set
+    of `num_eval` samples (`evaluate_stack`: hidden activations, logits in two layouts, the row maxima)."""
+    eval_rows = min(EVAL_ROWS, num_eval)
+    hidden = sum(model.hidden_sizes)
+    batch = batch_size * (input_dim + num_classes + (hidden + num_classes) + 2 * hidden)
+    evaluation = eval_rows * (hidden + 2 * num_classes + 1)
+    return itemsize * (5 * num_parameters(input_dim, model, num_classes) + batch + evaluation)
+
+
+def machine_memory() -> int | None:
+    """This machine's physical memory in bytes, or its cgroup's memory limit when lower; None when unknown."""
+    try:
+        found = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (AttributeError, ValueError, OSError):
+        found = None
+    for limit_file in ("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory/memory.limit_in_bytes"):
+        try:
+            limit = Path(limit_file).read_text().strip()
+        except OSError:
+            continue
+        if limit.isdigit():  # "max" means no limit
+            found = int(limit) if found is None else min(found, int(limit))
+    return found
+
+
 @dataclass
 class _Workspace:
     """Preallocated activations and deltas for a batch of at most `rows` samples (of each member, when stacked)."""

@@ -28,24 +28,19 @@ plus an evaluation block of EVAL_ROWS x K x hidden floats (docs/population.md).
 
 from __future__ import annotations
 
-import math
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Callable, Sequence
 
 import numpy as np
 
-from .early_stopping import EarlyStopping
 from .losses import FusedSoftmaxCE
 from .model import MLP, ModelConfig, _Workspace, backward_pass, carve, evaluate_stack, forward_pass
 from .optim import momentum_step
 from .train import (
     FitResult,
-    RunEnd,
+    RunRecord,
     TrainConfig,
-    TrainLosses,
-    ValidationPoint,
-    build_result,
     check_dtype,
     check_fit_args,
     epoch_order,
@@ -139,15 +134,6 @@ class _Stack:
         return stack
 
 
-@dataclass
-class _History:
-    val_steps: list = field(default_factory=list)
-    val_loss: list = field(default_factory=list)
-    val_acc: list = field(default_factory=list)
-    train_acc: list = field(default_factory=list)
-    flushed: int = 0
-
-
 def fit_population(
     dataset,
     members: Sequence[Member],
@@ -190,9 +176,7 @@ def fit_population(
     count = len(members)
     max_steps = [steps_per_epoch * m.train.epochs for m in members]
     losses = np.zeros((count, max(max_steps)), dtype=dtype)
-    stoppers = [EarlyStopping(m.train.patience) for m in members]
-    best_params = {k: np.empty_like(nets[k].params) for k, m in enumerate(members) if m.train.restore_best}
-    histories = [_History() for _ in members]
+    records = [RunRecord(losses[k], m.train, lambda event, k=k: emit(k, event)) for k, m in enumerate(members)]
     results: list[FitResult | None] = [None] * count
 
     stack = _Stack(
@@ -209,53 +193,9 @@ def fit_population(
     step = 0
     epoch = 0
 
-    def flush(k: int, upto: int) -> None:
-        history = histories[k]
-        if upto > history.flushed:
-            steps = np.arange(history.flushed, upto, dtype=np.int64)
-            emit(k, TrainLosses(steps, losses[k, history.flushed : upto].copy()))
-            history.flushed = upto
-
     def finish(k: int, stop_reason: str, num_steps: int, params: np.ndarray) -> None:
-        net, history = nets[k], histories[k]
-        net.params[...] = params
-        if k in best_params and history.val_steps and stop_reason != "diverged":
-            net.params[...] = best_params[k]
-        flush(k, num_steps)
-        results[k] = build_result(
-            net,
-            losses[k, :num_steps],
-            history.val_steps,
-            history.val_loss,
-            history.val_acc,
-            history.train_acc,
-            stop_reason,
-            num_steps,
-            epoch,
-            steps_per_epoch,
-            started,
-        )
-        emit(k, RunEnd(results[k]))
-
-    def validate(row: int, k: int, val_loss: float, val_acc: float, train_acc: float) -> str:
-        """Record member k's validation point; the reason it stops here, or ""."""
-        history = histories[k]
-        flush(k, step + 1)
-        since = losses[k, history.val_steps[-1] + 1 if history.val_steps else 0 : step + 1]
-        history.val_steps.append(step)
-        history.val_loss.append(val_loss)
-        history.val_acc.append(val_acc)
-        history.train_acc.append(train_acc)
-        point = ValidationPoint(step, epoch, float(since.mean(dtype=np.float64)), train_acc, val_loss, val_acc)
-        reply = emit(k, point)
-        if not math.isfinite(val_loss):
-            return "diverged"
-        improved, should_stop = stoppers[k].update(val_loss)
-        if improved and k in best_params:
-            best_params[k][...] = stack.params[row]
-        if isinstance(reply, str) and reply:
-            return reply
-        return "early_stopping" if members[k].train.early_stopping and should_stop else ""
+        nets[k].params[...] = params
+        results[k] = records[k].finish(nets[k], stop_reason, num_steps, epoch, steps_per_epoch, started, x_val, y_val)
 
     # A diverging member overflows on its way to a non-finite loss; that is detected and reported as its stop_reason.
     with np.errstate(over="ignore", invalid="ignore"):
@@ -294,7 +234,9 @@ def fit_population(
                 _, train_acc = evaluate_stack(stack.lin, activation, x_train, y_train, loss=False)
                 stopped = []
                 for row, k in enumerate(stack.members):
-                    reason = validate(row, k, float(val_loss[row]), float(val_acc[row]), float(train_acc[row]))
+                    reason = records[k].validation_point(
+                        step, epoch, stack.params[row], float(val_loss[row]), float(val_acc[row]), float(train_acc[row])
+                    )
                     if reason:
                         finish(k, reason, step + 1, stack.params[row])
                         stopped.append(row)

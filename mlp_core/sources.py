@@ -19,6 +19,7 @@ import contextlib
 import hashlib
 import io
 import logging
+import math
 import os
 import pickle
 import subprocess
@@ -65,6 +66,16 @@ MNIST_SHAPES: dict[str, tuple[int, ...]] = {
     "t10k-images-idx3-ubyte": (10000, 28, 28),
     "t10k-labels-idx1-ubyte": (10000,),
 }
+#: what gzip adds to incompressible data at most: headers and 5 bytes per stored 64 KiB block (and spare)
+GZIP_OVERHEAD = 64 << 10
+
+
+def mnist_file_size(name: str) -> int:
+    """The size in bytes of the uncompressed IDX file `name`: its header and its uint8 data."""
+    shape = MNIST_SHAPES[name]
+    return 4 + 4 * len(shape) + math.prod(shape)
+
+
 #: file name + ".gz" -> MD5 of the published gzip file (as in torchvision's MNIST resources)
 MNIST_GZ_MD5: dict[str, str] = {
     "train-images-idx3-ubyte.gz": "f68b3c2dcbeaaa9fbdd348bbdeb94873",
@@ -121,8 +132,15 @@ def _cached_file(cache: Path, name: str, problems: list[str]) -> bytearray | Non
 
     A present but corrupt file is reported in ``problems`` and treated as missing so that it gets fetched again.
     """
+    expected = mnist_file_size(name)
     for candidate in (cache / name, cache / f"{name}.gz"):
         try:
+            size = candidate.stat().st_size
+            # No MNIST file, raw or gzipped, is larger than its uncompressed size plus gzip's few bytes of overhead
+            if size > expected + GZIP_OVERHEAD:
+                problems.append(f"{candidate}: {size} bytes, larger than the {expected} bytes of {name}; refused "
+                                "without reading it")
+                continue
             data = _read_bytes(candidate)
         except FileNotFoundError:
             continue
@@ -130,7 +148,7 @@ def _cached_file(cache: Path, name: str, problems: list[str]) -> bytearray | Non
             problems.append(f"{candidate}: unreadable ({exc})")
             continue
         try:
-            data = _maybe_gunzip(data, str(candidate))
+            data = _maybe_gunzip(data, str(candidate), max_size=expected)
         except DataError as exc:
             problems.append(str(exc))
             continue

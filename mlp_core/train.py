@@ -12,7 +12,7 @@ from typing import Callable, Union
 
 import numpy as np
 
-from .early_stopping import EarlyStopping
+from .early_stopping import StopRule
 from .losses import FusedSoftmaxCE
 from .model import MLP, ModelConfig
 from .optim import SGD
@@ -96,7 +96,7 @@ class FitResult:
     best_val_loss_step: int
     best_val_accuracy: float
     best_val_accuracy_step: int
-    final_val_loss: float
+    final_val_loss: float  # of the returned model (after restore_best), on the validation split
     final_val_accuracy: float
     stop_reason: str
     num_steps: int
@@ -174,51 +174,101 @@ def training_arrays(dataset, dtype) -> tuple:
     return x_train, np.asarray(dataset.train.y), x_val, np.asarray(dataset.val.y), num_classes
 
 
-def build_result(
-    net: MLP,
-    losses: np.ndarray,
-    val_steps: list[int],
-    val_loss: list[float],
-    val_acc: list[float],
-    train_acc: list[float],
-    stop_reason: str,
-    num_steps: int,
-    epochs: int,
-    steps_per_epoch: int,
-    started: float,
-) -> FitResult:
-    """The FitResult of a finished run from its histories (`losses`: the num_steps mini-batch losses, copied)."""
-    vl_arr = np.asarray(val_loss, dtype=np.float64)
-    va_arr = np.asarray(val_acc, dtype=np.float64)
-    if len(vl_arr):
-        finite = np.where(np.isfinite(vl_arr), vl_arr, np.inf)
-        best_l = int(np.argmin(finite))
-        best_a = int(np.argmax(va_arr))
-        best = (float(vl_arr[best_l]), val_steps[best_l], float(va_arr[best_a]), val_steps[best_a])
-        final = (float(vl_arr[-1]), float(va_arr[-1]))
-    else:
-        best = (math.nan, -1, math.nan, -1)
-        final = (math.nan, math.nan)
-    return FitResult(
-        model=net,
-        train_loss=losses.copy(),
-        val_steps=np.asarray(val_steps, dtype=np.int64),
-        val_loss=vl_arr,
-        val_accuracy=va_arr,
-        train_accuracy=np.asarray(train_acc, dtype=np.float64),
-        best_val_loss=best[0],
-        best_val_loss_step=best[1],
-        best_val_accuracy=best[2],
-        best_val_accuracy_step=best[3],
-        final_val_loss=final[0],
-        final_val_accuracy=final[1],
-        stop_reason=stop_reason,
-        num_steps=num_steps,
-        epochs=epochs,
-        steps_per_epoch=steps_per_epoch,
-        wall_time_s=time.perf_counter() - started,
-        num_parameters=net.num_parameters,
-    )
+class RunRecord:
+    """One run's record while it trains, kept alike by `fit` and by `fit_population` for each member: its per-step
+    losses, its validation points, the losses already emitted, and its StopRule. Emitting a validation point, the stop
+    reason, restore_best and the final evaluation live here once, so the two engines cannot drift apart.
+
+    `losses` is the run's (max_steps,) loss buffer, written by the engine; `emit(event)` is the run's observer."""
+
+    def __init__(self, losses: np.ndarray, train: TrainConfig, emit: Callable[[Event], object]):
+        self.losses = losses
+        self.emit = emit
+        self.rule = StopRule(train)
+        self.val_steps: list[int] = []
+        self.val_loss: list[float] = []
+        self.val_acc: list[float] = []
+        self.train_acc: list[float] = []
+        self.flushed = 0
+
+    def flush(self, upto: int) -> None:
+        """Emit the losses of steps [flushed, upto) as one TrainLosses batch."""
+        if upto > self.flushed:
+            self.emit(TrainLosses(np.arange(self.flushed, upto, dtype=np.int64), self.losses[self.flushed : upto].copy()))
+            self.flushed = upto
+
+    def validation_point(
+        self, step: int, epoch: int, params: np.ndarray, val_loss: float, val_acc: float, train_acc: float
+    ) -> str:
+        """Record and emit the validation point after `step`'s update (`params`: the weights there); return why the
+        run stops here, or ""."""
+        self.flush(step + 1)
+        since = self.losses[self.val_steps[-1] + 1 if self.val_steps else 0 : step + 1]
+        self.val_steps.append(step)
+        self.val_loss.append(val_loss)
+        self.val_acc.append(val_acc)
+        self.train_acc.append(train_acc)
+        verdict = self.emit(ValidationPoint(step, epoch, float(since.mean(dtype=np.float64)), train_acc, val_loss, val_acc))
+        return self.rule.at_validation_point(val_loss, params, verdict)
+
+    def final_evaluation(self, net: MLP, restored: bool, num_steps: int, x_val, y_val) -> tuple[float, float]:
+        """(validation loss, accuracy) of the model the run returns. A validation point already measured these
+        weights when they were restored (the best point) or when the last step was one; otherwise one pass over the
+        validation set measures them."""
+        if restored:
+            return self.val_loss[self.rule.best_point], self.val_acc[self.rule.best_point]
+        if self.val_steps and self.val_steps[-1] == num_steps - 1:
+            return self.val_loss[-1], self.val_acc[-1]
+        with np.errstate(over="ignore", invalid="ignore"):  # a diverged run's weights may overflow
+            return net.evaluate(x_val, y_val)
+
+    def finish(
+        self,
+        net: MLP,
+        stop_reason: str,
+        num_steps: int,
+        epochs: int,
+        steps_per_epoch: int,
+        started: float,
+        x_val: np.ndarray,
+        y_val: np.ndarray,
+    ) -> FitResult:
+        """End the run with `net` holding its last weights: restore the best ones if asked, evaluate the final model,
+        emit the remaining losses and the RunEnd; the FitResult."""
+        restored = self.rule.restore(net.params, stop_reason)
+        final = self.final_evaluation(net, restored, num_steps, x_val, y_val)
+        self.flush(num_steps)
+        vl_arr = np.asarray(self.val_loss, dtype=np.float64)
+        va_arr = np.asarray(self.val_acc, dtype=np.float64)
+        if len(vl_arr):
+            finite = np.where(np.isfinite(vl_arr), vl_arr, np.inf)
+            best_l = int(np.argmin(finite))
+            best_a = int(np.argmax(va_arr))
+            best = (float(vl_arr[best_l]), self.val_steps[best_l], float(va_arr[best_a]), self.val_steps[best_a])
+        else:
+            best = (math.nan, -1, math.nan, -1)
+        result = FitResult(
+            model=net,
+            train_loss=self.losses[:num_steps].copy(),
+            val_steps=np.asarray(self.val_steps, dtype=np.int64),
+            val_loss=vl_arr,
+            val_accuracy=va_arr,
+            train_accuracy=np.asarray(self.train_acc, dtype=np.float64),
+            best_val_loss=best[0],
+            best_val_loss_step=best[1],
+            best_val_accuracy=best[2],
+            best_val_accuracy_step=best[3],
+            final_val_loss=float(final[0]),
+            final_val_accuracy=float(final[1]),
+            stop_reason=stop_reason,
+            num_steps=num_steps,
+            epochs=epochs,
+            steps_per_epoch=steps_per_epoch,
+            wall_time_s=time.perf_counter() - started,
+            num_parameters=net.num_parameters,
+        )
+        self.emit(RunEnd(result))
+        return result
 
 
 def fit(
@@ -239,6 +289,9 @@ def fit(
     once after that validation point (no further step touches the weights) and that string becomes
     `FitResult.stop_reason` (e.g. "pruned"), unless that point's validation loss is not finite: then it is "diverged",
     as always. Any other return value (None) changes nothing.
+
+    With `train.restore_best` the returned model holds the weights of the best validation point (the point where the
+    run stopped is a candidate too, whatever stopped it), unless the run diverged.
 
     `dtype` is float32 (the course's) or float64 (for checking results). `initial`, an MLP of this architecture or
     its `parameters()` arrays, replaces the drawn initial weights (the seed still draws the shuffle order).
@@ -261,7 +314,6 @@ def fit(
         net.assign(initial)
     optimizer = SGD(train.lr, train.momentum)
     optimizer.init(net.params)
-    stopper = EarlyStopping(train.patience)
     loss_fn = FusedSoftmaxCE(train.batch_size, num_classes, dtype)
 
     batch = train.batch_size
@@ -275,29 +327,18 @@ def fit(
     onehot_batch = np.empty((batch, num_classes), dtype=dtype)
     order = np.arange(num_train)
     ws = net._workspace(batch)
-    best_params = np.empty_like(net.params) if train.restore_best else None
 
     losses = np.empty(max_steps, dtype=dtype)
-    val_steps: list[int] = []
-    val_loss: list[float] = []
-    val_acc: list[float] = []
-    train_acc: list[float] = []
-    flushed = 0
-    stop_reason = "max_epochs"
+    record = RunRecord(losses, train, emit)
+    stop_reason = ""
     step = 0
     epoch = 0
-
-    def flush(upto: int) -> None:
-        nonlocal flushed
-        if upto > flushed:
-            emit(TrainLosses(np.arange(flushed, upto, dtype=np.int64), losses[flushed:upto].copy()))
-            flushed = upto
 
     forward, backward, update = net._forward, net._backward, optimizer.step
     params, grads = net.params, net.grads
     # A diverging run overflows on its way to a non-finite loss; that is detected and reported as stop_reason.
     with np.errstate(over="ignore", invalid="ignore"):
-        while epoch < train.epochs and stop_reason == "max_epochs":
+        while epoch < train.epochs and not stop_reason:
             if train.shuffle:
                 order = epoch_order(shuffle_rng, num_train)
             epoch += 1
@@ -322,35 +363,10 @@ def fit(
                 if step % val_every == 0:
                     vl, va = net.evaluate(x_val, y_val)
                     ta = net.accuracy(x_train, y_train)
-                    flush(step + 1)
-                    since = losses[val_steps[-1] + 1 if val_steps else 0 : step + 1]
-                    val_steps.append(step)
-                    val_loss.append(vl)
-                    val_acc.append(va)
-                    train_acc.append(ta)
-                    verdict = emit(ValidationPoint(step, epoch, float(since.mean(dtype=np.float64)), ta, vl, va))
-                    if not math.isfinite(vl):  # diverged whatever the observer says (as in fit_population)
-                        stop_reason = "diverged"
-                        step += 1
-                        break
-                    if isinstance(verdict, str) and verdict:
-                        stop_reason = verdict
-                        step += 1
-                        break
-                    improved, should_stop = stopper.update(vl)
-                    if improved and best_params is not None:
-                        best_params[...] = params
-                    if train.early_stopping and should_stop:
-                        stop_reason = "early_stopping"
+                    stop_reason = record.validation_point(step, epoch, params, vl, va, ta)
+                    if stop_reason:
                         step += 1
                         break
                 step += 1
 
-    if best_params is not None and val_steps and stop_reason != "diverged":
-        params[...] = best_params
-    flush(step)
-    result = build_result(
-        net, losses[:step], val_steps, val_loss, val_acc, train_acc, stop_reason, step, epoch, steps_per_epoch, started
-    )
-    emit(RunEnd(result))
-    return result
+    return record.finish(net, stop_reason or "max_epochs", step, epoch, steps_per_epoch, started, x_val, y_val)

@@ -18,6 +18,8 @@ CURVE_METRICS = (TRAIN_LOSS, TRAIN_ACCURACY, VAL_LOSS, VAL_ACCURACY)
 NUM_PARAMETERS = "num_parameters"
 BEST_VAL_LOSS = "best/val_loss"
 BEST_VAL_ACCURACY = "best/val_accuracy"
+# final/*: the returned (saved) model evaluated on the validation split at the end of training, after restore_best;
+# not the last validation point, which can lie up to a validation interval before the last step
 FINAL_VAL_LOSS = "final/val_loss"
 FINAL_VAL_ACCURACY = "final/val_accuracy"
 EPOCHS = "epochs"

@@ -101,6 +101,8 @@ def validate(cfg: Any) -> None:
         if t.batch_size >= 1:
             _check_sizes(errors, split_sizes(data_name, split).train, t.batch_size, t.validations_per_epoch,
                          f"{data_name}/{split}")
+    if not errors:
+        _check_memory(errors, cfg, split_sizes(data_name, split))
     if errors:
         raise ConfigError("Invalid config: " + "; ".join(errors) + ".")
 
@@ -115,6 +117,23 @@ def _check_sizes(errors: list[str], train_size: int, batch_size: int, validation
             f"trainer.validations_per_epoch={validations_per_epoch} is invalid: must be <= the {steps_per_epoch} "
             f"steps per epoch of {what} at batch_size={batch_size}"
         )
+
+
+def _check_memory(errors: list[str], cfg: Any, sizes: Any) -> None:
+    """A model whose training buffers alone exceed this machine's memory is refused before it allocates any."""
+    from mlp_core import machine_memory, num_parameters, training_memory
+
+    have = machine_memory()
+    model, train = to_core(cfg)
+    need = training_memory(sizes.input_dim, model, sizes.num_classes, train.batch_size, max(sizes.train, sizes.val))
+    if have is not None and need > have:
+        m = cfg.model
+        key = (f"model.hidden_sizes={list(m.hidden_sizes)}" if m.hidden_sizes is not None
+               else f"model.width={m.width} x model.depth={m.depth}")
+        errors.append(f"{key} is too large for this machine: its "
+                      f"{num_parameters(sizes.input_dim, model, sizes.num_classes):,} parameters need about "
+                      f"{need / 2**30:,.1f} GiB to train (parameters, gradients, momentum, activations), more than "
+                      f"the {have / 2**30:,.1f} GiB of memory the machine has")
 
 
 def to_core(cfg: Any):

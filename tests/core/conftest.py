@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from mlp_core.data import Dataset, Split
+from mlp_core.data import Dataset, Split, clear_dataset_cache
 
 
 def synthetic_dataset(n_train=640, n_val=200, dim=20, classes=10, seed=0) -> Dataset:
@@ -27,3 +27,11 @@ def synthetic_dataset(n_train=640, n_val=200, dim=20, classes=10, seed=0) -> Dat
 @pytest.fixture
 def small_data() -> Dataset:
     return synthetic_dataset()
+
+
+@pytest.fixture(autouse=True)
+def fresh_dataset_cache():
+    """Each test starts without datasets loaded by an earlier test in this process (mlp_core.data keeps them)."""
+    clear_dataset_cache()
+    yield
+    clear_dataset_cache()

@@ -11,7 +11,9 @@ import hashlib
 import logging
 import os
 import pickle
+import time
 import zipfile
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -49,9 +51,10 @@ def fake_mnist(n_train: int, n_test: int, seed: int = 0) -> dict[str, np.ndarray
 
 
 def install_fake_checksums(monkeypatch, arrays: dict[str, np.ndarray], gz: bool = False) -> dict[str, bytes]:
-    """Make the module's MD5 tables describe the fake arrays (gz: also the mirrors' .gz table); returns IDX bytes."""
+    """Make the module's MD5 and shape tables describe the fake arrays (gz: also the mirrors' .gz table); returns IDX bytes."""
     files = {name: idx.idx_bytes(a) for name, a in arrays.items()}
     monkeypatch.setattr(sources, "MNIST_FILES", {n: md5(b) for n, b in files.items()})
+    monkeypatch.setattr(sources, "MNIST_SHAPES", {n: a.shape for n, a in arrays.items()})
     if gz:
         gz_md5 = {f"{n}.gz": md5(gzip.compress(b, mtime=0)) for n, b in files.items()}
         monkeypatch.setattr(sources, "MNIST_GZ_MD5", gz_md5)
@@ -687,3 +690,147 @@ def test_split_sizes_are_what_load_dataset_returns():
     assert data.split_sizes("mnist", "standard") == data.SplitSizes(55_000, 5_000, 10_000, 784)
     with pytest.raises(ValueError, match="unknown split 'default' for dataset 'mnist'"):
         data.split_sizes("mnist", "default")
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# the process's datasets: loaded once, served again while the files keep their state
+
+
+@pytest.fixture
+def counted_md5(monkeypatch):
+    """The number of MD5 digests the sources compute (every verification of a cached file is one)."""
+    calls = []
+    real = sources._md5
+    monkeypatch.setattr(sources, "_md5", lambda data: calls.append(len(data)) or real(data))
+    return calls
+
+
+def backdate(cache: Path) -> None:
+    """Files last modified an hour ago (their ctime stays now: only the window check is relaxed for them)."""
+    old = time.time_ns() - 3600 * 10**9
+    for path in cache.iterdir():
+        os.utime(path, ns=(old, old))
+
+
+def test_a_second_load_is_served_from_memory_and_read_only(fake_cache, monkeypatch, counted_md5):
+    monkeypatch.setattr(data, "RACY_WINDOW_NS", 0)
+    backdate(fake_cache)
+    first = load_dataset("mnist", "assignment", root=fake_cache)
+    assert len(counted_md5) == 4
+    second = load_dataset("mnist", "assignment", root=fake_cache)
+    assert len(counted_md5) == 4  # not read or verified again
+    for got, want in ((second.train, first.train), (second.val, first.val)):
+        np.testing.assert_array_equal(got.x, want.x)
+        np.testing.assert_array_equal(got.y, want.y)
+    with pytest.raises(ValueError, match="read-only"):
+        second.train.x[0, 0] = 1.0
+    with pytest.raises(ValueError):
+        second.val.y.flags.writeable = True
+    data.clear_dataset_cache()
+    fresh = load_dataset("mnist", "assignment", root=fake_cache)
+    assert len(counted_md5) == 8
+    np.testing.assert_array_equal(fresh.train.x, second.train.x)
+    np.testing.assert_array_equal(fresh.val.x, second.val.x)
+    assert (fresh.mean, fresh.std, fresh.digest, fresh.source) == (second.mean, second.std, second.digest, second.source)
+
+
+def test_a_rewritten_file_is_seen_with_the_same_size_and_with_another_size(fake_cache, monkeypatch, counted_md5,
+                                                                          full_fake):
+    window = data.RACY_WINDOW_NS
+    monkeypatch.setattr(data, "RACY_WINDOW_NS", 0)
+    backdate(fake_cache)
+    before = load_dataset("mnist", "assignment", root=fake_cache)
+    images = fake_cache / "train-images-idx3-ubyte"
+
+    same_size = {k: v.copy() for k, v in full_fake.items()}
+    same_size["train-images-idx3-ubyte"][0] = 255 - same_size["train-images-idx3-ubyte"][0]
+    content = install_fake_checksums(monkeypatch, same_size)["train-images-idx3-ubyte"]
+    with open(images, "r+b") as f:  # in place: the same inode and size, other bytes
+        f.write(content)
+    after = load_dataset("mnist", "assignment", root=fake_cache)
+    assert len(counted_md5) == 8
+    assert not np.array_equal(after.train.x[0], before.train.x[0])
+    np.testing.assert_array_equal(after.train.x[0], reference(same_size["train-images-idx3-ubyte"][:1], after.mean,
+                                                                after.std)[0])
+
+    longer = {k: np.concatenate([v, v[:1]]) if k.startswith("train") else v for k, v in same_size.items()}
+    files = install_fake_checksums(monkeypatch, longer)
+    for name in ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"):
+        (fake_cache / name).write_bytes(files[name])
+    monkeypatch.setattr(data, "RACY_WINDOW_NS", window)
+    pooled = load_dataset("mnist", "assignment", root=fake_cache, normalization="full_train")
+    assert pooled.mean == pytest.approx(longer["train-images-idx3-ubyte"].astype(np.float64).mean(), rel=1e-13)
+    counted = len(counted_md5)
+    assert load_dataset("mnist", "assignment", root=fake_cache, normalization="full_train").mean == pooled.mean
+    assert len(counted_md5) == counted + 4  # written just now: not judged by its state, verified again
+
+
+def test_digits_are_served_from_memory_too(monkeypatch):
+    from sklearn import datasets
+
+    first = load_dataset("digits")
+    monkeypatch.setattr(datasets, "load_digits", lambda: pytest.fail("digits read again"))
+    again = load_dataset("digits", "assignment")
+    np.testing.assert_array_equal(again.train.x, first.train.x)
+    assert again.digest == first.digest
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# oversized files in the cache
+
+
+def gzip_bomb(size: int) -> bytes:
+    """Gzip data of a few kilobytes that decompresses to `size` zero bytes."""
+    packer = zlib.compressobj(9, zlib.DEFLATED, 16 + zlib.MAX_WBITS)
+    chunk = bytes(1 << 20)
+    parts = [packer.compress(chunk) for _ in range(size // len(chunk))]
+    return b"".join(parts) + packer.flush()
+
+
+def test_a_gzip_bomb_in_the_cache_is_refused_by_the_expected_size(tmp_path, offline, monkeypatch):
+    name = "t10k-labels-idx1-ubyte"  # 10,008 bytes uncompressed
+    bomb = gzip_bomb(32 << 20)
+    (tmp_path / f"{name}.gz").write_bytes(bomb)
+    decompressed = []
+    real = zlib.decompressobj
+    monkeypatch.setattr(idx.zlib, "decompressobj", lambda **kw: _Counting(real(**kw), decompressed))
+    with pytest.raises(DataError) as raised:
+        sources.load_mnist_files(tmp_path, allow_download=False)
+    assert (f"{tmp_path / name}.gz: gzip data of {len(bomb)} bytes decompresses to more than 10008 bytes, the size "
+            "the file must have; refused without decompressing further") in str(raised.value)
+    assert decompressed and max(decompressed) <= 10009  # each read stopped at the bound, not after 32 MiB
+
+
+class _Counting:
+    """A zlib decompressor that records how many bytes it produced."""
+
+    def __init__(self, inner, produced: list):
+        self.inner, self.produced = inner, produced
+
+    def decompress(self, data, max_length=0):
+        out = self.inner.decompress(data, max_length)
+        self.produced.append(len(out))
+        return out
+
+    def __getattr__(self, attr):
+        return getattr(self.inner, attr)
+
+
+def test_an_oversized_raw_file_in_the_cache_is_refused_without_reading_it(tmp_path, offline, monkeypatch):
+    name = "t10k-labels-idx1-ubyte"
+    (tmp_path / name).write_bytes(bytes(1 << 20))
+    monkeypatch.setattr(sources, "_read_bytes", lambda path: pytest.fail(f"{path} read"))
+    with pytest.raises(DataError) as raised:
+        sources.load_mnist_files(tmp_path, allow_download=False)
+    assert f"{tmp_path / name}: 1048576 bytes, larger than the 10008 bytes of {name}; refused without reading it" in str(
+        raised.value)
+
+
+def test_gzip_data_within_the_bound_decompresses_as_gzip_does():
+    content = bytes(range(256)) * 40
+    two_members = gzip.compress(content[:5000]) + b"\0\0" + gzip.compress(content[5000:])
+    assert idx._maybe_gunzip(two_members, "x", max_size=len(content)) == gzip.decompress(two_members) == content
+    with pytest.raises(DataError, match="decompresses to more than 10239 bytes"):
+        idx._maybe_gunzip(two_members, "x", max_size=len(content) - 1)
+    with pytest.raises(DataError, match="corrupt or truncated gzip data"):
+        idx._maybe_gunzip(two_members[:-20], "x", max_size=len(content))

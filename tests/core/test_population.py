@@ -1,10 +1,13 @@
 """fit_population against fit: every member matches its solo run; members never affect one another."""
 
+import dataclasses
+
 import numpy as np
 import pytest
 
 from mlp_core import (
     ACTIVATIONS,
+    MLP,
     BIAS_CONVENTIONS,
     Member,
     ModelConfig,
@@ -178,3 +181,74 @@ def test_members_take_initial_weights_and_float64_like_fit(small_data):
     assert fused[0].model.params.dtype == np.float64 and fused[0].train_loss.dtype == np.float64
     np.testing.assert_allclose(fused[0].train_loss, solo.train_loss, rtol=1e-12)
     np.testing.assert_allclose(fused[0].model.params, solo.model.params, rtol=0, atol=1e-12)
+
+
+def _stop_at_point(index, reason="pruned"):
+    """A solo observer that stops the run at its validation point number `index` (0-based)."""
+    seen = []
+
+    def observer(event):
+        if isinstance(event, ValidationPoint):
+            seen.append(event.step)
+            return reason if len(seen) == index + 1 else None
+        return None
+
+    return observer
+
+
+ENGINES = {
+    "fit": lambda data, model, train, observer: fit(data, model, train, on_event=observer),
+    "fit_population": lambda data, model, train, observer: fit_population(
+        data, [Member(model, train), Member(model, dataclasses.replace(train, seed=train.seed + 1))],
+        on_event=lambda member, event: observer(event) if member == 0 else None,
+    )[0],
+}
+
+
+@pytest.mark.parametrize("engine", sorted(ENGINES))
+@pytest.mark.parametrize("stop_point", [0, 2])
+def test_restore_best_when_an_observer_stops_the_run_gives_the_best_points_weights(small_data, engine, stop_point):
+    """The observer's stopping point is a best-weights candidate like any other: with restore_best the model is that
+    of the best validation point up to the stop, finite (the snapshot exists from the first point on), and the same in
+    both engines; final_val_loss is that model's validation loss."""
+    model = ModelConfig((16,), activation="tanh")
+    train = TrainConfig(epochs=2, lr=0.1, seed=5, validations_per_epoch=4, restore_best=True)
+    full = fit(small_data, model, dataclasses.replace(train, restore_best=False, early_stopping=False))
+    best = int(np.argmin(full.val_loss[: stop_point + 1]))
+    assert best == stop_point  # the stopping point is the best so far: the case where it must be a candidate
+    at_best = fit(small_data, model, dataclasses.replace(train, restore_best=False), _stop_at_point(best))
+
+    result = ENGINES[engine](small_data, model, train, _stop_at_point(stop_point))
+    assert result.stop_reason == "pruned" and result.val_steps[-1] == full.val_steps[stop_point]
+    assert np.isfinite(result.model.params).all()
+    scale = np.abs(at_best.model.params).max()
+    assert np.abs(result.model.params - at_best.model.params).max() <= 1e-5 * scale
+    assert result.final_val_loss == result.best_val_loss
+    assert result.model.evaluate(small_data.val.x, small_data.val.y)[0] == pytest.approx(result.final_val_loss, rel=1e-6)
+    if engine == "fit":
+        np.testing.assert_array_equal(result.model.params, at_best.model.params)
+    else:
+        solo = ENGINES["fit"](small_data, model, train, _stop_at_point(stop_point))
+        assert np.abs(result.model.params - solo.model.params).max() <= 1e-5 * scale
+
+
+
+@pytest.mark.parametrize("engine", sorted(ENGINES))
+def test_final_validation_metrics_are_those_of_the_returned_model(small_data, engine, monkeypatch):
+    """20 steps an epoch, a validation point every 6: the last step (19) is not one, so the final model is evaluated
+    once more at the end; when the last step is a validation point, its value is reused without another pass."""
+    model = ModelConfig((16,), activation="tanh")
+    train = TrainConfig(epochs=1, lr=0.1, seed=5, validations_per_epoch=3)
+    result = ENGINES[engine](small_data, model, train, lambda event: None)
+    assert result.val_steps.tolist() == [0, 6, 12, 18] and result.num_steps == 20
+    final_loss, final_accuracy = result.model.evaluate(small_data.val.x, small_data.val.y)
+    assert (result.final_val_loss, result.final_val_accuracy) == (final_loss, final_accuracy)
+    assert result.final_val_loss != result.val_loss[-1]
+
+    calls = []
+    real = MLP.evaluate
+    monkeypatch.setattr(MLP, "evaluate", lambda self, *args, **kw: calls.append(1) or real(self, *args, **kw))
+    every_step = ENGINES[engine](small_data, model, dataclasses.replace(train, validations_per_epoch=20), lambda e: None)
+    assert every_step.val_steps[-1] == every_step.num_steps - 1
+    assert every_step.final_val_loss == every_step.val_loss[-1]
+    assert len(calls) == (len(every_step.val_steps) if engine == "fit" else 0)  # fit_population: evaluate_stack

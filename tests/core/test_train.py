@@ -327,3 +327,23 @@ def test_a_diverged_run_is_diverged_even_when_the_observer_asks_to_stop():
     result = fit(data, model, train, on_event=prune_a_non_finite_point)
     assert asked == [plain.num_steps - 1] and np.isfinite(plain.train_loss).all()
     assert result.stop_reason == plain.stop_reason == "diverged" and result.num_steps == plain.num_steps
+
+
+@pytest.mark.parametrize("hidden_sizes, batch_size", [((1024, 1024), 32), ((4096,), 256)])
+def test_training_memory_is_what_fit_allocates(hidden_sizes, batch_size):
+    """The estimate the config check refuses huge models by, against the peak NumPy allocation that tracemalloc
+    measures in fit (restore_best on: five parameter-sized buffers), where the model's buffers dominate."""
+    import tracemalloc
+
+    from mlp_core import training_memory
+
+    data = synthetic_dataset(n_train=640, n_val=200, dim=20)
+    model = ModelConfig(hidden_sizes)
+    tracemalloc.start()
+    try:
+        fit(data, model, TrainConfig(epochs=1, batch_size=batch_size, restore_best=True))
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    estimate = training_memory(20, model, 10, batch_size, 640)
+    assert 0.95 * peak <= estimate <= 1.05 * peak

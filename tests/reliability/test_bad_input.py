@@ -174,6 +174,8 @@ CASES: dict[str, Case] = {
                                               ["trainer.batch_size=20001", "<= the 20000 training images"]),
     "batch_larger_than_digits_train_set": Case([*DIGITS, "trainer.batch_size=1501"],
                                                ["trainer.batch_size=1501", "<= the 1500 training images"]),
+    "network_larger_than_memory": Case([*DIGITS, "model.hidden_sizes=[100000,100000]"],
+                                       ["model.hidden_sizes=[100000, 100000]", "10,007,500,000 parameters", "GiB"]),
     # config: sweeps
     "empty_choice_sweep": Case(["-m", *DIGITS, "model.width=choice()"], ["model.width=choice()", "empty choice"]),
     "empty_range_sweep": Case(["-m", *DIGITS, "model.width=range(5,5)"],
