@@ -28,7 +28,7 @@ class SearchSweeperConf:
     pruner: str = "none"                # none | median | successive_halving
     n_startup_trials: int = 10          # TPE: random trials before it models the objective
     pruner_startup_trials: int = 5      # median: trials that finish before any is pruned
-    pruner_warmup_steps: int = 0        # median: no pruning before this training step
+    pruner_warmup_steps: Optional[int] = None  # no trial is judged before this step (null: one epoch)
     study_name: Optional[str] = None    # default: the sweep's name + a digest of the space, sampler and seed
     storage: Optional[str] = None       # a journal file path or an RDB URL; default <outputs>/studies/<study>.journal
     params: Dict[str, str] = field(default_factory=dict)

@@ -47,7 +47,8 @@ def describe_parent(config: Any, settings: Settings, space: Space, study_name: s
         params[f"{p}n_startup_trials"] = settings.n_startup_trials
     if settings.pruner != "none":
         params[f"{p}pruner_startup_trials"] = settings.pruner_startup_trials
-        params[f"{p}pruner_warmup_steps"] = settings.pruner_warmup_steps
+        params[f"{p}pruner_warmup_steps"] = ("one epoch" if settings.pruner_warmup_steps is None
+                                             else settings.pruner_warmup_steps)
     params.update({f"{p}space.{key}": text for key, text in space.texts.items()})
     client.log_batch(run_id, params=[Param(k, str(v)[:6000]) for k, v in list(params.items())[:100]],
                      tags=[RunTag(names.STUDY_NAME, study_name), RunTag(names.SEARCH_OBJECTIVE, settings.objective),
