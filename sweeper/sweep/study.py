@@ -176,7 +176,7 @@ def run_search(config: Any, hydra_context: Any, launcher: Any, arguments: Sequen
         returns.append(results)
         job_idx += len(batch)
         to_ask -= len(batch)
-    finish_parent(config, study)
+    finish_parent(config, study, settings.objective)
     for result in failures:  # as Hydra's BasicSweeper: a failed job fails the sweep (after the study is complete)
         _ = result.return_value
     return returns

@@ -55,7 +55,7 @@ def describe_parent(config: Any, settings: Settings, space: Space, study_name: s
                            RunTag(names.SEARCH_DIRECTION, settings.direction)])
 
 
-def finish_parent(config: Any, study: Any) -> None:
+def finish_parent(config: Any, study: Any, objective: str) -> None:
     """Tag the parent with the best trial and attach the study's figures; never fails the sweep over them."""
     found = _parent(config)
     if found is None:
@@ -73,7 +73,7 @@ def finish_parent(config: Any, study: Any) -> None:
     except ValueError:  # no trial completed
         log.warning("study %s has no completed trial", study.study_name)
     try:
-        for path in plot_study(study, Path(str(config.hydra.sweep.dir)) / "study"):
+        for path in plot_study(study, Path(str(config.hydra.sweep.dir)) / "study", objective):
             client.log_artifact(run_id, str(path))
     except Exception as exc:  # the figures are a convenience
         log.warning("could not plot study %s: %s", study.study_name, exc)
