@@ -280,3 +280,14 @@ def test_a_resumed_study_draws_a_new_sampler_stream():
 
     assert launch_seed(7, 0) == 7  # a fresh study: the user's seed, so reruns are identical
     assert len({launch_seed(7, n) for n in (0, 3, 4)} | {launch_seed(8, 3)}) == 4
+
+
+@pytest.mark.integration
+def test_search_progress_counts_against_the_trials_this_launch_runs(tmp_path):
+    """A search has no grid for the sweep callback to count: the progress line still reads k/N, N the trials to run."""
+    proc = search(tmp_path, "n", ["hydra.sweeper.n_trials=2", "tracking.enabled=false", *TINY,
+                                  "optimizer.lr=tag(log, interval(0.01, 0.5))"])
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    said = [line.split("sweep progress: ", 1)[1].split(",")[0] for line in (proc.stdout + proc.stderr).splitlines()
+            if "sweep progress: " in line]
+    assert said == ["1/2 done", "2/2 done"], said
