@@ -2,9 +2,10 @@
 
 ``run_search`` checks the space, opens (or continues) the study, marks the trials a killed launch left running as
 failed and queues them again with the same values (a trial names the launch that asked it, with the owner tags of
-``sweeper.tracking.liveness``: the trials of a launch that still runs are left alone), then asks ``n_jobs`` trials per batch until the study holds
-``n_trials`` finished (complete or pruned) trials. Each batch's configs are composed and checked before it launches.
-A dry run (``hydra/launcher=dryrun``) prints the space and lists the first batch from an in-memory study.
+``sweeper.tracking.liveness``: the trials of a launch that still runs are left alone), then asks ``n_jobs`` trials
+per batch until the study holds ``n_trials`` finished (complete or pruned) trials. Each batch's configs are composed
+and checked before it launches. A dry run (``hydra/launcher=dryrun``) prints the space and lists the first batch
+from an in-memory study.
 """
 from __future__ import annotations
 

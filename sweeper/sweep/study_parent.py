@@ -53,6 +53,10 @@ def describe_parent(config: Any, settings: Settings, space: Space, study_name: s
     client.log_batch(run_id, params=[Param(k, str(v)[:6000]) for k, v in list(params.items())[:100]],
                      tags=[RunTag(names.STUDY_NAME, study_name), RunTag(names.SEARCH_OBJECTIVE, settings.objective),
                            RunTag(names.SEARCH_DIRECTION, settings.direction)])
+    if not config.get("sweep_name"):  # an ad-hoc search's name would be its whole space (the params hold that),
+        # which no figure title or table heading has room for
+        searched = ", ".join(key.rsplit(".", 1)[-1] for key in space.texts)
+        client.update_run(run_id, name=f"{settings.sampler} search of {searched or 'nothing'}")
 
 
 def finish_parent(config: Any, study: Any, objective: str) -> None:

@@ -72,7 +72,7 @@ def test_random_search_samples_the_space_in_log_scale_and_repeats_with_the_same_
         assert child.info.status == "FINISHED" and child.data.tags[names.TRIAL_STATE] == "COMPLETE"
         assert child.data.tags[names.CONFIG_HASH] and child.info.run_name.startswith("default data=digits")
         assert {a.path for a in client.list_artifacts(child.info.run_id)} == ARTIFACTS
-    assert parent.info.status == "FINISHED"
+    assert parent.info.status == "FINISHED" and parent.info.run_name == "random search of lr, momentum, width"
     assert parent.data.params[names.SEARCH_PARAM_PREFIX + "seed"] == "3"
     assert parent.data.params[names.SEARCH_PARAM_PREFIX + "study_name"] == parent.data.tags[names.STUDY_NAME]
     assert parent.data.params[names.SEARCH_PARAM_PREFIX + "space.optimizer.lr"] == "tag(log, interval(0.0001, 1.0))"
