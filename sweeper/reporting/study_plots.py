@@ -1,43 +1,184 @@
-"""Figures of an Optuna study for the search's parent run: the objective per trial with the best so far
-(``optimization_history.png``) and how the objective depends on the searched parameters (``parallel_coordinates.png``
-for two or more parameters, ``slice.png`` for one), drawn with Optuna's matplotlib visualisations."""
+"""Figures of an Optuna study for the search's parent run, in the style of the run and sweep figures (the size,
+resolution, grid and PNG writer of ``sweeper.reporting.plots``); numbers in labels carry 4 significant digits.
+
+- ``optimization_history.png``: each trial's objective by trial number and the best so far. A pruned trial is drawn
+  too, hollow, at the last value it reported before it was stopped (the curve the pruner judged: for a ``best/...``
+  objective, the same best-so-far value its run's summary metric holds).
+- ``slice.png`` (one searched parameter) or ``parallel_coordinates.png`` (two or more): how the objective depends on
+  the parameters; complete trials are coloured by their objective, pruned ones drawn light and dashed.
+"""
 from __future__ import annotations
 
-import warnings
+import math
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+
 from sweeper import names
+from sweeper.reporting.plots import DPI, FIGSIZE, save_figure
+
+PRUNED_LABEL = "pruned (last value reported)"
 
 
-def plot_study(study: Any, out_dir: str | Path) -> list[Path]:
-    """Write the study's figures into ``out_dir``; none when no trial completed. Returns the files written."""
+@dataclass(frozen=True)
+class TrialPoint:
+    number: int
+    value: float
+    pruned: bool
+    params: dict[str, Any]
+
+
+def short(value: Any) -> str:
+    """A number with 4 significant digits (``0.01568``), anything else as is."""
+    return f"{value:.4g}" if isinstance(value, float) else str(value)
+
+
+def trial_points(study: Any) -> list[TrialPoint]:
+    """Complete trials with their objective and pruned ones with their last reported value, by trial number."""
+    from optuna.trial import TrialState
+
+    points = []
+    for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED)):
+        pruned = t.state == TrialState.PRUNED
+        value = t.intermediate_values[t.last_step] if pruned and t.last_step is not None else t.value
+        if value is not None and math.isfinite(value):
+            points.append(TrialPoint(t.number, float(value), pruned, dict(t.params)))
+    return sorted(points, key=lambda p: p.number)
+
+
+def _figure() -> tuple[Figure, Any]:
+    fig = Figure(figsize=FIGSIZE, dpi=DPI, layout="constrained")
+    FigureCanvasAgg(fig)
+    ax = fig.subplots()
+    ax.grid(True, alpha=0.3)
+    return fig, ax
+
+
+def _title(study: Any, points: list[TrialPoint]) -> str:
+    pruned = sum(p.pruned for p in points)
+    return f"study {study.study_name}: {len(points) - pruned} complete, {pruned} pruned trials"
+
+
+def history_figure(study: Any, objective: str) -> Figure:
+    """The objective of every finished trial by trial number, pruned trials marked, and the best so far."""
+    points = trial_points(study)
+    maximize = study.direction.name == "MAXIMIZE"
+    fig, ax = _figure()
+    complete = [p for p in points if not p.pruned]
+    pruned = [p for p in points if p.pruned]
+    ax.scatter([p.number for p in complete], [p.value for p in complete], color="C0", zorder=3,
+               label=f"complete ({objective})")
+    if pruned:
+        ax.scatter([p.number for p in pruned], [p.value for p in pruned], facecolors="none", edgecolors="C3",
+                   zorder=3, label=PRUNED_LABEL)
+    if complete:
+        pick = max if maximize else min
+        best, steps = [], []
+        for p in complete:
+            best.append(p.value if not best else pick(best[-1], p.value))
+            steps.append(p.number)
+        ax.step(steps, best, where="post", color="C1", label=f"best so far ({short(best[-1])})")
+    ax.set_xlabel("trial")
+    ax.set_ylabel(f"{objective} ({'higher' if maximize else 'lower'} is better)")
+    ax.set_title(_title(study, points))
+    ax.legend(loc="best")
+    return fig
+
+
+@dataclass(frozen=True)
+class Axis:
+    """A searched parameter as drawn: each point's position, the labels of the axis (its ends, or every choice of
+    a categorical parameter, at positions 0, 1, ...), and whether it is on a log scale."""
+
+    positions: list[float]
+    labels: list[str]
+    categorical: bool
+    log: bool
+
+
+def _axis(points: list[TrialPoint], key: str, study: Any) -> Axis:
+    from optuna.distributions import CategoricalDistribution
+
+    dist = next((t.distributions[key] for t in study.get_trials(deepcopy=False) if key in t.distributions), None)
+    raw = [p.params[key] for p in points]
+    if isinstance(dist, CategoricalDistribution):
+        choices = [str(c) for c in dist.choices]
+        return Axis([float(choices.index(str(v))) for v in raw], choices, True, False)
+    return Axis([float(v) for v in raw], [short(float(dist.low)), short(float(dist.high))], False, bool(dist.log))
+
+
+def slice_figure(study: Any, objective: str) -> Figure:
+    """The objective against the one searched parameter, pruned trials marked."""
+    points = trial_points(study)
+    [key] = sorted({k for p in points for k in p.params})
+    axis = _axis(points, key, study)
+    fig, ax = _figure()
+    for pruned, style in ((False, {"color": "C0", "label": f"complete ({objective})"}),
+                          (True, {"facecolors": "none", "edgecolors": "C3", "label": PRUNED_LABEL})):
+        chosen = [(x, p.value) for x, p in zip(axis.positions, points) if p.pruned == pruned]
+        if chosen:
+            ax.scatter([x for x, _ in chosen], [y for _, y in chosen], zorder=3, **style)
+    if axis.categorical:
+        ax.set_xticks(range(len(axis.labels)), axis.labels)
+    else:
+        ax.set_xscale("log" if axis.log else "linear")
+        ax.xaxis.set_major_formatter(lambda x, _: short(float(x)))
+    ax.set_xlabel(key)
+    ax.set_ylabel(objective)
+    ax.set_title(_title(study, points))
+    ax.legend(loc="best")
+    return fig
+
+
+def parallel_figure(study: Any, objective: str) -> Figure:
+    """One vertical axis per searched parameter and one for the objective, each scaled to its range; a line per
+    trial, coloured by its objective (pruned trials light and dashed). The axis ends name their values."""
     import matplotlib
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    points = trial_points(study)
+    keys = sorted({k for p in points for k in p.params})
+    columns, ends = [], []
+    for key in keys:
+        axis = _axis(points, key, study)
+        columns.append([math.log10(v) for v in axis.positions] if axis.log else axis.positions)
+        ends.append((axis.labels[0], axis.labels[-1]))
+    columns.append([p.value for p in points])
+    ends.append((short(min(p.value for p in points)), short(max(p.value for p in points))))
+    lows, highs = [min(c) for c in columns], [max(c) for c in columns]
+    unit = [[(v - lo) / (hi - lo) if hi > lo else 0.5 for v in column] for column, lo, hi in zip(columns, lows, highs)]
+    fig, ax = _figure()
+    colours = matplotlib.colormaps["viridis_r" if study.direction.name == "MINIMIZE" else "viridis"]
+    xs = list(range(len(columns)))
+    for i, p in enumerate(points):
+        ys = [column[i] for column in unit]
+        if p.pruned:
+            ax.plot(xs, ys, color="0.7", linestyle="--", linewidth=1)
+        else:
+            ax.plot(xs, ys, color=colours(unit[-1][i]), linewidth=1.5)
+    for x, (low, high) in zip(xs, ends):
+        ax.text(x, -0.04, low, ha="center", va="top", fontsize=8)
+        ax.text(x, 1.04, high, ha="center", va="bottom", fontsize=8)
+    ax.set_xticks(xs, [*keys, objective])
+    ax.set_yticks([])
+    ax.set_ylim(-0.12, 1.12)
+    ax.set_title(_title(study, points) + " (pruned: dashed)")
+    return fig
+
+
+def plot_study(study: Any, out_dir: str | Path, objective: str) -> list[Path]:
+    """Write the study's figures into ``out_dir``; none when no trial completed. Returns the files written."""
     from optuna.trial import TrialState
-    from optuna.visualization import matplotlib as optuna_plots
 
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
     if not study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
         return []
-    params = {key for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)) for key in t.params}
-    figures = [(names.OPTIMIZATION_HISTORY, optuna_plots.plot_optimization_history)]
+    params = {key for p in trial_points(study) for key in p.params}
+    figures = [(names.OPTIMIZATION_HISTORY, history_figure(study, objective))]
     if len(params) >= 2:
-        figures.append((names.PARALLEL_COORDINATES, optuna_plots.plot_parallel_coordinate))
-    else:
-        figures.append((names.SLICE_PLOT, optuna_plots.plot_slice))
-    written = []
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # Optuna marks its matplotlib plots experimental
-        for filename, plot in figures:
-            axes = plot(study)
-            figure = (axes.flat[0] if hasattr(axes, "flat") else axes).get_figure()
-            figure.set_size_inches(10, 5)
-            figure.tight_layout()
-            figure.savefig(out_dir / filename, dpi=100)
-            plt.close(figure)
-            written.append(out_dir / filename)
-    return written
+        figures.append((names.PARALLEL_COORDINATES, parallel_figure(study, objective)))
+    elif params:
+        figures.append((names.SLICE_PLOT, slice_figure(study, objective)))
+    return [save_figure(fig, out_dir / filename) for filename, fig in figures]

@@ -46,7 +46,7 @@ class Settings:
     pruner: str = "none"
     n_startup_trials: int = 10
     pruner_startup_trials: int = 5
-    pruner_warmup_steps: int = 0
+    pruner_warmup_steps: int | None = None  # None: one epoch (``warmup_steps``)
     study_name: str | None = None
     storage: str | None = None
 
@@ -62,8 +62,9 @@ class Settings:
              "a summary metric: " + ", ".join(names.SUMMARY_METRICS))
         for key in ("n_trials", "n_jobs", "n_startup_trials", "pruner_startup_trials"):
             need(_is_int(getattr(self, key)) and getattr(self, key) >= 1, key, getattr(self, key), "an integer >= 1")
-        for key in ("seed", "pruner_warmup_steps"):
-            need(_is_int(getattr(self, key)) and getattr(self, key) >= 0, key, getattr(self, key), "an integer >= 0")
+        need(_is_int(self.seed) and self.seed >= 0, "seed", self.seed, "an integer >= 0")
+        need(self.pruner_warmup_steps is None or _is_int(self.pruner_warmup_steps) and self.pruner_warmup_steps >= 0,
+             "pruner_warmup_steps", self.pruner_warmup_steps, "an integer >= 0, or null (the first epoch)")
         if self.pruner != "none":
             curve, direction = pruning_curve(self.objective)
             need(direction == self.direction, "direction", self.direction,
@@ -200,6 +201,7 @@ def check_space(config: Any, arguments: Sequence[str] | None = None) -> tuple[Se
     from ..config.checks import validate
 
     settings = Settings.from_sweeper(config.hydra.sweeper)
+    refuse_population(config)
     task = list(config.hydra.overrides.task) if arguments is None else list(arguments)
     space = parse_space(space_overrides(config, task))
     for what, overrides in corner_jobs(space):
@@ -209,7 +211,24 @@ def check_space(config: Any, arguments: Sequence[str] | None = None) -> tuple[Se
             if (typo := unknown_sweep_key(config)) is not None:  # a misspelled key, named with the closest one
                 raise ConfigError(typo) from None
             raise ConfigError(f"the search space is invalid, nothing was started: {what}: {exc}".replace("\n", " "))
+    from ..paths import outputs_dir
+    from .dryrun import is_dry_run
+    from .journal import check_journal
+
+    location = storage_location(settings, study_name(config, settings, space), outputs_dir() / "studies")
+    if not is_dry_run(config) and not location.startswith(RDB_SCHEMES):  # a dry run keeps its study in memory
+        check_journal(Path(location))
     return settings, space
+
+
+def refuse_population(config: Any) -> None:
+    """The population launcher trains a batch in one fused pass that neither reports to the trials nor returns each
+    trial's objective: a search on it would tell its trials the wrong values, so it is refused."""
+    from .launcher_checks import POPULATION_TARGET
+
+    if str(config.hydra.launcher.get("_target_", "")) == POPULATION_TARGET:
+        raise ConfigError("hydra/launcher=population cannot run a search (hydra/sweeper=random|tpe): its fused pass "
+                          "does not report to the trials; use the basic, joblib, submitit or slurm launcher")
 
 
 def checked(cfg: Any, validate: Any) -> None:
@@ -254,15 +273,44 @@ def open_storage(location: str) -> Any:
 
 
 def make_pruner(settings: Settings | dict) -> Any:
+    """The study's pruner; it judges a trial only from the step its ``names.WARMUP_ATTR`` names on (``warmup_steps``).
+    """
     import optuna
+
+    class WarmedUp(optuna.pruners.BasePruner):
+        """Judges a trial with ``pruner`` from its own warm-up step on (trials of one search may differ in it)."""
+
+        def __init__(self, pruner: Any) -> None:
+            self.pruner = pruner
+
+        def prune(self, study: Any, trial: Any) -> bool:
+            step = trial.last_step
+            if step is None or step < int(trial.user_attrs.get(names.WARMUP_ATTR, 0)):
+                return False
+            return bool(self.pruner.prune(study, trial))
 
     s = settings if isinstance(settings, dict) else asdict(settings)
     if s["pruner"] == "median":
-        return optuna.pruners.MedianPruner(n_startup_trials=s["pruner_startup_trials"],
-                                           n_warmup_steps=s["pruner_warmup_steps"])
+        return WarmedUp(optuna.pruners.MedianPruner(n_startup_trials=s["pruner_startup_trials"]))
     if s["pruner"] == "successive_halving":
-        return optuna.pruners.SuccessiveHalvingPruner()
+        return WarmedUp(optuna.pruners.SuccessiveHalvingPruner())
     return optuna.pruners.NopPruner()
+
+
+def warmup_steps(settings: Settings, cfg: Any) -> int:
+    """The first step at which a trial of the composed job config ``cfg`` may be judged: ``pruner_warmup_steps``, by
+    default one epoch. The first validation point comes after a single update, when every trial's loss is still its
+    random init's, and even the early ones rank slow starters low: on the task3c search, judging from step 125 pruned
+    the eventual best trial, judging from the end of the first epoch kept it (README, "What pruning saves")."""
+    if settings.pruner_warmup_steps is not None:
+        return settings.pruner_warmup_steps
+    if "data" not in cfg or "trainer" not in cfg:  # another app's config (Hydra's own sweeper test suite)
+        return 0
+    from mlp_core import split_sizes
+
+    from ..config.checks import value
+
+    return split_sizes(value(cfg.data.name), value(cfg.data.split)).train // int(cfg.trainer.batch_size)
 
 
 def make_sampler(settings: Settings, launch_seed: int) -> Any:

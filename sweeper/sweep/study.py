@@ -1,9 +1,11 @@
 """The ask-and-tell loop of the search sweeper (``hydra/sweeper=random|tpe``; the space and knobs: ``search``).
 
 ``run_search`` checks the space, opens (or continues) the study, marks the trials a killed launch left running as
-failed and queues them again with the same values, then asks ``n_jobs`` trials per batch until the study holds
-``n_trials`` finished (complete or pruned) trials. Each batch's configs are composed and checked before it launches.
-A dry run (``hydra/launcher=dryrun``) prints the space and lists the first batch from an in-memory study.
+failed and queues them again with the same values (a trial names the launch that asked it, with the owner tags of
+``sweeper.tracking.liveness``: the trials of a launch that still runs are left alone), then asks ``n_jobs`` trials
+per batch until the study holds ``n_trials`` finished (complete or pruned) trials. Each batch's configs are composed
+and checked before it launches. A dry run (``hydra/launcher=dryrun``) prints the space and lists the first batch
+from an in-memory study.
 """
 from __future__ import annotations
 
@@ -15,8 +17,9 @@ from typing import Any, Sequence
 from .. import handoff, names
 from ..config.checks import ConfigError
 from ..launchers import LauncherKind, launcher_of
+from ..tracking.liveness import owner_gone, owner_tags
 from .search import (Settings, Space, check_space, checked, launch_seed, make_pruner, make_sampler, open_storage,
-                     override_value, storage_location, study_name)
+                     override_value, storage_location, study_name, warmup_steps)
 
 log = logging.getLogger(__name__)
 
@@ -44,16 +47,21 @@ def ask(study: Any, space: Space) -> tuple[Any, list[str]]:
     if space.grid and not study.get_trials(deepcopy=False, states=(TrialState.WAITING,)):
         study.enqueue_trial(cells[len(study.get_trials(deepcopy=False)) % len(cells)])
     trial = study.ask()
+    for key, value in owner_tags(heartbeat=False).items():  # the launch that tells it (see ``resume``)
+        trial.set_user_attr(key, value)
     values = suggest(trial, space)
     return trial, space.fixed + [f"{space.prefixes[key]}={v}" for key, v in values.items()]
 
 
 def resume(study: Any) -> int:
-    """Trials left RUNNING (or queued) by a killed launch: fail the running ones and queue their values again.
-    Returns how many are asked again."""
+    """Trials left RUNNING by a killed launch: fail them and queue their values again. A trial whose launch is alive
+    (another launch of the same study, running now) is left to it: that launch tells it. A trial without owner
+    attributes (asked by an older release) counts as left behind, as it always did. Returns how many are asked again.
+    """
     from optuna.trial import TrialState
 
-    stale = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+    stale = [t for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+             if names.PID not in t.user_attrs or owner_gone(t.user_attrs) is not None]
     for trial in stale:
         study.tell(trial.number, state=TrialState.FAIL)
         study.enqueue_trial(trial.params, skip_if_exists=False)
@@ -69,16 +77,20 @@ def finished_count(study: Any) -> int:
     return len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED)))
 
 
-def check_batch(config: Any, hydra_context: Any, batch: Sequence[Sequence[str]]) -> None:
+def check_batch(config: Any, hydra_context: Any, batch: Sequence[Sequence[str]], settings: Settings) -> list[int]:
     """Compose and check every job of a batch as the launcher will (a sampled config outside the valid ranges stops
-    the search before the batch starts)."""
+    the search before the batch starts); returns each job's pruning warm-up (``search.warmup_steps``)."""
     from ..config.checks import validate
 
+    warmups = []
     for overrides in batch:
         try:
-            checked(hydra_context.config_loader.load_sweep_config(config, list(overrides)), validate)
+            cfg = hydra_context.config_loader.load_sweep_config(config, list(overrides))
+            checked(cfg, validate)
         except ConfigError as exc:
             raise ConfigError(f"sampled trial {' '.join(overrides)} is invalid, the search stops: {exc}") from None
+        warmups.append(warmup_steps(settings, cfg))
+    return warmups
 
 
 def tell(study: Any, trials: Sequence[Any], results: Sequence[Any], settings: Settings) -> list[Any]:
@@ -92,13 +104,20 @@ def tell(study: Any, trials: Sequence[Any], results: Sequence[Any], settings: Se
     failed = []
     for trial, result in zip(trials, results):
         if result.status != JobStatus.COMPLETED:
-            study.tell(trial, state=TrialState.FAIL)
+            study.tell(trial, state=TrialState.FAIL, skip_if_finished=True)
             failed.append(result)
         elif names.PRUNED_ATTR in stored[trial.number].user_attrs:
-            study.tell(trial, state=TrialState.PRUNED)
+            study.tell(trial, state=TrialState.PRUNED, skip_if_finished=True)
         else:
-            study.tell(trial, objective_value(result.return_value, settings.direction))
+            study.tell(trial, objective_value(result.return_value, settings.direction), skip_if_finished=True)
     return failed
+
+
+def handoff_info(name: str, location: str, settings: Settings) -> dict:
+    """What every job of the search reads (``handoff.write_search``; the batch adds its trial numbers)."""
+    return {"study_name": name, "storage": location, "objective": settings.objective,
+            "direction": settings.direction, "pruner": settings.pruner,
+            "pruner_startup_trials": settings.pruner_startup_trials}
 
 
 def run_search(config: Any, hydra_context: Any, launcher: Any, arguments: Sequence[str]) -> list:
@@ -130,13 +149,12 @@ def run_search(config: Any, hydra_context: Any, launcher: Any, arguments: Sequen
     sweep_dir = Path(str(config.hydra.sweep.dir))
     sweep_dir.mkdir(parents=True, exist_ok=True)
     OmegaConf.save(config, sweep_dir / "multirun.yaml")
-    info = {"study_name": name, "storage": location, "objective": settings.objective,
-            "direction": settings.direction, "pruner": settings.pruner,
-            "pruner_startup_trials": settings.pruner_startup_trials,
-            "pruner_warmup_steps": settings.pruner_warmup_steps}
+    info = handoff_info(name, location, settings)
     from .study_parent import describe_parent, finish_parent
 
     describe_parent(config, settings, space, name, location, seed)
+    if handoff.read(sweep_dir) is not None:  # the sweep callback counted no jobs (a search has no grid): N is known
+        handoff.start(sweep_dir, max(to_ask, 0))
     log.info("study %s (%s): %d of %d trials finished, %d to run; storage %s", name, settings.sampler,
              settings.n_trials - max(to_ask, 0), settings.n_trials, max(to_ask, 0), location)
     returns, failures, job_idx = [], [], 0
@@ -144,18 +162,21 @@ def run_search(config: Any, hydra_context: Any, launcher: Any, arguments: Sequen
         asked = [ask(study, space) for _ in range(min(settings.n_jobs, to_ask))]
         trials, batch = [t for t, _ in asked], [o for _, o in asked]
         try:
-            check_batch(config, hydra_context, batch)
+            warmups = check_batch(config, hydra_context, batch, settings)
         except ConfigError:
             for trial in trials:
                 study.tell(trial, state=optuna.trial.TrialState.FAIL)
             raise
+        if settings.pruner != "none":
+            for trial, steps in zip(trials, warmups):
+                trial.set_user_attr(names.WARMUP_ATTR, steps)
         handoff.write_search(sweep_dir, {**info, "trials": {str(job_idx + i): t.number for i, t in enumerate(trials)}})
         results = launcher.launch(batch, initial_job_idx=job_idx)
         failures += tell(study, trials, results, settings)
         returns.append(results)
         job_idx += len(batch)
         to_ask -= len(batch)
-    finish_parent(config, study)
+    finish_parent(config, study, settings.objective)
     for result in failures:  # as Hydra's BasicSweeper: a failed job fails the sweep (after the study is complete)
         _ = result.return_value
     return returns

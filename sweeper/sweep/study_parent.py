@@ -47,14 +47,19 @@ def describe_parent(config: Any, settings: Settings, space: Space, study_name: s
         params[f"{p}n_startup_trials"] = settings.n_startup_trials
     if settings.pruner != "none":
         params[f"{p}pruner_startup_trials"] = settings.pruner_startup_trials
-        params[f"{p}pruner_warmup_steps"] = settings.pruner_warmup_steps
+        params[f"{p}pruner_warmup_steps"] = ("one epoch" if settings.pruner_warmup_steps is None
+                                             else settings.pruner_warmup_steps)
     params.update({f"{p}space.{key}": text for key, text in space.texts.items()})
     client.log_batch(run_id, params=[Param(k, str(v)[:6000]) for k, v in list(params.items())[:100]],
                      tags=[RunTag(names.STUDY_NAME, study_name), RunTag(names.SEARCH_OBJECTIVE, settings.objective),
                            RunTag(names.SEARCH_DIRECTION, settings.direction)])
+    if not config.get("sweep_name"):  # an ad-hoc search's name would be its whole space (the params hold that),
+        # which no figure title or table heading has room for
+        searched = ", ".join(key.rsplit(".", 1)[-1] for key in space.texts)
+        client.update_run(run_id, name=f"{settings.sampler} search of {searched or 'nothing'}")
 
 
-def finish_parent(config: Any, study: Any) -> None:
+def finish_parent(config: Any, study: Any, objective: str) -> None:
     """Tag the parent with the best trial and attach the study's figures; never fails the sweep over them."""
     found = _parent(config)
     if found is None:
@@ -72,7 +77,7 @@ def finish_parent(config: Any, study: Any) -> None:
     except ValueError:  # no trial completed
         log.warning("study %s has no completed trial", study.study_name)
     try:
-        for path in plot_study(study, Path(str(config.hydra.sweep.dir)) / "study"):
+        for path in plot_study(study, Path(str(config.hydra.sweep.dir)) / "study", objective):
             client.log_artifact(run_id, str(path))
     except Exception as exc:  # the figures are a convenience
         log.warning("could not plot study %s: %s", study.study_name, exc)

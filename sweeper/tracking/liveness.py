@@ -91,9 +91,13 @@ class Heartbeat:
 
 def orphan_reason(run: Any, host: str | None = None, now: float | None = None) -> str | None:
     """Why the RUNNING ``run`` has no live owner, or None when it may still be alive (or has no owner tags)."""
+    return owner_gone(run.data.tags, host, now)
+
+
+def owner_gone(tags: dict[str, str], host: str | None = None, now: float | None = None) -> str | None:
+    """Why the owner that ``tags`` (of ``owner_tags``) name is gone, or None when it may still be alive."""
     host = host or socket.gethostname()
     now = time.time() if now is None else now
-    tags = run.data.tags
     owner_host, pid = tags.get(names.HOST), tags.get(names.PID)
     if owner_host is None or pid is None:
         return None

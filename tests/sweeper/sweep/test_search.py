@@ -72,7 +72,7 @@ def test_random_search_samples_the_space_in_log_scale_and_repeats_with_the_same_
         assert child.info.status == "FINISHED" and child.data.tags[names.TRIAL_STATE] == "COMPLETE"
         assert child.data.tags[names.CONFIG_HASH] and child.info.run_name.startswith("default data=digits")
         assert {a.path for a in client.list_artifacts(child.info.run_id)} == ARTIFACTS
-    assert parent.info.status == "FINISHED"
+    assert parent.info.status == "FINISHED" and parent.info.run_name == "random search of lr, momentum, width"
     assert parent.data.params[names.SEARCH_PARAM_PREFIX + "seed"] == "3"
     assert parent.data.params[names.SEARCH_PARAM_PREFIX + "study_name"] == parent.data.tags[names.STUDY_NAME]
     assert parent.data.params[names.SEARCH_PARAM_PREFIX + "space.optimizer.lr"] == "tag(log, interval(0.0001, 1.0))"
@@ -280,3 +280,14 @@ def test_a_resumed_study_draws_a_new_sampler_stream():
 
     assert launch_seed(7, 0) == 7  # a fresh study: the user's seed, so reruns are identical
     assert len({launch_seed(7, n) for n in (0, 3, 4)} | {launch_seed(8, 3)}) == 4
+
+
+@pytest.mark.integration
+def test_search_progress_counts_against_the_trials_this_launch_runs(tmp_path):
+    """A search has no grid for the sweep callback to count: the progress line still reads k/N, N the trials to run."""
+    proc = search(tmp_path, "n", ["hydra.sweeper.n_trials=2", "tracking.enabled=false", *TINY,
+                                  "optimizer.lr=tag(log, interval(0.01, 0.5))"])
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    said = [line.split("sweep progress: ", 1)[1].split(",")[0] for line in (proc.stdout + proc.stderr).splitlines()
+            if "sweep progress: " in line]
+    assert said == ["1/2 done", "2/2 done"], said
