@@ -24,6 +24,7 @@ from typing import Any, Sequence
 from .. import names
 from ..config.checks import ConfigError
 from ..config.keys import unknown_sweep_key
+from ..launchers import LauncherKind, launcher_of
 
 log = logging.getLogger(__name__)
 
@@ -224,9 +225,7 @@ def check_space(config: Any, arguments: Sequence[str] | None = None) -> tuple[Se
 def refuse_population(config: Any) -> None:
     """The population launcher trains a batch in one fused pass that neither reports to the trials nor returns each
     trial's objective: a search on it would tell its trials the wrong values, so it is refused."""
-    from .launcher_checks import POPULATION_TARGET
-
-    if str(config.hydra.launcher.get("_target_", "")) == POPULATION_TARGET:
+    if launcher_of(config.hydra) is LauncherKind.POPULATION:
         raise ConfigError("hydra/launcher=population cannot run a search (hydra/sweeper=random|tpe): its fused pass "
                           "does not report to the trials; use the basic, joblib, submitit or slurm launcher")
 
