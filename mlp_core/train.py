@@ -194,7 +194,8 @@ class RunRecord:
     def flush(self, upto: int) -> None:
         """Emit the losses of steps [flushed, upto) as one TrainLosses batch."""
         if upto > self.flushed:
-            self.emit(TrainLosses(np.arange(self.flushed, upto, dtype=np.int64), self.losses[self.flushed : upto].copy()))
+            steps = np.arange(self.flushed, upto, dtype=np.int64)
+            self.emit(TrainLosses(steps, self.losses[self.flushed : upto].copy()))
             self.flushed = upto
 
     def validation_point(
@@ -208,7 +209,8 @@ class RunRecord:
         self.val_loss.append(val_loss)
         self.val_acc.append(val_acc)
         self.train_acc.append(train_acc)
-        verdict = self.emit(ValidationPoint(step, epoch, float(since.mean(dtype=np.float64)), train_acc, val_loss, val_acc))
+        train_loss = float(since.mean(dtype=np.float64))
+        verdict = self.emit(ValidationPoint(step, epoch, train_loss, train_acc, val_loss, val_acc))
         return self.rule.at_validation_point(val_loss, params, verdict)
 
     def final_evaluation(self, net: MLP, restored: bool, num_steps: int, x_val, y_val) -> tuple[float, float]:

@@ -224,7 +224,8 @@ def test_restore_best_when_an_observer_stops_the_run_gives_the_best_points_weigh
     scale = np.abs(at_best.model.params).max()
     assert np.abs(result.model.params - at_best.model.params).max() <= 1e-5 * scale
     assert result.final_val_loss == result.best_val_loss
-    assert result.model.evaluate(small_data.val.x, small_data.val.y)[0] == pytest.approx(result.final_val_loss, rel=1e-6)
+    saved_val_loss = result.model.evaluate(small_data.val.x, small_data.val.y)[0]
+    assert saved_val_loss == pytest.approx(result.final_val_loss, rel=1e-6)
     if engine == "fit":
         np.testing.assert_array_equal(result.model.params, at_best.model.params)
     else:
@@ -248,7 +249,8 @@ def test_final_validation_metrics_are_those_of_the_returned_model(small_data, en
     calls = []
     real = MLP.evaluate
     monkeypatch.setattr(MLP, "evaluate", lambda self, *args, **kw: calls.append(1) or real(self, *args, **kw))
-    every_step = ENGINES[engine](small_data, model, dataclasses.replace(train, validations_per_epoch=20), lambda e: None)
+    every_step_train = dataclasses.replace(train, validations_per_epoch=20)
+    every_step = ENGINES[engine](small_data, model, every_step_train, lambda event: None)
     assert every_step.val_steps[-1] == every_step.num_steps - 1
     assert every_step.final_val_loss == every_step.val_loss[-1]
     assert len(calls) == (len(every_step.val_steps) if engine == "fit" else 0)  # fit_population: evaluate_stack
