@@ -213,11 +213,10 @@ def check_space(config: Any, arguments: Sequence[str] | None = None) -> tuple[Se
                 raise ConfigError(typo) from None
             raise ConfigError(f"the search space is invalid, nothing was started: {what}: {exc}".replace("\n", " "))
     from ..paths import outputs_dir
-    from .dryrun import is_dry_run
     from .journal import check_journal
 
     location = storage_location(settings, study_name(config, settings, space), outputs_dir() / "studies")
-    if not is_dry_run(config) and not location.startswith(RDB_SCHEMES):  # a dry run keeps its study in memory
+    if launcher_of(config.hydra) is not LauncherKind.DRYRUN and not location.startswith(RDB_SCHEMES):  # a dry run keeps its study in memory
         check_journal(Path(location))
     return settings, space
 
