@@ -40,12 +40,15 @@ class _Composed:
         return cfg
 
 
-def compose_job(master_config: Any, overrides: Sequence[str]) -> Any:
-    """One job of the sweep of ``master_config`` composed as its launcher will compose it, and kept for that launcher.
+def compose_job(master_config: Any, overrides: Sequence[str], keep: bool = True) -> Any:
+    """One job of the sweep of ``master_config`` composed as its launcher will compose it, and (``keep``) kept for
+    that launcher; ``keep=False`` for a config no launcher will ask for (a search space's corner).
 
     Call it only from the launching process, after Hydra started (its global config loader is the launchers').
     """
     loader = GlobalHydra.instance().config_loader()
+    if not keep:
+        return loader.load_sweep_config(master_config, list(overrides))
     composed = getattr(loader, "load_sweep_config", None)
     if not isinstance(getattr(composed, "__self__", None), _Composed):
         composed = _Composed(loader).load_sweep_config

@@ -23,6 +23,7 @@ from typing import Any, Sequence
 
 from .. import names
 from ..config.checks import ConfigError
+from ..config.compose import compose_job
 from ..config.keys import unknown_sweep_key
 from ..launchers import LauncherKind, launcher_of
 
@@ -196,7 +197,6 @@ def corner_jobs(space: Space) -> list[tuple[str, list[str]]]:
 
 def check_space(config: Any, arguments: Sequence[str] | None = None) -> tuple[Settings, Space]:
     """Check the knobs and compose the space's extremes; raise ConfigError (one sentence) before anything exists."""
-    from hydra import compose
     from hydra.errors import ConfigCompositionException
 
     from ..config.checks import validate
@@ -207,7 +207,7 @@ def check_space(config: Any, arguments: Sequence[str] | None = None) -> tuple[Se
     space = parse_space(space_overrides(config, task))
     for what, overrides in corner_jobs(space):
         try:
-            checked(compose(config_name=config.hydra.job.config_name, overrides=overrides), validate)
+            checked(compose_job(config, overrides, keep=False), validate)
         except (ConfigError, ConfigCompositionException) as exc:
             if (typo := unknown_sweep_key(config)) is not None:  # a misspelled key, named with the closest one
                 raise ConfigError(typo) from None

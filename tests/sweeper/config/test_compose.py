@@ -40,3 +40,15 @@ def test_a_sweep_file_on_the_users_searchpath_passes_the_grid_check(tmp_path):
                     f"hydra.searchpath=[file://{tmp_path / 'myconf'}]"], tmp_path)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "sweep progress: 2/2 done" in proc.stdout + proc.stderr
+
+
+def test_a_search_over_an_experiment_on_the_users_searchpath_passes_the_space_check(tmp_path):
+    experiments = tmp_path / "myconf" / "experiment"
+    experiments.mkdir(parents=True)
+    (experiments / "mine.yaml").write_text("# @package _global_\nname: mine\ndata:\n  name: digits\n  split: default\n"
+                                           "model:\n  width: 6\n")
+    proc = run_cli(["-m", "hydra/sweeper=random", "hydra.sweeper.n_trials=2", "optimizer.lr=interval(0.01,0.1)",
+                    "experiment=mine", "trainer.epochs=1", "tracking.enabled=false",
+                    f"hydra.searchpath=[file://{tmp_path / 'myconf'}]"], tmp_path)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "sweep progress: 2/2 done" in proc.stdout + proc.stderr
