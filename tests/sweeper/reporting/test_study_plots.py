@@ -66,7 +66,7 @@ def test_parallel_coordinates_and_slice_label_values_with_4_significant_digits(s
     written = plot_study(study, tmp_path, names.BEST_VAL_LOSS)
     assert [p.name for p in written] == [names.OPTIMIZATION_HISTORY, names.PARALLEL_COORDINATES]
 
-    one = optuna.create_study(direction="minimize")
+    one = optuna.create_study(study_name="one", direction="minimize")
     for lr, loss in ((0.015676677195506071, 0.3), (0.2172829919827349, 0.2)):
         one.enqueue_trial({"optimizer.lr": lr})
         one.tell(one.ask({"optimizer.lr": optuna.distributions.FloatDistribution(0.003, 0.3, log=True)}), loss)
