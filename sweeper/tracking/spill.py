@@ -22,6 +22,7 @@ from typing import Any, NamedTuple, Sequence
 
 from .. import names
 from ..redact import mask_credentials
+from .store import connect, store_failure
 from .store_checks import TrackingError, one_line
 
 MAX_METRICS_PER_BATCH = 1000
@@ -45,7 +46,8 @@ def spill(run_dir: Path, run_id: str, tracking_uri: str, points: list[tuple], ex
         if not new and not _ends_a_line(path):  # a torn line from an earlier writer stays alone on its line
             handle.write("\n")
         if new:
-            header = {"run_id": run_id, "tracking_uri": mask_credentials(tracking_uri), "error": one_line(exc),
+            header = {"run_id": run_id, "tracking_uri": mask_credentials(tracking_uri),
+                      "error": store_failure(tracking_uri, exc),
                       **(finish or {})}
             handle.write(json.dumps(header) + "\n")
         for key, value, step, timestamp in points:
@@ -65,8 +67,8 @@ def unavailable(path: Path, run_id: str, tracking_uri: str, count: int, exc: Bas
         else ("during training", "them and ends the run FAILED")
     unsaved = f"its {count} unsaved metric points are" if count or not finish else "its end status is"
     return StoreUnavailable(
-        f"the MLflow store {mask_credentials(tracking_uri)} failed {when} ({one_line(exc)}); run {run_id} "
-        f"stopped and {unsaved} in {path}: once the store answers again, `mlp-sweep-replay {path.parent}` uploads "
+        f"the MLflow store {mask_credentials(tracking_uri)} failed {when} ({store_failure(tracking_uri, exc)}); "
+        f"run {run_id} stopped and {unsaved} in {path}: once the store answers again, `mlp-sweep-replay {path.parent}` uploads "
         f"{then}")
 
 
@@ -169,8 +171,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"mlp-sweep-replay: error: {path} does not exist: pass the run dir that the job's error message "
               "named", file=sys.stderr)
         return EXIT_UNUSABLE
-    from .store import connect
-
     try:
         header, points, skipped = read_spill(path)
     except TornSpill as exc:

@@ -5,7 +5,7 @@ import logging
 from typing import Any, Iterable
 
 from ..redact import describe
-from .store import StoreBusyError, retrying
+from .store import StoreBusyError, retrying, sqlite_fault
 
 log = logging.getLogger(__name__)
 
@@ -41,8 +41,8 @@ def write_metrics(client: Any, run_id: str, points: list[tuple], tags: list[tupl
         except StoreBusyError:
             raise
         except Exception as exc:
-            if isinstance(exc, MlflowException) and exc.error_code in MLFLOW_REFUSALS:
-                raise
+            if isinstance(exc, MlflowException) and exc.error_code in MLFLOW_REFUSALS or sqlite_fault(exc):
+                raise  # log_batch would be refused, or fail on the same broken store file
             log.warning("sqlite bulk metric path failed (%s); using MLflow's log_batch for the rest of this run",
                         describe(exc))
         else:
