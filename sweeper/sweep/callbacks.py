@@ -208,7 +208,7 @@ def drop_parent_if_nothing_trained(client: Any, parent_run_id: str) -> bool:
     """A relaunch whose every job was reused (all FINISHED before) trained nothing: delete its parent run, which would
     only pile up as another, empty parent of the same name, and name the earlier parents of the runs it found. The
     sweep's view still shows those runs (they carry this sweep's link tag). True when the parent was deleted."""
-    from ..reporting.selection import tag_equals
+    from ..tracking.queries import tag_equals
 
     experiment_id = client.get_run(parent_run_id).info.experiment_id
     if client.search_runs([experiment_id], tag_equals(names.PARENT_RUN_ID, parent_run_id), max_results=1):

@@ -52,7 +52,7 @@ def _writer_main(data_fd: int, status_fd: int) -> None:
     written, failed = 0, False
     try:
         tracking_uri, run_id = data_conn.recv()
-        from .sqlite_bulk import SqliteMetrics
+        from .mlflow_private.sqlite_metrics import SqliteMetrics
 
         client = client_for(tracking_uri)
         bulk = SqliteMetrics.for_client(client)

@@ -17,7 +17,7 @@ from .. import names, signals
 from ..redact import mask_credentials
 from .background import MetricWriter, MetricWriterError
 from .liveness import Heartbeat
-from .sqlite_bulk import SqliteMetrics
+from .mlflow_private.sqlite_metrics import SqliteMetrics
 from .writes import chunks, write_metrics
 
 log = logging.getLogger(__name__)
