@@ -100,7 +100,6 @@ class RunTracker:
                 self.metric_writer.send(points, heartbeat)
                 return
             except MetricWriterError as exc:
-                self.metric_writer = None
                 points = self._inline_after(exc) + points
         self._write(points, heartbeat)
 
@@ -113,6 +112,7 @@ class RunTracker:
         """The writer failed or died: this process writes the run's metrics from now on. Returns the points the writer
         did not confirm; one it wrote without confirming is written again as the same row, which the store keeps
         once."""
+        self.metric_writer = None
         self.bulk_writer = SqliteMetrics.for_client(self.client)
         log.warning("%s; run %s writes its %d unconfirmed metric points itself, and its metrics from now on",
                     exc, self.run_id, len(exc.unwritten))
