@@ -15,7 +15,7 @@ on what the rest of the machine is doing, and is the one to compare with the tar
 during training (MetricSink, about 0.15 µs a point, ~5 ms for task2c).
 
 ``--metrics`` picks how metrics are written: ``inline`` (the default, as in the app) writes in the trainer's thread,
-through the sqlite bulk path (sweeper.tracking.sqlite_bulk) on a sqlite store and ``log_batch`` elsewhere; ``process`` is
+through the sqlite bulk path (sweeper.tracking.mlflow_private) on a sqlite store and ``log_batch`` elsewhere; ``process`` is
 tracking.background_metrics=true (sweeper.tracking.background.MetricWriter, a writer process calling ``log_batch``);
 ``mlflow-async`` is MLflow's own async logging (``log_batch(..., synchronous=False)``, a thread in the trainer's
 process, flushed before the run ends).

@@ -69,10 +69,10 @@ def history_from_metrics(metric_histories: dict[str, Iterable[Any]]) -> RunHisto
 
 
 def load_history(client: Any, run: Run | str) -> RunHistory:
-    """The run's curves: one bulk read on MLflow's sqlite store (sweeper.tracking.sqlite_bulk), else one
+    """The run's curves: one bulk read on MLflow's sqlite store (sweeper.tracking.mlflow_private.sqlite_metrics), else one
     `get_metric_history` per curve metric (the client follows pagination itself). Skips metrics the run never logged,
     so a FAILED run without metrics gives an empty history."""
-    from sweeper.tracking.sqlite_bulk import SqliteMetrics
+    from sweeper.tracking.mlflow_private.sqlite_metrics import SqliteMetrics
 
     if isinstance(run, str):
         run = client.get_run(run)

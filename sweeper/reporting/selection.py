@@ -12,47 +12,16 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from sweeper import names
-from sweeper.tracking.resume import quote
+from sweeper.tracking.queries import all_experiment_ids, all_of, search_all_runs, tag_equals
 
 if TYPE_CHECKING:
     from mlflow.entities import Run
 
 log = logging.getLogger(__name__)
 
-SEARCH_PAGE = 1000
-
 
 class SelectionError(LookupError):
     """What the selection names does not exist (a parent run or an experiment); the message says what does."""
-
-
-def tag_equals(tag: str, value: str) -> str:
-    """Filter clause: tag `tag` equals `value` (the key is backquoted: tag names contain dots)."""
-    return f"tags.`{tag}` = {quote(value)}"
-
-
-def search_all_runs(client: Any, experiment_ids: Sequence[str], filter_string: str = "") -> list[Run]:
-    """All active runs of `experiment_ids` matching `filter_string`, oldest first, following every page."""
-    runs: list[Run] = []
-    token = None
-    while True:
-        page = client.search_runs(list(experiment_ids), filter_string=filter_string, max_results=SEARCH_PAGE,
-                                  order_by=["attributes.start_time ASC"], page_token=token)
-        runs.extend(page)
-        token = page.token
-        if not token:
-            return runs
-
-
-def all_experiment_ids(client: Any) -> list[str]:
-    ids: list[str] = []
-    token = None
-    while True:
-        page = client.search_experiments(max_results=SEARCH_PAGE, page_token=token)
-        ids.extend(e.experiment_id for e in page)
-        token = page.token
-        if not token:
-            return ids
 
 
 def drop_parents(runs: Sequence[Run]) -> list[Run]:
@@ -60,10 +29,6 @@ def drop_parents(runs: Sequence[Run]) -> list[Run]:
     parents = {r.data.tags.get(names.PARENT_RUN_ID) for r in runs}
     return [r for r in runs
             if r.info.run_id not in parents and r.data.tags.get(names.ROLE) != names.ROLE_SWEEP_PARENT]
-
-
-def _and(*clauses: str | None) -> str:
-    return " and ".join(c for c in clauses if c)
 
 
 def _union(*selections: list[Run]) -> list[Run]:
@@ -83,11 +48,11 @@ def _sweep_of_parent(client: Any, parent_run_id: str, filter_string: str | None)
     except MlflowException as exc:
         raise SelectionError(f"parent run {parent_run_id!r} not found: {exc.message}") from exc
     experiments = [parent.info.experiment_id]
-    runs = search_all_runs(client, experiments, _and(tag_equals(names.PARENT_RUN_ID, parent_run_id), filter_string))
+    runs = search_all_runs(client, experiments, all_of(tag_equals(names.PARENT_RUN_ID, parent_run_id), filter_string))
     sweep_id = parent.data.tags.get(names.SWEEP_ID)
     if sweep_id:
         reused = search_all_runs(client, experiments,
-                                 _and(tag_equals(names.sweep_link_tag(sweep_id), parent_run_id), filter_string))
+                                 all_of(tag_equals(names.sweep_link_tag(sweep_id), parent_run_id), filter_string))
         runs = _union(runs, reused)
     what = f"children of run {parent_run_id} (experiment {parent.info.experiment_id})"
     if not runs and not filter_string and parent.data.tags.get(names.ROLE) != names.ROLE_SWEEP_PARENT:
@@ -98,9 +63,9 @@ def _sweep_of_parent(client: Any, parent_run_id: str, filter_string: str | None)
 
 def _sweep_by_id(client: Any, sweep_id: str, filter_string: str | None) -> tuple[list[Run], str]:
     experiments = all_experiment_ids(client)
-    launched = search_all_runs(client, experiments, _and(tag_equals(names.SWEEP_ID, sweep_id), filter_string))
+    launched = search_all_runs(client, experiments, all_of(tag_equals(names.SWEEP_ID, sweep_id), filter_string))
     reused = search_all_runs(client, experiments,
-                             _and(f"tags.`{names.sweep_link_tag(sweep_id)}` LIKE '%'", filter_string))
+                             all_of(f"tags.`{names.sweep_link_tag(sweep_id)}` LIKE '%'", filter_string))
     what = f"runs tagged {names.SWEEP_ID}={sweep_id!r} or reused by that sweep, in all experiments"
     return _union(launched, reused), what
 

@@ -27,7 +27,7 @@ from ..config.checks import expand_grid, validate_grid
 from ..launchers import LauncherKind, SweeperKind, launcher_of, sweeper_of
 from ..redact import mask_credentials
 from ..reporting.console import summary_lines
-from ..reporting.selection import tag_equals
+from ..tracking.queries import tag_equals
 from ..tracking.liveness import mark_orphaned_runs, owner_tags
 from ..tracking.store import open_store, tag_experiment
 from ..tracking.store_checks import one_line

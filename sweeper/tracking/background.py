@@ -20,7 +20,7 @@ from .writes import write_metrics
 
 class MetricWriterError(RuntimeError):
     """The background metric writer failed or died: some metrics of the run did not reach the store. ``unwritten``
-    holds the points it did not confirm, in order (``MetricSink`` writes them itself or spills them)."""
+    holds the points it did not confirm, in order (``RunTracker`` writes them itself, or leaves them to be spilled)."""
 
     def __init__(self, message: str, unwritten: list | None = None):
         super().__init__(message)
@@ -52,7 +52,7 @@ def _writer_main(data_fd: int, status_fd: int) -> None:
     written, failed = 0, False
     try:
         tracking_uri, run_id = data_conn.recv()
-        from .sqlite_bulk import SqliteMetrics
+        from .mlflow_private.sqlite_metrics import SqliteMetrics
 
         client = client_for(tracking_uri)
         bulk = SqliteMetrics.for_client(client)

@@ -38,7 +38,8 @@ from typing import Any, Callable, Iterable, Sequence
 
 from .. import names
 from .liveness import Heartbeat, kill_orphan, orphan_reason
-from .resume import find_finished, quote, run_link
+from .queries import all_of, search_all_runs, status_is, tag_equals
+from .resume import find_finished, run_link
 
 log = logging.getLogger(__name__)
 
@@ -70,16 +71,8 @@ def ticket_of(run: Any) -> int | None:
 def live_claims(client: Any, experiment_id: str, config_hash: str, mine: str | None = None) -> list[Any]:
     """The RUNNING runs of ``config_hash`` whose owner is alive; dead owners' claims are marked KILLED on the way,
     and so are stale claims of this very process other than ``mine`` (a create whose answer was lost and retried)."""
-    runs: list[Any] = []
-    token = None
-    while True:
-        page = client.search_runs(
-            [experiment_id], max_results=1000, page_token=token,
-            filter_string=f"tags.{names.CONFIG_HASH} = {quote(config_hash)} and attributes.status = 'RUNNING'")
-        runs.extend(page)
-        token = page.token
-        if not token:
-            break
+    runs = search_all_runs(client, [experiment_id], all_of(tag_equals(names.CONFIG_HASH, config_hash),
+                                                            status_is("RUNNING")))
     host, now, pid = socket.gethostname(), time.time(), str(os.getpid())
     live = []
     for run in runs:

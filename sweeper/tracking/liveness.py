@@ -16,6 +16,7 @@ import time
 from typing import Any
 
 from .. import names
+from .queries import search_all_runs, status_is
 
 log = logging.getLogger(__name__)
 
@@ -121,15 +122,7 @@ def owner_gone(tags: dict[str, str], host: str | None = None, now: float | None 
 
 def mark_orphaned_runs(client: Any, experiment_id: str) -> list[str]:
     """Mark KILLED every RUNNING run of the experiment whose owner process is gone; returns their run ids."""
-    running = []
-    token = None
-    while True:
-        page = client.search_runs([experiment_id], filter_string="attributes.status = 'RUNNING'", max_results=1000,
-                                  page_token=token)
-        running.extend(page)
-        token = page.token
-        if not token:
-            break
+    running = search_all_runs(client, [experiment_id], status_is("RUNNING"))
     host, now = socket.gethostname(), time.time()
     marked = []
     for run in running:

@@ -14,11 +14,7 @@ from typing import Any, Iterable
 
 from .. import names
 from ..redact import mask_credentials
-
-
-def quote(value: str) -> str:
-    """A string literal for an MLflow filter string."""
-    return "'" + value.replace("'", "\\'") + "'"
+from .queries import all_of, status_is, tag_equals
 
 
 def find_finished(client: Any, experiment_id: str, config_hashes: Iterable[str]) -> Any | None:
@@ -27,7 +23,7 @@ def find_finished(client: Any, experiment_id: str, config_hashes: Iterable[str])
     for config_hash in config_hashes:
         runs = client.search_runs(
             [experiment_id],
-            filter_string=f"tags.{names.CONFIG_HASH} = {quote(config_hash)} and attributes.status = 'FINISHED'",
+            filter_string=all_of(tag_equals(names.CONFIG_HASH, config_hash), status_is("FINISHED")),
             max_results=1, order_by=["attributes.start_time DESC"],
         )
         if runs:

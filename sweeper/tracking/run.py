@@ -9,7 +9,7 @@ import json
 import logging
 import time
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 from mlp_core import TrainLosses, ValidationPoint
 
@@ -17,6 +17,7 @@ from .. import names, signals
 from ..redact import mask_credentials
 from .background import MetricWriter, MetricWriterError
 from .liveness import Heartbeat
+from .mlflow_private.sqlite_metrics import SqliteMetrics
 from .writes import chunks, write_metrics
 
 log = logging.getLogger(__name__)
@@ -37,21 +38,21 @@ def param_value(value: Any) -> str:
 class RunTracker:
     """One MLflow run: params, batched metrics, dataset input, summary, artifacts, terminal status.
 
-    With ``background_metrics=True`` (``tracking.background_metrics=true``) metrics go through a ``MetricWriter``
-    process started with the run; ``end`` drains it before the terminal status is set. Without it, ``log_metrics``
-    writes itself: through ``bulk_writer`` (``sweeper.tracking.sqlite_bulk.SqliteMetrics``) on MLflow's sqlite store,
-    with ``log_batch`` otherwise or once the bulk path has failed.
+    The tracker owns where metric points go. With ``background_metrics=True`` (``tracking.background_metrics=true``)
+    they go through a ``MetricWriter`` process started with the run, which ``end`` drains before the terminal status
+    is set; otherwise ``log_metrics`` writes them itself, through ``bulk_writer`` (``SqliteMetrics``) on MLflow's
+    sqlite store, with ``log_batch`` elsewhere or once the bulk path has failed. When the writer fails or dies, the
+    tracker switches itself to inline writes and writes the points the writer did not confirm first. A write that
+    fails leaves its points in ``take_unwritten()`` for the caller to spill; nothing is retried behind its back.
     """
 
     def __init__(self, client: Any, run_id: str, metric_writer: MetricWriter | None = None):
-        from .sqlite_bulk import SqliteMetrics
-
         self.client = client
         self.run_id = run_id
         self.metric_writer = metric_writer
-        # sqlite stores: bulk inserts (sqlite_bulk), ~10x cheaper than log_batch; None -> log_batch
+        # sqlite stores: bulk inserts, ~10x cheaper than log_batch; None -> log_batch
         self.bulk_writer = SqliteMetrics.for_client(client) if metric_writer is None else None
-        self._timestamp_ms = 0
+        self._unwritten: list[tuple] = []
         self._heartbeat = Heartbeat()
 
     @classmethod
@@ -87,16 +88,44 @@ class RunTracker:
             self.client.log_batch(self.run_id, tags=chunk)
 
     def log_metrics(self, items: list[tuple]) -> None:
-        """(key, value, step) or (key, value, step, timestamp_ms) tuples: one bulk insert, or log_batch calls of 1000."""
+        """(key, value, step) or (key, value, step, timestamp_ms) tuples: to the writer, or one bulk insert, or
+        log_batch calls of 1000. A failed write raises the store's error (or ``signals.WriteInterrupted``) and leaves
+        its points, the failed writer's unconfirmed ones first, in ``take_unwritten()``."""
         now = self._now_ms()
         points = [(k, float(v), int(s), t[0] if t else now) for k, v, s, *t in items]
         # the owner's heartbeat (liveness) goes with a flush, at most every 30 s
         heartbeat = list(self._heartbeat.tags().items()) if self._heartbeat.due() else []
         if self.metric_writer is not None:
-            self.metric_writer.send(points, heartbeat)
-            return
-        with signals.Deferred():
-            self.bulk_writer = write_metrics(self.client, self.run_id, points, heartbeat, self.bulk_writer)
+            try:
+                self.metric_writer.send(points, heartbeat)
+                return
+            except MetricWriterError as exc:
+                points = self._inline_after(exc) + points
+        self._write(points, heartbeat)
+
+    def take_unwritten(self) -> list[tuple]:
+        """The points of the last failed metric write (oldest first), handed over once; [] after a good write."""
+        points, self._unwritten = self._unwritten, []
+        return points
+
+    def _inline_after(self, exc: MetricWriterError) -> list[tuple]:
+        """The writer failed or died: this process writes the run's metrics from now on. Returns the points the writer
+        did not confirm; one it wrote without confirming is written again as the same row, which the store keeps
+        once."""
+        self.metric_writer = None
+        self.bulk_writer = SqliteMetrics.for_client(self.client)
+        log.warning("%s; run %s writes its %d unconfirmed metric points itself, and its metrics from now on",
+                    exc, self.run_id, len(exc.unwritten))
+        return list(exc.unwritten)
+
+    def _write(self, points: list[tuple], tags: list[tuple[str, str]]) -> None:
+        self._unwritten = []
+        try:
+            with signals.Deferred():
+                self.bulk_writer = write_metrics(self.client, self.run_id, points, tags, self.bulk_writer)
+        except (Exception, signals.WriteInterrupted):  # not a held interrupt raised after the write
+            self._unwritten = points
+            raise
 
     def log_dataset(self, dataset: Any) -> None:
         """The dataset as a run input: name, split, digest (and where it came from)."""
@@ -134,14 +163,15 @@ class RunTracker:
         self.client.log_artifact(self.run_id, str(path))
 
     def end(self, status: str = "FINISHED") -> None:
-        """Drain the metric writer, then set the terminal status.
+        """Drain the metric writer (if it failed, write what it did not confirm), then set the terminal status.
 
-        If the writer failed, this raises ``MetricWriterError`` and leaves the run open: the caller's error path then
-        tags the error and calls ``end("FAILED")`` (the writer is gone by then, so that call only sets the status).
-        """
+        A failed write raises as ``log_metrics`` does and leaves the run open for the caller's error path."""
         writer, self.metric_writer = self.metric_writer, None
         if writer is not None:
-            writer.close()
+            try:
+                writer.close()
+            except MetricWriterError as exc:
+                self._write(self._inline_after(exc), [])
         with signals.Deferred():
             self.client.set_terminated(self.run_id, status)
 
@@ -187,56 +217,17 @@ class MetricSink:
             self.flush()
 
     def flush(self) -> None:
-        if self.tracker is not None and self.buffer and not self.store_failed:
-            try:
-                self.tracker.log_metrics(self.buffer)
-            except MetricWriterError as exc:
-                self._write_unwritten(exc)
-            except (Exception, signals.WriteInterrupted) as exc:  # not a held interrupt raised after the write
-                self._spill(exc)
-                raise
-        self.buffer = []
+        points, self.buffer = self.buffer, []
+        if self.tracker is not None and points and not self.store_failed:
+            self._guarded(lambda: self.tracker.log_metrics(points))
         self.last_flush = time.monotonic()
 
     def end(self, status: str = "FINISHED") -> None:
-        """End the run with ``status`` (``RunTracker.end``); when the background writer failed while draining, the
-        points it did not confirm are written here first (or spilled, see ``_write_unwritten``). If the store fails
-        at the FINISHED status itself, that status is spilled (``mlp-sweep-replay`` sets it), so a relaunch after the
-        replay reuses the run instead of marking it KILLED and training it again."""
+        """End the run with ``status`` (``RunTracker.end``). If the store fails at the FINISHED status itself, that
+        status is spilled (``mlp-sweep-replay`` sets it), so a relaunch after the replay reuses the run instead of
+        marking it KILLED and training it again."""
         finish = {"tags": {}, "artifacts": [], "status": status} if status == "FINISHED" else None
-        try:
-            try:
-                self.tracker.end(status)
-            except MetricWriterError as exc:
-                self._write_unwritten(exc, finish)
-                self.tracker.end(status)  # the writer is gone: this only sets the status
-        except (Exception, signals.WriteInterrupted) as exc:
-            if self.store_failed or finish is None:  # spilled already (the writer's points), or not FINISHED
-                raise
-            self._spill(exc, finish)
-            raise
-
-    def _write_unwritten(self, exc: MetricWriterError, finish: dict | None = None) -> None:
-        """The background writer failed or died: the points it did not confirm, then the buffer, are written from
-        this process (the run writes inline from now on); if the store fails too, they are spilled like any failed
-        write (``_spill``: one ``StoreUnavailable`` sentence naming the file and ``mlp-sweep-replay``). A point the
-        writer wrote without confirming it is written again as the same row, which the store keeps once."""
-        from .sqlite_bulk import SqliteMetrics
-
-        tracker = self.tracker
-        tracker.metric_writer = None
-        points = [*exc.unwritten, *self.buffer]
-        self.buffer = []
-        log.warning("%s; run %s writes its %d unconfirmed metric points itself, and its metrics from now on",
-                    exc, tracker.run_id, len(points))
-        try:
-            with signals.Deferred():
-                tracker.bulk_writer = write_metrics(tracker.client, tracker.run_id, points, [],
-                                                    SqliteMetrics.for_client(tracker.client))
-        except (Exception, signals.WriteInterrupted) as write_exc:
-            self.buffer = points
-            self._spill(write_exc, finish)
-            raise
+        self._guarded(lambda: self.tracker.end(status), finish)
 
     def log_summary(self, metrics: list[tuple], tags: Mapping[str, str], paths: list[Path]) -> None:
         """After training: the summary metrics, tags and artifact files. If the store fails here, they are spilled
@@ -247,32 +238,38 @@ class MetricSink:
         now = int(time.time() * 1000)  # stamped once: a replay then recognises points that did reach the store
         points = [(key, value, step, now) for key, value, step in metrics]
         finish = {"tags": dict(tags), "artifacts": [str(p) for p in paths], "status": "FINISHED"}
-        try:
-            try:
-                tracker.log_metrics(points)
-            except MetricWriterError as exc:  # the writer's unconfirmed points, then these, written here (or spilled)
-                self.buffer = points
-                self._write_unwritten(exc, finish)
+
+        def tags_and_files() -> None:
             tracker.set_tags(tags)
             for path in paths:
                 tracker.log_artifact(path)
-        except (Exception, signals.WriteInterrupted) as exc:
-            if self.store_failed:  # spilled already, with what the writer had not confirmed
-                raise
-            self.buffer = points
-            self._spill(exc, finish)
+
+        self._guarded(lambda: tracker.log_metrics(points), finish)
+        self._guarded(tags_and_files, finish, stored=points)
+
+    def _guarded(self, write: Callable[[], None], finish: dict | None = None, stored: list[tuple] = ()) -> None:
+        """``write()``, the one place a store failure meets the spill policy: when it fails (or a second Ctrl-C cuts
+        it), the points the tracker could not write, then ``stored`` (points of this step already in the store, which
+        the replay recognises), and ``finish`` (what the end of the run still has to write) are spilled, and the job
+        ends without another store call, which would wait out the retries again. With nothing to save, the error
+        propagates as it is."""
+        try:
+            write()
+        except (Exception, signals.WriteInterrupted) as exc:  # not a held interrupt raised after the write
+            points = [*self.tracker.take_unwritten(), *stored]
+            if points or finish is not None:
+                self._spill(exc, points, finish)
             raise
 
-    def _spill(self, exc: BaseException, finish: dict | None = None) -> None:
-        """Save the unwritten points (and ``finish``: what the end of the run still has to write); a store error
-        becomes ``StoreUnavailable`` (raised from here), an interrupt is re-raised by the caller."""
+    def _spill(self, exc: BaseException, points: list[tuple], finish: dict | None) -> None:
+        """Save ``points`` and ``finish`` to the run dir's spill file and set ``store_failed``; a store error becomes
+        ``StoreUnavailable`` (raised from here), an interrupt is re-raised by the caller."""
         from .spill import spill, unavailable
 
         self.store_failed = True
         if self.run_dir is None:
             return
-        tracker, points = self.tracker, self.buffer
-        self.buffer = []
+        tracker = self.tracker
         path = spill(self.run_dir, tracker.run_id, tracker.client.tracking_uri, points, exc, finish)
         error = unavailable(path, tracker.run_id, tracker.client.tracking_uri, len(points), exc, finish)
         if not isinstance(exc, Exception):

@@ -18,10 +18,11 @@ import math
 import os
 import sys
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, NamedTuple, Sequence
 
 from .. import names
 from ..redact import mask_credentials
+from .store import connect, store_failure
 from .store_checks import TrackingError, one_line
 
 MAX_METRICS_PER_BATCH = 1000
@@ -40,15 +41,24 @@ def spill(run_dir: Path, run_id: str, tracking_uri: str, points: list[tuple], ex
     the replay writes too; without it the replay ends the run FAILED with the error.
     """
     path = Path(run_dir) / names.SPILL_FILE
-    new = not path.exists()
+    new = not path.exists() or path.stat().st_size == 0
     with path.open("a") as handle:
+        if not new and not _ends_a_line(path):  # a torn line from an earlier writer stays alone on its line
+            handle.write("\n")
         if new:
-            header = {"run_id": run_id, "tracking_uri": mask_credentials(tracking_uri), "error": one_line(exc),
+            header = {"run_id": run_id, "tracking_uri": mask_credentials(tracking_uri),
+                      "error": store_failure(tracking_uri, exc),
                       **(finish or {})}
             handle.write(json.dumps(header) + "\n")
         for key, value, step, timestamp in points:
             handle.write(json.dumps([key, float(value), int(step), int(timestamp)]) + "\n")
     return path
+
+
+def _ends_a_line(path: Path) -> bool:
+    with path.open("rb") as handle:
+        handle.seek(-1, os.SEEK_END)
+        return handle.read(1) == b"\n"
 
 
 def unavailable(path: Path, run_id: str, tracking_uri: str, count: int, exc: BaseException,
@@ -57,16 +67,55 @@ def unavailable(path: Path, run_id: str, tracking_uri: str, count: int, exc: Bas
         else ("during training", "them and ends the run FAILED")
     unsaved = f"its {count} unsaved metric points are" if count or not finish else "its end status is"
     return StoreUnavailable(
-        f"the MLflow store {mask_credentials(tracking_uri)} failed {when} ({one_line(exc)}); run {run_id} "
-        f"stopped and {unsaved} in {path}: once the store answers again, `mlp-sweep-replay {path.parent}` uploads "
+        f"the MLflow store {mask_credentials(tracking_uri)} failed {when} ({store_failure(tracking_uri, exc)}); "
+        f"run {run_id} stopped and {unsaved} in {path}: once the store answers again, `mlp-sweep-replay {path.parent}` uploads "
         f"{then}")
 
 
-def read_spill(path: Path) -> tuple[dict, list[tuple]]:
-    lines = path.read_text().splitlines()
-    header = json.loads(lines[0])
-    points = [tuple(json.loads(line)) for line in lines[1:] if line.strip()]  # a torn last line cannot occur: the
-    return header, points  # file is written only after the store failed, before the process exits
+class Spill(NamedTuple):
+    """A spill file as read: its header, its complete points in order, and the numbers of the lines skipped."""
+
+    header: dict
+    points: list[tuple]
+    skipped: list[int]
+
+
+class TornSpill(ValueError):
+    """The spill file has no complete header: the job was stopped before it wrote one, so no run can be named."""
+
+
+def read_spill(path: Path) -> Spill:
+    """The header and every complete point of ``path``. A line the job did not finish writing (it was killed while
+    spilling: a torn last line) is skipped and listed, never guessed at; a file without a whole header raises
+    ``TornSpill``."""
+    lines = path.read_text(errors="replace").splitlines()
+    try:
+        header = json.loads(lines[0]) if lines else None
+    except json.JSONDecodeError:
+        header = None
+    if not isinstance(header, dict) or not isinstance(header.get("run_id"), str):
+        state = "is empty" if not "".join(lines).strip() else "has no complete header line"
+        raise TornSpill(f"{path} {state} (the job was stopped while writing it): it names no run, so nothing can be "
+                        "replayed from it")
+    points, skipped = [], []
+    for number, line in enumerate(lines[1:], start=2):
+        point = _point(line)
+        if point is not None:
+            points.append(point)
+        elif line.strip():
+            skipped.append(number)
+    return Spill(header, points, skipped)
+
+
+def _point(line: str) -> tuple | None:
+    """``(key, value, step, timestamp_ms)`` of a whole point line, None for a torn or foreign one."""
+    try:
+        key, value, step, timestamp = json.loads(line)
+    except (json.JSONDecodeError, TypeError, ValueError):
+        return None
+    if not isinstance(key, str) or not all(isinstance(n, (int, float)) for n in (value, step, timestamp)):
+        return None
+    return key, float(value), int(step), int(timestamp)
 
 
 def _signature(step: int, timestamp: int, value: float) -> tuple:
@@ -122,9 +171,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"mlp-sweep-replay: error: {path} does not exist: pass the run dir that the job's error message "
               "named", file=sys.stderr)
         return EXIT_UNUSABLE
-    from .store import connect
-
-    header, points = read_spill(path)
+    try:
+        header, points, skipped = read_spill(path)
+    except TornSpill as exc:
+        print(f"mlp-sweep-replay: error: {exc}", file=sys.stderr)
+        return EXIT_UNUSABLE
     recorded = header.get("tracking_uri", "")
     uri = args.tracking_uri or (recorded if "***" not in recorded else os.environ.get("MLFLOW_TRACKING_URI", ""))
     try:
@@ -139,6 +190,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_UNUSABLE
     print(f"run {header['run_id']}: {uploaded} metric points uploaded, {present} were already stored; "
           f"the run is {status}")
+    if skipped:  # torn by a kill while spilling: the rest was replayed
+        numbers = ", ".join(map(str, skipped))
+        print(f"skipped {len(skipped)} incomplete line(s) of {path} (line {numbers}), cut off when the job was "
+              "stopped while writing them: their points are lost")
     return 0
 
 

@@ -17,7 +17,7 @@ import os
 import random
 import time
 from pathlib import Path
-from typing import Any, Callable, TypeVar
+from typing import Any, Callable, Iterator, TypeVar
 
 from .. import names
 from ..paths import outputs_dir
@@ -38,6 +38,9 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 LOCKED_MARKERS = ("database is locked", "database table is locked", "database is busy", "sqlite_busy")
+# SQLite's result codes (prefixes of the extended ones) for a store file that cannot take writes any more
+SQLITE_FAULTS = ("SQLITE_READONLY", "SQLITE_IOERR", "SQLITE_CANTOPEN", "SQLITE_FULL", "SQLITE_CORRUPT", "SQLITE_NOTADB")
+MLFLOW_SESSION_LOGGER = "mlflow.store.db.utils"  # logs each failed session of MLflow's sqlite store, traceback included
 # MlflowClient methods that write to the tracking store; RetryingClient retries these on lock errors.
 WRITE_METHODS = frozenset({
     "create_experiment", "create_run", "log_batch", "log_metric", "log_param", "set_tag", "delete_tag",
@@ -143,7 +146,18 @@ def client_for(tracking_uri: str) -> Any:
     from mlflow.tracking import MlflowClient
 
     client = MlflowClient(tracking_uri=tracking_uri)
-    return RetryingClient(client) if tracking_uri.startswith("sqlite:") else client
+    if not tracking_uri.startswith("sqlite:"):
+        return client
+    session_log = logging.getLogger(MLFLOW_SESSION_LOGGER)
+    if _without_traceback not in session_log.filters:
+        session_log.addFilter(_without_traceback)
+    return RetryingClient(client)
+
+
+def _without_traceback(record: logging.LogRecord) -> bool:
+    """MLflow logs a failed sqlite session with its traceback, then raises the error, which our callers turn into one
+    sentence (or retry, when the store is locked): the logged copy is dropped."""
+    return not record.exc_info
 
 
 def get_or_create_experiment(client: Any, name: str, artifact_location: str | None, shown: str = "",
@@ -264,16 +278,46 @@ def missing_mlflow_tables(db: Path) -> str | None:
 
 # ------------------------------------------------------------------------------------------------------ lock retries
 
-def is_locked_error(exc: BaseException | None) -> bool:
-    """True when ``exc`` (or anything in its cause/context chain) is a sqlite lock/busy OperationalError."""
+def error_chain(exc: BaseException | None) -> Iterator[BaseException]:
+    """``exc`` and its causes and contexts, each once."""
     seen: set[int] = set()
     while exc is not None and id(exc) not in seen:
         seen.add(id(exc))
-        message = str(exc).lower()
-        if any(marker in message for marker in LOCKED_MARKERS) and _is_db_error(exc):
-            return True
+        yield exc
         exc = exc.__cause__ or exc.__context__
-    return False
+
+
+def is_locked_error(exc: BaseException | None) -> bool:
+    """True when ``exc`` (or anything in its cause/context chain) is a sqlite lock/busy OperationalError."""
+    return any(any(marker in str(link).lower() for marker in LOCKED_MARKERS) and _is_db_error(link)
+               for link in error_chain(exc))
+
+
+def sqlite_fault(exc: BaseException | None) -> BaseException | None:
+    """The sqlite error in ``exc``'s chain that says the store file itself cannot take writes (deleted, replaced, made
+    read-only, a failing disk): no retry and no other write path can help. None otherwise."""
+    import sqlite3
+
+    return next((link for link in error_chain(exc) if isinstance(link, sqlite3.Error)
+                 and str(getattr(link, "sqlite_errorname", "")).startswith(SQLITE_FAULTS)), None)
+
+
+def store_failure(tracking_uri: str, exc: BaseException) -> str:
+    """A failed store call in a few words: for a sqlite store whose file was deleted, replaced or made read-only while
+    the run wrote to it, that state (MLflow's error names none of it), else the error's first line."""
+    db = sqlite_path(tracking_uri)
+    fault = sqlite_fault(exc) if db is not None else None
+    if fault is None:
+        return one_line(exc)
+    if not db.exists():
+        state = "was deleted"
+    elif fault.sqlite_errorname == "SQLITE_READONLY_DBMOVED":  # the path now names another file
+        state = "was replaced or moved"
+    elif not os.access(db, os.W_OK) or fault.sqlite_errorname.startswith("SQLITE_READONLY"):
+        state = "became read-only"
+    else:
+        return one_line(fault)
+    return f"its file {db} {state} while the run wrote to it: {one_line(fault)}"
 
 
 def _is_db_error(exc: BaseException) -> bool:

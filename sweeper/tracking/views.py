@@ -21,7 +21,7 @@ from typing import Any
 from .. import names
 from ..paths import REPO_ROOT
 from ..redact import mask_credentials
-from .resume import quote
+from .queries import tag_equals
 from .sqlite_bulk import runs_page_fragment, sweep_view, view_format_verified
 from .store import sqlite_path
 
@@ -38,7 +38,7 @@ def view_id(sweep_id: str) -> str:
 
 def sweep_run_filter(sweep_id: str, parent_run_id: str) -> str:
     """The MLflow search filter that selects the runs of a sweep (its parent has no such tag)."""
-    return f"tags.`{names.sweep_link_tag(sweep_id)}` = {quote(parent_run_id)}"
+    return tag_equals(names.sweep_link_tag(sweep_id), parent_run_id)
 
 
 def write_sweep_view(client: Any, experiment_id: str, sweep_id: str, parent_run_id: str, name: str,

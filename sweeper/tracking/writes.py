@@ -5,7 +5,7 @@ import logging
 from typing import Any, Iterable
 
 from ..redact import describe
-from .store import StoreBusyError, retrying
+from .store import StoreBusyError, retrying, sqlite_fault
 
 log = logging.getLogger(__name__)
 
@@ -23,7 +23,7 @@ def write_metrics(client: Any, run_id: str, points: list[tuple], tags: list[tupl
                   bulk: Any = None) -> Any:
     """Write (key, value, step, timestamp_ms) points and (key, value) run tags; returns the bulk path for the next call.
 
-    With ``bulk`` (a ``sweeper.tracking.sqlite_bulk.SqliteMetrics``) the points go in as one bulk insert, retried like every
+    With ``bulk`` (a ``mlflow_private.sqlite_metrics.SqliteMetrics``) the points go in as one bulk insert, retried like every
     other write while the store is locked (``retrying``), and the tags (the owner's heartbeat) follow in
     one small ``log_batch``. The errors ``log_batch`` would raise too (run missing or not active, bad metric name or
     value: MLflow's own checks) propagate. Any other failure means this MLflow differs from what the bulk path expects:
@@ -41,8 +41,8 @@ def write_metrics(client: Any, run_id: str, points: list[tuple], tags: list[tupl
         except StoreBusyError:
             raise
         except Exception as exc:
-            if isinstance(exc, MlflowException) and exc.error_code in MLFLOW_REFUSALS:
-                raise
+            if isinstance(exc, MlflowException) and exc.error_code in MLFLOW_REFUSALS or sqlite_fault(exc):
+                raise  # log_batch would be refused, or fail on the same broken store file
             log.warning("sqlite bulk metric path failed (%s); using MLflow's log_batch for the rest of this run",
                         describe(exc))
         else:

@@ -91,19 +91,25 @@ def test_a_failing_writer_raises_a_clear_masked_error(store, tmp_path, monkeypat
         writer.send([(names.TRAIN_LOSS, 1.0, 1, 0)])  # closed
 
 
-def test_an_unknown_run_fails_at_the_next_send_and_end_leaves_the_status_to_the_error_path(store, tmp_path):
+def test_a_failed_writer_switches_the_tracker_inline_and_hands_back_every_unwritten_point(store, tmp_path):
+    """The writer fails (its run does not exist): the tracker notices at a later write, writes inline from then on,
+    and the store's own refusal leaves every point (the writer's unconfirmed ones first) in ``take_unwritten``."""
+    from mlflow.exceptions import MlflowException
+
     client, run_id = new_run(store, tmp_path)
     tracker = RunTracker(client, "f" * 32, MetricWriter(store, "f" * 32))  # no such run
-    tracker.log_metrics([(names.TRAIN_LOSS, 1.0, 0)])
+    tracker.log_metrics([(names.TRAIN_LOSS, 1.0, 0, 7)])
+    sent = []
 
-    def send_again():  # the error surfaces at a later send, once the writer has reported it
-        tracker.log_metrics([(names.TRAIN_LOSS, 1.0, 1)])
+    def send_again():  # the writer's error surfaces at a later write, once it has reported it
+        sent.append(len(sent) + 1)
+        tracker.log_metrics([(names.TRAIN_LOSS, 1.0, sent[-1], 7)])
 
-    with pytest.raises(MetricWriterError, match="failed"):
-        wait_for(send_again, "MetricWriterError from a send", poll=0.2)
-    with pytest.raises(MetricWriterError):
-        tracker.end("FINISHED")
-    assert tracker.metric_writer is None  # the error path's end("FAILED") now only sets the status
+    with pytest.raises(MlflowException, match="f" * 32):
+        wait_for(send_again, "the store's refusal from an inline write", poll=0.2)
+    assert tracker.metric_writer is None  # inline from now on: end() only sets the status
+    unwritten = tracker.take_unwritten()
+    assert [step for _, _, step, _ in unwritten] == list(range(len(sent) + 1)) and tracker.take_unwritten() == []
 
 
 CHILD = textwrap.dedent("""

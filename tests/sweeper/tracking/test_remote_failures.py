@@ -105,7 +105,7 @@ def test_a_server_killed_mid_run_ends_the_job_and_the_spill_replays_without_loss
     line = one_error_line(log)
     assert server.uri in line and "failed during training" in line and run.info.run_id in line, line
     run_dir = Path(re.search(r"`mlp-sweep-replay (\S+)`", line).group(1))
-    header, spilled = read_spill(run_dir / names.SPILL_FILE)
+    header, spilled, _ = read_spill(run_dir / names.SPILL_FILE)
     assert header["run_id"] == run.info.run_id and spilled
 
     with LocalServer(backend, artifacts_destination=arts, port=server.port, log_path=tmp_path / "server2.log"):
@@ -294,7 +294,7 @@ def test_a_second_ctrl_c_gets_through_a_write_stuck_on_a_hanging_server(tmp_path
     assert proc.returncode == 128 + signal.SIGINT and "Traceback" not in text, text[-3000:]
     assert "interrupted by Ctrl-C" in text and "mlp-sweep-replay" in text, text[-3000:]
     spills = list((tmp_path / "outputs").rglob(names.SPILL_FILE))
-    assert len(spills) == 1 and read_spill(spills[0])[0]["run_id"] == run.info.run_id
+    assert len(spills) == 1 and read_spill(spills[0]).header["run_id"] == run.info.run_id
 
 
 # ------------------------------------------------------------------------------- a failure after training
@@ -323,7 +323,7 @@ def test_a_failure_after_training_spills_the_summary_and_the_replay_finishes_the
     with pytest.raises(StoreUnavailable, match="failed after training") as caught:
         sink.log_summary(summary, {names.STOP_REASON: "max_epochs"}, [history])
     assert f"mlp-sweep-replay {run_dir}" in str(caught.value) and sink.store_failed
-    header, points = read_spill(run_dir / names.SPILL_FILE)
+    header, points, _ = read_spill(run_dir / names.SPILL_FILE)
     assert header["status"] == "FINISHED" and [p[:3] for p in points] == [tuple(m) for m in summary]
 
     (arts / tracker.run_id).unlink()  # the artifact store works again
@@ -365,7 +365,7 @@ def test_a_store_failing_at_the_finished_status_spills_it_and_the_replay_sets_it
     with pytest.raises(StoreUnavailable, match="failed after training") as caught:
         sink.end("FINISHED")
     assert "its end status is in" in str(caught.value) and f"mlp-sweep-replay {run_dir}" in str(caught.value)
-    header, points = read_spill(run_dir / names.SPILL_FILE)
+    header, points, _ = read_spill(run_dir / names.SPILL_FILE)
     assert header["status"] == "FINISHED" and points == []
 
     with LocalServer(backend, artifacts_destination=arts, port=server.port, log_path=tmp_path / "server2.log"):

@@ -13,7 +13,7 @@ from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 from sweeper.tracking.run import RunTracker
-from sweeper.tracking.sqlite_bulk import SqliteMetrics
+from sweeper.tracking.mlflow_private.sqlite_metrics import SqliteMetrics
 from sweeper.tracking.store import RetryingClient
 from sweeper import names
 

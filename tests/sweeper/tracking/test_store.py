@@ -117,7 +117,7 @@ def test_retrying_client_wraps_writes_only():
 def _writer(uri, experiment_id, parent_id, worker, barrier, queue, path):
     """One training-shaped run through RetryingClient; reports failures instead of raising.
 
-    path "bulk": metrics through RunTracker.log_metrics as the app writes them (sweeper.tracking.sqlite_bulk inserts);
+    path "bulk": metrics through RunTracker.log_metrics as the app writes them (sweeper.tracking.mlflow_private inserts);
     "log_batch": MLflow's log_batch.
     """
     try:
