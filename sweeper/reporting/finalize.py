@@ -43,7 +43,7 @@ def figure_title(title: str | None, keys: Sequence[str], groups: Sequence[Group]
     """`title` plus what varies between the curves (the swept keys but the seed) and whether seeds were averaged."""
     varies = [k.split(".")[-1] for k in keys if k != names.SEED_PARAM]
     notes = [f"varies: {', '.join(varies)}"] if varies else []
-    if any(len(g.rows) > 1 for g in groups):
+    if any(len(g.per_seed) > 1 for g in groups):
         notes.append("seeds of one config averaged")
     if not notes:
         return title
@@ -53,7 +53,8 @@ def figure_title(title: str | None, keys: Sequence[str], groups: Sequence[Group]
 def write_sweep_outputs(runs: Sequence[Run], histories: dict[str, RunHistory], out_dir: str | Path,
                         title: str | None = None, order: tuple[str, bool] | None = None) -> SweepSummary:
     """comparison.png (seeds of one config as mean ± std), summary.csv and summary.md for `runs` into `out_dir`
-    (no MLflow writes). `order` = (row field, descending) sorts the rows, missing values last; else start order."""
+    (no MLflow writes). `order` = (row field, descending) sorts the rows, missing values last; else start order.
+    Seeds of one config are averaged over one run per seed (`Group.per_seed`)."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     keys, rows = summary_rows(runs, histories)
@@ -63,7 +64,7 @@ def write_sweep_outputs(runs: Sequence[Run], histories: dict[str, RunHistory], o
         rows = sorted(valued, key=lambda r: r[field], reverse=descending) + [r for r in rows if r not in valued]
     groups = group_rows(rows, keys)
     best = best_row(rows)
-    plotted = {g.label: [histories[r["run_id"]] for r in g.rows
+    plotted = {g.label: [histories[r["run_id"]] for r in g.per_seed
                          if r["run_id"] in histories and not histories[r["run_id"]].is_empty] for g in groups}
     plotted = {label: hs for label, hs in plotted.items() if hs}
     palette = config_colours([g.key for g in groups])  # by config (config_hash_noseed), in the sweep's order
@@ -126,11 +127,12 @@ def colour_runs(client: Any, groups: Sequence[Group]) -> None:
             client.log_batch(r["run_id"], tags=[RunTag(names.RUN_COLOR, palette[g.key])])
 
 
-def _order(parent: Any) -> tuple[str, bool] | None:
-    """A search's summary is sorted by its objective (best first); a grid's keeps the order its runs started in."""
+def _order(parent: Any) -> tuple[str, bool]:
+    """A search's summary is sorted by its objective (best first); a grid's by Hydra's job number, the grid's own
+    order (a run reused from an earlier launch has the number it had there; runs without one last, as they started)."""
     objective = parent.data.tags.get(names.SEARCH_OBJECTIVE)
     if objective is None:
-        return None
+        return "job", False
     field = objective.replace("/", "_")
     if field not in SUMMARY_FIELDS:
         field = names.OBJECTIVE.replace("/", "_")

@@ -1,7 +1,7 @@
 """Runs as table rows: the swept values, the summary metrics, seed groups with mean ± std, csv and markdown.
 
-A row is a dict with the keys `run_name`, each swept override key, SUMMARY_FIELDS, `run_id` and `group` (runs whose
-configurations differ only in the seed share a group).
+A row is a dict with the keys `run_name`, each swept override key, SUMMARY_FIELDS, `run_id`, `group` (runs whose
+configurations differ only in the seed share a group), `seed`, `job` (the Hydra job number) and `started`.
 """
 from __future__ import annotations
 
@@ -19,6 +19,7 @@ import numpy as np
 from sweeper import names
 
 from .history import RunHistory
+from .labels import distinct_labels, format_metric, short_number
 
 if TYPE_CHECKING:
     from mlflow.entities import Run
@@ -115,6 +116,13 @@ def swept_keys(runs: Sequence[Run]) -> list[str]:
     return [k for k in order if len({o.get(k) for o in overrides}) > 1]
 
 
+def job_number(run: Run) -> int | None:
+    """The run's place in its sweep's grid: Hydra's job number, the last part of its output directory (the project's
+    `hydra.sweep.subdir` is `${hydra.job.num}`); None for a single run or another subdir pattern."""
+    name = Path(run.data.tags.get(names.OUTPUT_DIR, "")).name
+    return int(name) if name.isdigit() else None
+
+
 def _metric(run: Run, key: str) -> float | None:
     value = run.data.metrics.get(key)
     return float(value) if value is not None else None
@@ -166,6 +174,9 @@ def summary_row(run: Run, keys: Sequence[str], history: RunHistory | None = None
     row["status"] = run.info.status
     row["run_id"] = run.info.run_id
     row["group"] = config_group_key(run)
+    row["seed"] = run.data.params.get(names.SEED_PARAM)
+    row["job"] = job_number(run)
+    row["started"] = run.info.start_time or 0
     return row
 
 
@@ -189,16 +200,6 @@ def without_seed(name: str) -> str:
     return " ".join(p for p in _split_overrides(name) if not p.startswith(seed)) or name
 
 
-def row_label(row: dict[str, Any], keys: Sequence[str], drop_seed: bool = True) -> str:
-    """Legend label: the swept values (`model.hidden_sizes=[128]` shown as `hidden_sizes=[128]`), else the run name;
-    with `drop_seed`, never the seed (a group's label stands for all its seeds)."""
-    parts = [f"{k.split('.')[-1]}={row[k]}" for k in keys
-             if row.get(k, "") != "" and not (drop_seed and k == names.SEED_PARAM)]
-    if parts:
-        return " ".join(parts)
-    return without_seed(row["run_name"]) if drop_seed else row["run_name"]
-
-
 @dataclass
 class Group:
     """Runs sharing a configuration except the seed."""
@@ -207,19 +208,37 @@ class Group:
     label: str
     rows: list[dict[str, Any]] = field(default_factory=list)
 
+    @property
+    def per_seed(self) -> list[dict[str, Any]]:
+        """One row per seed (`one_per_seed`): what a mean over seeds averages."""
+        return one_per_seed(self.rows)
+
+
+def one_per_seed(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One row per distinct seed, in first-seen order: a rerun of a seed counts once (its FINISHED run, the latest
+    started if several). A row without a seed counts as a seed of its own."""
+    chosen: dict[Any, dict[str, Any]] = {}
+    for row in rows:
+        seed = row["seed"] if row.get("seed") is not None else ("run", row["run_id"])
+        kept = chosen.get(seed)
+        if kept is None or (row["status"] == "FINISHED", row["started"]) > (kept["status"] == "FINISHED",
+                                                                              kept["started"]):
+            chosen[seed] = row
+    order = {id(r): i for i, r in enumerate(rows)}
+    return sorted(chosen.values(), key=lambda r: order[id(r)])
+
 
 def group_rows(rows: Sequence[dict[str, Any]], keys: Sequence[str]) -> list[Group]:
-    """Group rows by their config key (seed excluded), in first-seen order; label from the first row."""
+    """Group rows by their config key (seed excluded), in first-seen order, labelled by the swept values that tell
+    the groups apart (`distinct_labels`), else the run name without its seed."""
     groups: dict[str, Group] = {}
     for row in rows:
-        group = groups.get(row["group"])
-        if group is None:
-            group = groups[row["group"]] = Group(row["group"], row_label(row, keys))
-        group.rows.append(row)
-    labels = [g.label for g in groups.values()]
-    for g in groups.values():  # two configs that only differ in a non-swept key would share a label
-        if labels.count(g.label) > 1:
-            g.label = f"{g.label} ({without_seed(g.rows[0]['run_name'])})"
+        groups.setdefault(row["group"], Group(row["group"], "")).rows.append(row)
+    settings = [{k: g.rows[0][k] for k in keys if k != names.SEED_PARAM and g.rows[0].get(k, "") != ""}
+                for g in groups.values()]
+    fallbacks = [without_seed(g.rows[0]["run_name"]) for g in groups.values()]
+    for g, label in zip(groups.values(), distinct_labels(settings, fallbacks)):
+        g.label = label
     return list(groups.values())
 
 
@@ -238,12 +257,10 @@ def _fmt(value: Any, key: str = "") -> str:
     if value is None:
         return ""
     if isinstance(value, float):
-        if not math.isfinite(value):
-            return str(value)
-        if key == "seconds":
+        if key == "seconds" and math.isfinite(value):
             return f"{value:.1f}"
-        return f"{value:.4f}"
-    return str(value)
+        return format_metric(value)
+    return short_number(value)
 
 
 def write_summary_csv(rows: Sequence[dict[str, Any]], keys: Sequence[str], path: str | Path) -> Path:
@@ -280,10 +297,10 @@ def summary_markdown(rows: Sequence[dict[str, Any]], keys: Sequence[str], groups
                  f"(best val loss {_fmt(best['best_val_loss'])}, best val accuracy "
                  f"{_fmt(best['best_val_accuracy'])}).\n\n")
     text += markdown_table(columns, [[_fmt(r.get(c), c) for c in columns] for r in rows])
-    if groups and any(len(g.rows) > 1 for g in groups):
-        body = [[g.label, str(len(g.rows)), *(_stat_cell([r[s] for r in g.rows], s) for s in SEED_STATS)]
+    if groups and any(len(g.per_seed) > 1 for g in groups):
+        body = [[g.label, str(len(g.per_seed)), *(_stat_cell([r[s] for r in g.per_seed], s) for s in SEED_STATS)]
                 for g in groups]
-        text += f"\n{'#' * (level + 1)} Mean ± std over seeds\n\n" + markdown_table(["config", "runs", *SEED_STATS],
+        text += f"\n{'#' * (level + 1)} Mean ± std over seeds\n\n" + markdown_table(["config", "seeds", *SEED_STATS],
                                                                                       body)
     return text
 

@@ -263,7 +263,7 @@ def test_seed_groups_mean_and_std(store, tmp_path):
     assert result.best["run_name"] == "lr=0.02 seed=0"
     md = (tmp_path / "summary.md").read_text()
     assert "Mean ± std over seeds" in md
-    assert "| lr=0.1 | 2 |" in md and "0.3500 ± 0.0707" in md and "0.2300 ± 0.0424" in md
+    assert "| lr=0.1 | 2 |" in md and "0.3500 ± 0.07071" in md and "0.2300 ± 0.04243" in md
 
 
 def test_best_row_ignores_failed_and_non_finite():
