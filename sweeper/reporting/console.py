@@ -79,7 +79,7 @@ def summary_lines(summary: SweepSummary, title: str, extra_lines: Sequence[str] 
     if best is None:
         lines.append("best: none (no FINISHED run with a finite validation loss)")
     else:
-        lines.append(f"best: {best['run_name']} (best val loss {_cell(best['best_val_loss'], 'metric')}, "
+        lines.append(f"best: {short_number(best['run_name'])} (best val loss {_cell(best['best_val_loss'], 'metric')}, "
                      f"best val acc {_cell(best['best_val_accuracy'], 'metric')}, run {best['run_id']})")
     for name in ("comparison.png", "summary.md"):
         if name in summary.files:

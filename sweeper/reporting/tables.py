@@ -236,7 +236,7 @@ def group_rows(rows: Sequence[dict[str, Any]], keys: Sequence[str]) -> list[Grou
         groups.setdefault(row["group"], Group(row["group"], "")).rows.append(row)
     settings = [{k: g.rows[0][k] for k in keys if k != names.SEED_PARAM and g.rows[0].get(k, "") != ""}
                 for g in groups.values()]
-    fallbacks = [without_seed(g.rows[0]["run_name"]) for g in groups.values()]
+    fallbacks = [short_number(without_seed(g.rows[0]["run_name"])) for g in groups.values()]
     for g, label in zip(groups.values(), distinct_labels(settings, fallbacks)):
         g.label = label
     return list(groups.values())
@@ -293,7 +293,7 @@ def summary_markdown(rows: Sequence[dict[str, Any]], keys: Sequence[str], groups
     columns = ["run_name", *keys, *SUMMARY_FIELDS]
     text = f"{'#' * level} {title}\n\n" if title else ""
     if best is not None:
-        text += (f"Best run (lowest best validation loss among FINISHED runs): **{best['run_name']}** "
+        text += (f"Best run (lowest best validation loss among FINISHED runs): **{short_number(best['run_name'])}** "
                  f"(best val loss {_fmt(best['best_val_loss'])}, best val accuracy "
                  f"{_fmt(best['best_val_accuracy'])}).\n\n")
     text += markdown_table(columns, [[_fmt(r.get(c), c) for c in columns] for r in rows])
