@@ -112,7 +112,8 @@ def test_a_rerun_of_the_same_seed_counts_once(store, tmp_path):
 
 def test_tables_and_the_end_of_sweep_lines_show_four_significant_digits_in_grid_order(store, tmp_path):
     summary = finalize_sweep(store["client"], store["grid"], tmp_path)
-    assert [row["job"] for row in summary.rows] == [0, 1, 2]  # grid order, not the order the jobs started in
+    # grid order (jobs 0, 1, 2), not the order the jobs started in (2, 0, 1)
+    assert [row["optimizer.lr"] for row in summary.rows] == ["0.01", repr(LONG_LR), "0.1"]
     lines = summary_lines(summary, "sweep lr grid")
     assert [line.split()[0] for line in lines[3:6]] == ["0.01", "0.05874", "0.1"]
     assert lines[3].split()[2:4] == ["0.9500", "0.2000"]
