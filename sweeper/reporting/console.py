@@ -12,17 +12,18 @@ from typing import TYPE_CHECKING, Any
 from sweeper import names
 
 from .labels import format_metric, short_number
+from .tables import METRIC_FIELDS
 
 if TYPE_CHECKING:
     from .finalize import SweepSummary
 
-# (header, row key, format) of the columns after the swept values
+# (header, SummaryRow column, format) of the columns after the swept values
 _COLUMNS = (
-    ("params", names.NUM_PARAMETERS, "int"),
-    ("best val acc", "best_val_accuracy", "metric"),
-    ("best val loss", "best_val_loss", "metric"),
+    ("params", METRIC_FIELDS[names.NUM_PARAMETERS], "int"),
+    ("best val acc", METRIC_FIELDS[names.BEST_VAL_ACCURACY], "metric"),
+    ("best val loss", METRIC_FIELDS[names.BEST_VAL_LOSS], "metric"),
     ("stop reason", names.STOP_REASON, "str"),
-    ("seconds", "seconds", "seconds"),
+    ("seconds", METRIC_FIELDS[names.TRAIN_SECONDS], "seconds"),
     ("status", "status", "str"),
 )
 
@@ -57,10 +58,10 @@ def results_table(summary: SweepSummary) -> list[str]:
     header = [k.split(".")[-1] if k != "run_name" else "run" for k in keys] + [h for h, _, _ in _COLUMNS]
     body = []
     for row in summary.rows:
-        cells = [short_number(row.get(k, "")) or "-" for k in keys]
+        cells = [short_number(row.column(k)) or "-" for k in keys]
         for _, key, fmt in _COLUMNS:
-            value = row.get(key)
-            if key == "status" and row["run_id"] in summary.reused:
+            value = row.column(key)
+            if key == "status" and row.run_id in summary.reused:
                 value = "reused"
             cells.append(_cell(value, fmt))
         body.append(cells)
@@ -71,7 +72,7 @@ def results_table(summary: SweepSummary) -> list[str]:
 def summary_lines(summary: SweepSummary, title: str, extra_lines: Sequence[str] = ()) -> list[str]:
     """The sweep's results as log lines: a heading, the table, the best child, the files, then `extra_lines`."""
     rows = summary.rows
-    failed = sum(r["status"] != "FINISHED" for r in rows)
+    failed = sum(r.status != "FINISHED" for r in rows)
     lines = [f"{title}: {len(rows)} runs ({len(summary.reused)} reused, {failed} not FINISHED)"]
     if rows:
         lines += results_table(summary)
@@ -79,8 +80,8 @@ def summary_lines(summary: SweepSummary, title: str, extra_lines: Sequence[str] 
     if best is None:
         lines.append("best: none (no FINISHED run with a finite validation loss)")
     else:
-        lines.append(f"best: {short_number(best['run_name'])} (best val loss {_cell(best['best_val_loss'], 'metric')}, "
-                     f"best val acc {_cell(best['best_val_accuracy'], 'metric')}, run {best['run_id']})")
+        lines.append(f"best: {short_number(best.run_name)} (best val loss {_cell(best.best_val_loss, 'metric')}, "
+                     f"best val acc {_cell(best.best_val_accuracy, 'metric')}, run {best.run_id})")
     for name in ("comparison.png", "summary.md"):
         if name in summary.files:
             lines.append(f"{name}: {summary.files[name]}")

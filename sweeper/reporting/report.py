@@ -110,7 +110,7 @@ def _course_figures(runs: Sequence[Run], histories: dict[str, RunHistory], out_d
     if BASELINE_PRESET in presets:
         by_id = {r.info.run_id: r for r in presets[BASELINE_PRESET]}
         rows = [summary_row(r, []) for r in presets[BASELINE_PRESET]]
-        run = by_id[(best_row(rows) or rows[0])["run_id"]]
+        run = by_id[(best_row(rows) or rows[0]).run_id]
         files[f"{BASELINE_PRESET}_curves.png"] = plot_curves(
             histories[run.info.run_id], out_dir / f"{BASELINE_PRESET}_curves.png",
             title=f"{BASELINE_PRESET} baseline: {without_seed(run_name(run))}")
@@ -146,7 +146,7 @@ def course_figure_groups(runs: Sequence[Run], histories: dict[str, RunHistory]
             extras = distinct_labels([_settings(config[0]) for config in configs]) if len(configs) > 1 else [""]
             for config, extra in zip(configs, extras):
                 name = ", ".join(part for part in (_course_label(config[0], label, stem), extra) if part)
-                groups[name] = [histories[row["run_id"]] for row in one_per_seed([summary_row(r, []) for r in config])]
+                groups[name] = [histories[row.run_id] for row in one_per_seed([summary_row(r, []) for r in config])]
         figures.append((stem, title, groups))
     return figures
 

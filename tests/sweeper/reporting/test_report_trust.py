@@ -12,7 +12,6 @@ import pytest
 pytestmark = pytest.mark.integration
 
 mlflow = pytest.importorskip("mlflow")
-from mlflow.tracking import MlflowClient  # noqa: E402
 
 from sweeper import names  # noqa: E402
 from sweeper.reporting import cli  # noqa: E402
@@ -24,7 +23,7 @@ from sweeper.reporting.report import course_figure_groups  # noqa: E402
 from sweeper.reporting.selection import select_runs  # noqa: E402
 
 from ...handshake import HANG  # noqa: E402
-from .test_report import REPO, VAL_EVERY, curves, log_child  # noqa: E402
+from .test_report import REPO, VAL_EVERY, curves, log_child, new_store  # noqa: E402
 
 LONG_LR = 0.05873669160363899  # what an Optuna search logs
 GRID = ((2, "0.1"), (0, "0.01"), (1, repr(LONG_LR)))  # (job number, lr) in the order the jobs started
@@ -38,9 +37,7 @@ def task3c_params(lr, momentum, batch_size, epochs):
 @pytest.fixture(scope="module")
 def store(tmp_path_factory):
     root = tmp_path_factory.mktemp("trust_store")
-    uri = f"sqlite:///{root / 'mlflow.db'}"
-    client = MlflowClient(tracking_uri=uri)
-    exp = client.create_experiment("trust", artifact_location=(root / "artifacts").as_uri())
+    uri, client, exp = new_store(root, "trust")
     # task2c and its rerun: the same config and the same seed 0
     for _ in range(2):
         log_child(client, exp, "none", "none", "task2c", "experiment=task2c", task3c_params(0.1, 0.0, 32, 17),
@@ -113,7 +110,7 @@ def test_a_rerun_of_the_same_seed_counts_once(store, tmp_path):
 def test_tables_and_the_end_of_sweep_lines_show_four_significant_digits_in_grid_order(store, tmp_path):
     summary = finalize_sweep(store["client"], store["grid"], tmp_path)
     # grid order (jobs 0, 1, 2), not the order the jobs started in (2, 0, 1)
-    assert [row["optimizer.lr"] for row in summary.rows] == ["0.01", repr(LONG_LR), "0.1"]
+    assert [row.swept["optimizer.lr"] for row in summary.rows] == ["0.01", repr(LONG_LR), "0.1"]
     lines = summary_lines(summary, "sweep lr grid")
     assert [line.split()[0] for line in lines[3:6]] == ["0.01", "0.05874", "0.1"]
     assert lines[3].split()[2:4] == ["0.9500", "0.2000"]
