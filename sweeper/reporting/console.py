@@ -58,7 +58,7 @@ def results_table(summary: SweepSummary) -> list[str]:
     header = [k.split(".")[-1] if k != "run_name" else "run" for k in keys] + [h for h, _, _ in _COLUMNS]
     body = []
     for row in summary.rows:
-        cells = [short_number(row.column(k)) or "-" for k in keys]
+        cells = [(str(row.column(k)) if k == "run_name" else short_number(row.column(k))) or "-" for k in keys]
         for _, key, fmt in _COLUMNS:
             value = row.column(key)
             if key == "status" and row.run_id in summary.reused:
@@ -80,7 +80,7 @@ def summary_lines(summary: SweepSummary, title: str, extra_lines: Sequence[str] 
     if best is None:
         lines.append("best: none (no FINISHED run with a finite validation loss)")
     else:
-        lines.append(f"best: {short_number(best.run_name)} (best val loss {_cell(best.best_val_loss, 'metric')}, "
+        lines.append(f"best: {best.run_name} (best val loss {_cell(best.best_val_loss, 'metric')}, "
                      f"best val acc {_cell(best.best_val_accuracy, 'metric')}, run {best.run_id})")
     for name in ("comparison.png", "summary.md"):
         if name in summary.files:

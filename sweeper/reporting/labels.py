@@ -61,6 +61,6 @@ def distinct_labels(settings: Sequence[Mapping[str, Any]], fallbacks: Sequence[s
 
 
 def format_metric(value: float) -> str:
-    """A metric in a table or a legend: 4 significant digits, trailing zeros kept so columns line up (`0.9500`,
-    `0.05874`)."""
-    return f"{value:#.4g}" if math.isfinite(value) else str(value)
+    """A loss or an accuracy in a table: 4 decimals, so columns line up (`0.9500`, `0.0587`: 3-4 significant digits
+    in their usual range)."""
+    return f"{value:.4f}" if math.isfinite(value) else str(value)

@@ -282,13 +282,15 @@ def mean_std(values: Iterable[Any]) -> tuple[float | None, float | None, int]:
 # ---------------------------------------------------------------------------------------------------------- writing
 
 def _fmt(value: Any, key: str = "") -> str:
+    """A table cell: metrics with 4 decimals, seconds with 1, long decimals in swept values with 4 significant digits;
+    a run name stays whole (it is what the MLflow UI finds the run by)."""
     if value is None:
         return ""
     if isinstance(value, float):
         if key == "seconds" and math.isfinite(value):
             return f"{value:.1f}"
         return format_metric(value)
-    return short_number(value)
+    return str(value) if key == "run_name" else short_number(value)
 
 
 def write_summary_csv(rows: Sequence[SummaryRow], keys: Sequence[str], path: str | Path) -> Path:
@@ -321,7 +323,7 @@ def summary_markdown(rows: Sequence[SummaryRow], keys: Sequence[str], groups: Se
     columns = ["run_name", *keys, *SUMMARY_FIELDS]
     text = f"{'#' * level} {title}\n\n" if title else ""
     if best is not None:
-        text += (f"Best run (lowest best validation loss among FINISHED runs): **{short_number(best.run_name)}** "
+        text += (f"Best run (lowest best validation loss among FINISHED runs): **{best.run_name}** "
                  f"(best val loss {_fmt(best.best_val_loss)}, best val accuracy {_fmt(best.best_val_accuracy)}).\n\n")
     text += markdown_table(columns, [[_fmt(r.column(c), c) for c in columns] for r in rows])
     if groups and any(len(g.per_seed) > 1 for g in groups):

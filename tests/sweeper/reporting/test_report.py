@@ -273,7 +273,7 @@ def test_seed_groups_mean_and_std(store, tmp_path):
     assert result.best.run_name == "lr=0.02 seed=0"
     md = (tmp_path / "summary.md").read_text()
     assert "Mean ± std over seeds" in md
-    assert "| lr=0.1 | 2 |" in md and "0.3500 ± 0.07071" in md and "0.2300 ± 0.04243" in md
+    assert "| lr=0.1 | 2 |" in md and "0.3500 ± 0.0707" in md and "0.2300 ± 0.0424" in md
 
 
 def test_a_summary_row_is_typed_and_reads_each_summary_metric_by_its_name_in_names(store):

@@ -136,7 +136,7 @@ def test_the_seed_table_shows_a_single_run_without_plus_minus_and_counts_as_inte
     table = md.split("## Mean ± std over seeds")[1]
     a_row, b_row = [[c.strip() for c in l.strip("|").split("|")] for l in table.splitlines() if l.startswith("| a")
                     or l.startswith("| b")]
-    assert a_row[:3] == ["a", "2", "0.9100 ± 0.01414"] and a_row[6] == "11.5 ± 2.1"
-    assert b_row == ["b", "1", "0.9500", "0.05000", "0.9500", "0.05000", "17", "10.0"]
+    assert a_row[:3] == ["a", "2", "0.9100 ± 0.0141"] and a_row[6] == "11.5 ± 2.1"
+    assert b_row == ["b", "1", "0.9500", "0.0500", "0.9500", "0.0500", "17", "10.0"]
     per_run = md.split("## Mean")[0]
     assert "| 50890 |" in per_run and "| 17 |" in per_run
