@@ -58,4 +58,4 @@ report: setup
 	$(BIN)/mlp-sweep-report $(ARGS)
 
 clean-outputs:
-	rm -rf outputs/runs outputs/multiruns outputs/report
+	rm -rf outputs/runs outputs/multiruns outputs/reports

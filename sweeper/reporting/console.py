@@ -11,16 +11,19 @@ from typing import TYPE_CHECKING, Any
 
 from sweeper import names
 
+from .labels import format_metric, short_number
+from .tables import METRIC_FIELDS
+
 if TYPE_CHECKING:
     from .finalize import SweepSummary
 
-# (header, row key, format) of the columns after the swept values
+# (header, SummaryRow column, format) of the columns after the swept values
 _COLUMNS = (
-    ("params", names.NUM_PARAMETERS, "int"),
-    ("best val acc", "best_val_accuracy", ".4f"),
-    ("best val loss", "best_val_loss", ".4f"),
+    ("params", METRIC_FIELDS[names.NUM_PARAMETERS], "int"),
+    ("best val acc", METRIC_FIELDS[names.BEST_VAL_ACCURACY], "metric"),
+    ("best val loss", METRIC_FIELDS[names.BEST_VAL_LOSS], "metric"),
     ("stop reason", names.STOP_REASON, "str"),
-    ("seconds", "seconds", "seconds"),
+    ("seconds", METRIC_FIELDS[names.TRAIN_SECONDS], "seconds"),
     ("status", "status", "str"),
 )
 
@@ -31,11 +34,12 @@ def _cell(value: Any, fmt: str) -> str:
     if fmt == "int":
         return f"{int(value):,}"
     if fmt == "str":
-        return str(value)
-    if fmt == "seconds":  # a digits run trains in hundredths of a second, an MNIST run in tens of seconds
-        fmt = ".2f" if float(value) < 10 else ".1f"
+        return short_number(value)
+    if fmt == "metric":
+        return format_metric(float(value))
+    # seconds: a digits run trains in hundredths of a second, an MNIST run in tens of seconds
     value = float(value)
-    return f"{value:{fmt}}" if math.isfinite(value) else str(value)
+    return f"{value:{'.2f' if value < 10 else '.1f'}}" if math.isfinite(value) else str(value)
 
 
 def text_table(header: Sequence[str], body: Sequence[Sequence[str]], right: Sequence[bool]) -> list[str]:
@@ -54,10 +58,10 @@ def results_table(summary: SweepSummary) -> list[str]:
     header = [k.split(".")[-1] if k != "run_name" else "run" for k in keys] + [h for h, _, _ in _COLUMNS]
     body = []
     for row in summary.rows:
-        cells = [str(row.get(k, "")) or "-" for k in keys]
+        cells = [(str(row.column(k)) if k == "run_name" else short_number(row.column(k))) or "-" for k in keys]
         for _, key, fmt in _COLUMNS:
-            value = row.get(key)
-            if key == "status" and row["run_id"] in summary.reused:
+            value = row.column(key)
+            if key == "status" and row.run_id in summary.reused:
                 value = "reused"
             cells.append(_cell(value, fmt))
         body.append(cells)
@@ -68,7 +72,7 @@ def results_table(summary: SweepSummary) -> list[str]:
 def summary_lines(summary: SweepSummary, title: str, extra_lines: Sequence[str] = ()) -> list[str]:
     """The sweep's results as log lines: a heading, the table, the best child, the files, then `extra_lines`."""
     rows = summary.rows
-    failed = sum(r["status"] != "FINISHED" for r in rows)
+    failed = sum(r.status != "FINISHED" for r in rows)
     lines = [f"{title}: {len(rows)} runs ({len(summary.reused)} reused, {failed} not FINISHED)"]
     if rows:
         lines += results_table(summary)
@@ -76,8 +80,8 @@ def summary_lines(summary: SweepSummary, title: str, extra_lines: Sequence[str] 
     if best is None:
         lines.append("best: none (no FINISHED run with a finite validation loss)")
     else:
-        lines.append(f"best: {best['run_name']} (best val loss {_cell(best['best_val_loss'], '.4f')}, "
-                     f"best val acc {_cell(best['best_val_accuracy'], '.4f')}, run {best['run_id']})")
+        lines.append(f"best: {best.run_name} (best val loss {_cell(best.best_val_loss, 'metric')}, "
+                     f"best val acc {_cell(best.best_val_accuracy, 'metric')}, run {best.run_id})")
     for name in ("comparison.png", "summary.md"):
         if name in summary.files:
             lines.append(f"{name}: {summary.files[name]}")

@@ -7,6 +7,7 @@ report of the same sweep list the same runs. It works when children FAILED or lo
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,8 +19,8 @@ from .colours import config_colours
 from .history import RunHistory, load_history
 from .plots import plot_comparison
 from .selection import select_runs
-from .tables import (SUMMARY_FIELDS, Group, best_row, group_rows, run_name, summary_markdown, summary_rows,
-                     write_summary_csv)
+from .tables import (METRIC_FIELDS, Group, SummaryRow, best_row, group_rows, run_name, summary_markdown,
+                     summary_rows, write_summary_csv)
 
 if TYPE_CHECKING:
     from mlflow.entities import Run
@@ -31,10 +32,10 @@ log = logging.getLogger(__name__)
 class SweepSummary:
     """What `write_sweep_outputs` and `finalize_sweep` produced."""
 
-    rows: list[dict[str, Any]]
+    rows: list[SummaryRow]
     keys: list[str]
     groups: list[Group]
-    best: dict[str, Any] | None
+    best: SummaryRow | None
     files: dict[str, Path]
     reused: set[str] = field(default_factory=set)  # run ids of earlier launches that this sweep reused
 
@@ -43,7 +44,7 @@ def figure_title(title: str | None, keys: Sequence[str], groups: Sequence[Group]
     """`title` plus what varies between the curves (the swept keys but the seed) and whether seeds were averaged."""
     varies = [k.split(".")[-1] for k in keys if k != names.SEED_PARAM]
     notes = [f"varies: {', '.join(varies)}"] if varies else []
-    if any(len(g.rows) > 1 for g in groups):
+    if any(len(g.per_seed) > 1 for g in groups):
         notes.append("seeds of one config averaged")
     if not notes:
         return title
@@ -53,18 +54,20 @@ def figure_title(title: str | None, keys: Sequence[str], groups: Sequence[Group]
 def write_sweep_outputs(runs: Sequence[Run], histories: dict[str, RunHistory], out_dir: str | Path,
                         title: str | None = None, order: tuple[str, bool] | None = None) -> SweepSummary:
     """comparison.png (seeds of one config as mean ± std), summary.csv and summary.md for `runs` into `out_dir`
-    (no MLflow writes). `order` = (row field, descending) sorts the rows, missing values last; else start order."""
+    (no MLflow writes). `order` = (row field, descending) sorts the rows, missing values last; else start order.
+    Seeds of one config are averaged over one run per seed (`Group.per_seed`)."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     keys, rows = summary_rows(runs, histories)
     if order is not None:
         field, descending = order
-        valued = [r for r in rows if isinstance(r.get(field), (int, float)) and r[field] == r[field]]
-        rows = sorted(valued, key=lambda r: r[field], reverse=descending) + [r for r in rows if r not in valued]
+        valued = [r for r in rows if isinstance(getattr(r, field), (int, float)) and not math.isnan(getattr(r, field))]
+        rest = [r for r in rows if not any(r is v for v in valued)]
+        rows = sorted(valued, key=lambda r: getattr(r, field), reverse=descending) + rest
     groups = group_rows(rows, keys)
     best = best_row(rows)
-    plotted = {g.label: [histories[r["run_id"]] for r in g.rows
-                         if r["run_id"] in histories and not histories[r["run_id"]].is_empty] for g in groups}
+    plotted = {g.label: [histories[r.run_id] for r in g.per_seed
+                         if r.run_id in histories and not histories[r.run_id].is_empty] for g in groups}
     plotted = {label: hs for label, hs in plotted.items() if hs}
     palette = config_colours([g.key for g in groups])  # by config (config_hash_noseed), in the sweep's order
     files = {
@@ -103,16 +106,16 @@ def finalize_sweep(client: Any, parent_run_id: str, out_dir: str | Path) -> Swee
         client.log_artifact(parent_run_id, str(path))
     result.reused = {r.info.run_id for r in runs if r.data.tags.get(names.PARENT_RUN_ID) != parent_run_id}
     tags = [RunTag(names.SWEEP_CHILDREN, str(len(runs))), RunTag(names.SWEEP_CHILDREN_REUSED, str(len(result.reused))),
-            RunTag(names.SWEEP_CHILDREN_FINISHED, str(sum(r["status"] == "FINISHED" for r in result.rows)))]
+            RunTag(names.SWEEP_CHILDREN_FINISHED, str(sum(r.status == "FINISHED" for r in result.rows)))]
     best = result.best
     if best is not None:
-        tags += [RunTag(names.BEST_CHILD_RUN_ID, best["run_id"]), RunTag(names.BEST_CHILD_NAME, best["run_name"]),
-                 RunTag(names.BEST_VAL_LOSS, repr(best["best_val_loss"]))]
-        if best["best_val_accuracy"] is not None:
-            tags.append(RunTag(names.BEST_VAL_ACCURACY, repr(best["best_val_accuracy"])))
+        tags += [RunTag(names.BEST_CHILD_RUN_ID, best.run_id), RunTag(names.BEST_CHILD_NAME, best.run_name),
+                 RunTag(names.BEST_VAL_LOSS, repr(best.best_val_loss))]
+        if best.best_val_accuracy is not None:
+            tags.append(RunTag(names.BEST_VAL_ACCURACY, repr(best.best_val_accuracy)))
     client.log_batch(parent_run_id, tags=tags)
     colour_runs(client, result.groups)
-    log.debug("finalised sweep %s: %d runs, best %s", parent_run_id, len(runs), best["run_name"] if best else "none")
+    log.debug("finalised sweep %s: %d runs, best %s", parent_run_id, len(runs), best.run_name if best else "none")
     return result
 
 
@@ -123,15 +126,14 @@ def colour_runs(client: Any, groups: Sequence[Group]) -> None:
     palette = config_colours([g.key for g in groups])  # the mapping write_sweep_outputs drew with
     for g in groups:
         for r in g.rows:
-            client.log_batch(r["run_id"], tags=[RunTag(names.RUN_COLOR, palette[g.key])])
+            client.log_batch(r.run_id, tags=[RunTag(names.RUN_COLOR, palette[g.key])])
 
 
-def _order(parent: Any) -> tuple[str, bool] | None:
-    """A search's summary is sorted by its objective (best first); a grid's keeps the order its runs started in."""
+def _order(parent: Any) -> tuple[str, bool]:
+    """A search's summary is sorted by its objective (best first); a grid's by Hydra's job number, the grid's own
+    order (a run reused from an earlier launch has the number it had there; runs without one last, as they started)."""
     objective = parent.data.tags.get(names.SEARCH_OBJECTIVE)
     if objective is None:
-        return None
-    field = objective.replace("/", "_")
-    if field not in SUMMARY_FIELDS:
-        field = names.OBJECTIVE.replace("/", "_")
+        return "job", False
+    field = METRIC_FIELDS.get(objective, METRIC_FIELDS[names.OBJECTIVE])
     return field, parent.data.tags.get(names.SEARCH_DIRECTION) == "maximize"

@@ -4,7 +4,8 @@
   loss vs step. Right: training and validation accuracy vs step.
 - `comparison_figure`: one colour per group (one config: a run, or its seeds). Left: validation loss solid and the
   smoothed training loss thin and light. Right: validation accuracy. A group holding several runs is drawn
-  as its mean with a +-1 std band (see `aggregate_curves` for how runs of different lengths are combined).
+  as its mean with a +-1 std band (see `aggregate_curves` for how runs of different lengths are combined). With many
+  groups only the best few are coloured and named; the rest are grey.
 
 Both return the Figure; `save_figure` writes it as a PNG, and `plot_curves` / `plot_comparison` do both.
 A "history" is any object with the attributes of mlp_core's `FitResult` that matter here: `train_loss` (per step,
@@ -28,6 +29,11 @@ FIGSIZE = (12.0, 4.6)  # inches -> 1440 x 552 px at DPI 120
 # The first part of a run (loss falling from ~2.3 or more) would flatten the rest of the loss panel; the y-limits are
 # computed from the values after this fraction of the steps.
 _WARMUP_FRACTION = 0.05
+# More configs than this in one comparison: the best ones in colour, the rest in grey (30 legend entries squash the
+# panels into a strip, and 30 colours are not told apart anyway).
+MAX_COLOURED = 8
+OTHERS_COLOUR = "#c8c8c8"
+LEGEND_ROW_INCHES = 0.22
 
 
 def moving_average(values: Any, window: int = SMOOTHING_WINDOW) -> np.ndarray:
@@ -269,6 +275,8 @@ def comparison_figure(groups: Any, title: str | None = None, show_val_loss: bool
     light, so the noisy training curves do not hide the validation ones); a small legend names the two styles.
     axes[1]: validation accuracy, with the groups' legend. A group without any curve (a run that failed early) draws
     nothing. A y-range that leaves out values says so in the panel.
+    More than MAX_COLOURED groups: the MAX_COLOURED with the lowest validation loss keep their colour, named in a
+    legend below the panels (best first); the others are thin and grey behind them, labelled `_<legend>`.
     """
     from matplotlib.lines import Line2D
 
@@ -276,35 +284,42 @@ def comparison_figure(groups: Any, title: str | None = None, show_val_loss: bool
 
     items = _normalise_groups(groups)
     colors = {**config_colours([label for label, _ in items]), **(colors or {})}
+    highlighted = _highlighted(items, show_val_loss)
     fig, ax_loss, ax_acc = _new_figure()
     if title:
         fig.suptitle(title)
     loss_series, acc_series = [], []
+    drawn: set[str] = set()
     for label, members in items:
-        color = colors[label]
+        shown = label in highlighted
+        color = colors[label] if shown else OTHERS_COLOUR
         arrays = [_arrays(h) for h in members]
         n_runs = len(arrays)
-        legend = group_legend(label, n_runs)
+        # a grey curve stays out of the legend ("_" labels are left out) and behind the coloured ones
+        legend, lift = (group_legend(label, n_runs), 0) if shown else ("_" + group_legend(label, n_runs), -10)
         train = aggregate_curves([(np.arange(a[0].size), moving_average(a[0])) for a in arrays if a[0].size])
         if train[0].size:
+            drawn.add(label)
             ax_loss.plot(train[0], train[1], color=color, lw=0.8, alpha=0.45 if show_val_loss else 1.0,
-                         label="_" + legend, zorder=1)
+                         label="_" + legend, zorder=1 + lift)
             loss_series.append((train[0], train[1]))
         valid = [a for a in arrays if a[1].size]
         if valid:
+            drawn.add(label)
             vloss = aggregate_curves([(a[1], a[2]) for a in valid])
             vacc = aggregate_curves([(a[1], a[3]) for a in valid])
+            band = n_runs > 1 and shown
             if show_val_loss and vloss[0].size:
-                ax_loss.plot(vloss[0], vloss[1], color=color, lw=1.8, marker=_marker(vloss[0].size),
-                             markersize=3, label="_" + legend, zorder=3)
-                if n_runs > 1:
+                ax_loss.plot(vloss[0], vloss[1], color=color, lw=1.8 if shown else 1.0, marker=_marker(vloss[0].size),
+                             markersize=3, label="_" + legend, zorder=3 + lift)
+                if band:
                     ax_loss.fill_between(vloss[0], vloss[1] - vloss[2], vloss[1] + vloss[2], color=color,
                                          alpha=0.2, lw=0, zorder=2)
                 loss_series.append((vloss[0], vloss[1]))
             if vacc[0].size:
-                ax_acc.plot(vacc[0], vacc[1], color=color, lw=1.4, marker=_marker(vacc[0].size), markersize=3,
-                            label=legend)
-                if n_runs > 1:
+                ax_acc.plot(vacc[0], vacc[1], color=color, lw=1.4 if shown else 1.0, marker=_marker(vacc[0].size),
+                            markersize=3, label=legend, zorder=2 + lift)
+                if band:
                     ax_acc.fill_between(vacc[0], vacc[1] - vacc[2], vacc[1] + vacc[2], color=color, alpha=0.2, lw=0)
                 acc_series.append((vacc[0], vacc[1]))
     ylim = _loss_ylim(loss_series)
@@ -327,13 +342,55 @@ def comparison_figure(groups: Any, title: str | None = None, show_val_loss: bool
     if not acc_series:
         ax_acc.text(0.5, 0.5, "no validation points", ha="center", va="center", transform=ax_acc.transAxes,
                     color="0.4")
-    fontsize = 9 if len(items) <= 8 else 7
-    if ax_acc.get_legend_handles_labels()[0]:
-        ax_acc.legend(loc="lower right", fontsize=fontsize)
+    if len(highlighted) < len(items):
+        _legend_of_the_best(fig, ax_acc, items, highlighted, colors, drawn)
+    elif ax_acc.get_legend_handles_labels()[0]:
+        ax_acc.legend(loc="lower right", fontsize=9)
     elif not show_val_loss and loss_series:
         ax_loss.legend(handles=[Line2D([], [], color=colors[label], label=group_legend(label, len(members)))
-                                for label, members in items], loc="upper right", fontsize=fontsize)
+                                for label, members in items], loc="upper right", fontsize=9)
     return fig
+
+
+def _legend_of_the_best(fig: Figure, ax_acc: Any, items: Sequence[tuple[str, list[Any]]],
+                        highlighted: Mapping[str, int], colors: Mapping[str, Any], drawn: set[str]) -> None:
+    """Many configs: the coloured ones in a legend below the panels, best first, and one entry for the grey rest."""
+    from matplotlib.lines import Line2D
+
+    sizes = dict(items)
+    best = sorted((label for label in highlighted if label in drawn), key=highlighted.__getitem__)
+    handles = [Line2D([], [], color=colors[label], lw=1.4, label=group_legend(label, len(sizes[label])))
+               for label in best]
+    others = len(items) - len(highlighted)
+    handles.append(Line2D([], [], color=OTHERS_COLOUR, lw=1.0,
+                          label=f"{others} other config{'s' if others > 1 else ''} (grey)"))
+    # as many columns as the longest label leaves room for (an 8-pt character is about 0.07 inch wide)
+    longest = max(len(h.get_label()) for h in handles)
+    columns = max(1, min(3, len(handles), int(FIGSIZE[0] / (0.07 * longest + 0.8))))
+    fig.legend(handles=handles, loc="outside lower center", ncols=columns, fontsize=8)
+    fig.set_figheight(FIGSIZE[1] + LEGEND_ROW_INCHES * math.ceil(len(handles) / columns))
+    ax_acc.set_title(f"validation accuracy; in colour the best {len(highlighted)} of {len(items)} configs by "
+                     "validation loss", fontsize=10)
+
+
+def _highlighted(items: Sequence[tuple[str, list[Any]]], by_val_loss: bool) -> dict[str, int]:
+    """{label: rank} of the groups drawn in colour: all of them when there are at most MAX_COLOURED, else the
+    MAX_COLOURED with the lowest validation loss (the objective; with `by_val_loss` off, the lowest smoothed
+    training loss), best first. A group without that value ranks last."""
+    if len(items) <= MAX_COLOURED:
+        return {label: rank for rank, (label, _) in enumerate(items)}
+
+    def best(members: Sequence[Any]) -> float:
+        values = []
+        for h in members:
+            train_loss, val_steps, val_loss, _, _ = _arrays(h)
+            values.append(val_loss if by_val_loss else moving_average(train_loss))
+        values = np.concatenate(values) if values else np.zeros(0)
+        values = values[np.isfinite(values)]
+        return float(values.min()) if values.size else math.inf
+
+    scores = [(best(members), i, label) for i, (label, members) in enumerate(items)]
+    return {label: rank for rank, (_, _, label) in enumerate(sorted(scores)[:MAX_COLOURED])}
 
 
 def plot_comparison(groups: Any, path: str | Path, title: str | None = None, show_val_loss: bool = True,

@@ -19,11 +19,13 @@ from sweeper import names
 
 from .finalize import sweep_title, write_sweep_outputs
 from .history import RunHistory, load_history
+from .labels import distinct_labels
 from .plots import plot_comparison, plot_curves
 from .tables import (
     best_row,
     config_group_key,
     group_rows,
+    one_per_seed,
     preset_name,
     run_name,
     safe_filename,
@@ -87,14 +89,9 @@ def _course_label(run: Run, base: str, figure: str) -> str:
     return ", ".join(parts)
 
 
-def _differing_params(configs: Sequence[Sequence[Run]], limit: int = 3) -> list[list[str]]:
-    """Per config (a list of its runs, seeds), `key=value` for the params that differ between the configs, seed and
-    parameter count left out; at most `limit` per config."""
-    skip = {names.SEED_PARAM, names.NUM_PARAMETERS}
-    params = [runs[0].data.params for runs in configs]
-    keys = sorted({k for p in params for k in p if k not in skip and len({q.get(k) for q in params}) > 1})
-    return [[f"{k.split('.')[-1]}={p.get(k, '')}" for k in keys][:limit] + (["…"] if len(keys) > limit else [])
-            for p in params]
+def _settings(run: Run) -> dict[str, str]:
+    """The run's params that are settings: not its seed and not its parameter count (which follows from the rest)."""
+    return {k: v for k, v in run.data.params.items() if k not in (names.SEED_PARAM, names.NUM_PARAMETERS)}
 
 
 def _by_config(runs: Sequence[Run]) -> list[list[Run]]:
@@ -113,7 +110,7 @@ def _course_figures(runs: Sequence[Run], histories: dict[str, RunHistory], out_d
     if BASELINE_PRESET in presets:
         by_id = {r.info.run_id: r for r in presets[BASELINE_PRESET]}
         rows = [summary_row(r, []) for r in presets[BASELINE_PRESET]]
-        run = by_id[(best_row(rows) or rows[0])["run_id"]]
+        run = by_id[(best_row(rows) or rows[0]).run_id]
         files[f"{BASELINE_PRESET}_curves.png"] = plot_curves(
             histories[run.info.run_id], out_dir / f"{BASELINE_PRESET}_curves.png",
             title=f"{BASELINE_PRESET} baseline: {without_seed(run_name(run))}")
@@ -134,7 +131,9 @@ def _presets(runs: Sequence[Run], histories: dict[str, RunHistory]) -> dict[str,
 
 def course_figure_groups(runs: Sequence[Run], histories: dict[str, RunHistory]
                          ) -> list[tuple[str, str, dict[str, list[RunHistory]]]]:
-    """(file stem, title, {legend label: histories of one config}) of each course figure with two presets or more."""
+    """(file stem, title, {legend label: histories of one config, one run per seed}) of each course figure with two
+    presets or more. A preset's configs are told apart by the params that differ between them (`distinct_labels`):
+    every config is a curve of its own."""
     presets = _presets(runs, histories)
     figures = []
     for stem, title, members in COURSE_FIGURES:
@@ -144,10 +143,10 @@ def course_figure_groups(runs: Sequence[Run], histories: dict[str, RunHistory]
         groups: dict[str, list[RunHistory]] = {}
         for preset, label in present:
             configs = _by_config(presets[preset])
-            extras = _differing_params(configs) if len(configs) > 1 else [[]]
+            extras = distinct_labels([_settings(config[0]) for config in configs]) if len(configs) > 1 else [""]
             for config, extra in zip(configs, extras):
-                name = ", ".join([_course_label(config[0], label, stem), *([" ".join(extra)] if extra else [])])
-                groups[name] = [histories[r.info.run_id] for r in config]
+                name = ", ".join(part for part in (_course_label(config[0], label, stem), extra) if part)
+                groups[name] = [histories[row.run_id] for row in one_per_seed([summary_row(r, []) for r in config])]
         figures.append((stem, title, groups))
     return figures
 

@@ -1,7 +1,6 @@
 """Runs as table rows: the swept values, the summary metrics, seed groups with mean ± std, csv and markdown.
 
-A row is a dict with the keys `run_name`, each swept override key, SUMMARY_FIELDS, `run_id` and `group` (runs whose
-configurations differ only in the seed share a group).
+A row is a `SummaryRow`: what the tables, the end-of-sweep lines, finalize and the report show of one run.
 """
 from __future__ import annotations
 
@@ -19,24 +18,28 @@ import numpy as np
 from sweeper import names
 
 from .history import RunHistory
+from .labels import distinct_labels, format_metric, short_number
 
 if TYPE_CHECKING:
     from mlflow.entities import Run
 
-# columns named like a metric or tag show that metric or tag
-SUMMARY_FIELDS = (
-    names.NUM_PARAMETERS,
-    "best_val_accuracy",
-    "best_val_loss",
-    "final_val_accuracy",
-    "final_val_loss",
-    names.EPOCHS,
-    names.STOP_REASON,
-    "seconds",
-    "status",
-)
+# {summary metric's name in names.py: the SummaryRow field and table column that shows it}; the fields of
+# NUM_PARAMETERS, EPOCHS and STOP_REASON carry the name itself
+METRIC_FIELDS = {
+    names.NUM_PARAMETERS: names.NUM_PARAMETERS,
+    names.BEST_VAL_ACCURACY: "best_val_accuracy",
+    names.BEST_VAL_LOSS: "best_val_loss",
+    names.FINAL_VAL_ACCURACY: "final_val_accuracy",
+    names.FINAL_VAL_LOSS: "final_val_loss",
+    names.EPOCHS: names.EPOCHS,
+    names.TRAIN_SECONDS: "seconds",
+}
+_CURVE_FIELDS = (names.BEST_VAL_ACCURACY, names.BEST_VAL_LOSS, names.FINAL_VAL_ACCURACY, names.FINAL_VAL_LOSS)
+# the columns after the swept values, in the csv and markdown tables
+SUMMARY_FIELDS = (*(METRIC_FIELDS[n] for n in (names.NUM_PARAMETERS, *_CURVE_FIELDS, names.EPOCHS)),
+                  names.STOP_REASON, METRIC_FIELDS[names.TRAIN_SECONDS], "status")
 # the columns the seed table shows as mean ± std
-SEED_STATS = ("best_val_accuracy", "best_val_loss", "final_val_accuracy", "final_val_loss", names.EPOCHS, "seconds")
+SEED_STATS = (*(METRIC_FIELDS[n] for n in (*_CURVE_FIELDS, names.EPOCHS, names.TRAIN_SECONDS)),)
 # columns whose values are counts: shown as integers
 INTEGER_COLUMNS = frozenset({names.NUM_PARAMETERS, names.EPOCHS})
 # labels that mean "no preset chosen": the config default and a null name
@@ -115,6 +118,13 @@ def swept_keys(runs: Sequence[Run]) -> list[str]:
     return [k for k in order if len({o.get(k) for o in overrides}) > 1]
 
 
+def job_number(run: Run) -> int | None:
+    """The run's place in its sweep's grid: Hydra's job number, the last part of its output directory (the project's
+    `hydra.sweep.subdir` is `${hydra.job.num}`); None for a single run or another subdir pattern."""
+    name = Path(run.data.tags.get(names.OUTPUT_DIR, "")).name
+    return int(name) if name.isdigit() else None
+
+
 def _metric(run: Run, key: str) -> float | None:
     value = run.data.metrics.get(key)
     return float(value) if value is not None else None
@@ -134,53 +144,83 @@ def _num_parameters(run: Run) -> int | None:
     return int(value) if value is not None else None
 
 
-def summary_row(run: Run, keys: Sequence[str], history: RunHistory | None = None) -> dict[str, Any]:
+@dataclass
+class SummaryRow:
+    """One run as the tables, the end-of-sweep lines, finalize and the report show it (`summary_row` reads it).
+
+    swept: {swept override key: the run's value, "" when it did not set it}. The summary values are the run's
+    metrics of METRIC_FIELDS, the tag `names.STOP_REASON` and the run's status. group: runs whose configurations
+    differ only in the seed share it. job: Hydra's job number (the grid's order), started: start time in ms.
+    """
+
+    run_name: str
+    run_id: str
+    status: str
+    group: str
+    swept: dict[str, str] = field(default_factory=dict)
+    num_parameters: int | None = None
+    best_val_accuracy: float | None = None
+    best_val_loss: float | None = None
+    final_val_accuracy: float | None = None
+    final_val_loss: float | None = None
+    epochs: int | None = None
+    stop_reason: str = ""
+    seconds: float | None = None
+    seed: str | None = None
+    job: int | None = None
+    started: int = 0
+
+    def column(self, name: str) -> Any:
+        """The value of table column `name`: a swept key, else a field (`run_name`, SUMMARY_FIELDS, `run_id`, ...)."""
+        return self.swept[name] if name in self.swept else getattr(self, name)
+
+
+def _curve_fallbacks(history: RunHistory) -> dict[str, float]:
+    """{metric name: value} of the summary metrics as the curves give them (a killed run has no summary metrics)."""
+    if not history.val_steps.size:
+        return {}
+    vl, va = history.val_loss, history.val_accuracy
+    out = {names.FINAL_VAL_LOSS: float(vl[-1]), names.FINAL_VAL_ACCURACY: float(va[-1])}
+    if np.isfinite(vl).any():
+        out[names.BEST_VAL_LOSS] = float(np.min(vl[np.isfinite(vl)]))
+    if np.isfinite(va).any():
+        out[names.BEST_VAL_ACCURACY] = float(np.max(va[np.isfinite(va)]))
+    return out
+
+
+def summary_row(run: Run, keys: Sequence[str], history: RunHistory | None = None) -> SummaryRow:
     """One table row; summary metrics come from the run, and fall back to its curves (a killed run has curves but
     no summary metrics)."""
     overrides = parse_overrides(run.data.tags.get(names.OVERRIDES))
-    row: dict[str, Any] = {"run_name": run_name(run)}
-    for k in keys:
-        row[k] = overrides.get(k, "")
-    row[names.NUM_PARAMETERS] = _num_parameters(run)
-    row["best_val_accuracy"] = _metric(run, names.BEST_VAL_ACCURACY)
-    row["best_val_loss"] = _metric(run, names.BEST_VAL_LOSS)
-    row["final_val_accuracy"] = _metric(run, names.FINAL_VAL_ACCURACY)
-    row["final_val_loss"] = _metric(run, names.FINAL_VAL_LOSS)
-    if history is not None and history.val_steps.size:
-        vl, va = history.val_loss, history.val_accuracy
-        if row["best_val_loss"] is None and np.isfinite(vl).any():
-            row["best_val_loss"] = float(np.min(vl[np.isfinite(vl)]))
-        if row["best_val_accuracy"] is None and np.isfinite(va).any():
-            row["best_val_accuracy"] = float(np.max(va[np.isfinite(va)]))
-        if row["final_val_loss"] is None:
-            row["final_val_loss"] = float(vl[-1])
-        if row["final_val_accuracy"] is None:
-            row["final_val_accuracy"] = float(va[-1])
+    fallbacks = _curve_fallbacks(history) if history is not None else {}
+    curve_values = {}
+    for name in _CURVE_FIELDS:
+        value = _metric(run, name)
+        curve_values[METRIC_FIELDS[name]] = value if value is not None else fallbacks.get(name)
     epochs = _metric(run, names.EPOCHS)
-    row[names.EPOCHS] = int(epochs) if epochs is not None else None
-    row[names.STOP_REASON] = run.data.tags.get(names.STOP_REASON, "")
     seconds = _metric(run, names.TRAIN_SECONDS)
     if seconds is None and run.info.end_time and run.info.start_time:
         seconds = (run.info.end_time - run.info.start_time) / 1000.0
-    row["seconds"] = seconds
-    row["status"] = run.info.status
-    row["run_id"] = run.info.run_id
-    row["group"] = config_group_key(run)
-    return row
+    return SummaryRow(
+        run_name=run_name(run), run_id=run.info.run_id, status=run.info.status, group=config_group_key(run),
+        swept={k: overrides.get(k, "") for k in keys}, num_parameters=_num_parameters(run), **curve_values,
+        epochs=int(epochs) if epochs is not None else None, stop_reason=run.data.tags.get(names.STOP_REASON, ""),
+        seconds=seconds, seed=run.data.params.get(names.SEED_PARAM), job=job_number(run),
+        started=run.info.start_time or 0)
 
 
 def summary_rows(runs: Sequence[Run], histories: dict[str, RunHistory] | None = None) -> tuple[list[str],
-                                                                                              list[dict[str, Any]]]:
+                                                                                              list[SummaryRow]]:
     """(swept keys, one row per run)."""
     keys = swept_keys(runs)
     histories = histories or {}
     return keys, [summary_row(r, keys, histories.get(r.info.run_id)) for r in runs]
 
 
-def best_row(rows: Sequence[dict[str, Any]]) -> dict[str, Any] | None:
-    """The FINISHED row with the lowest finite best_val_loss (None if there is none)."""
-    candidates = [r for r in rows if r["status"] == "FINISHED" and _finite_or_none(r["best_val_loss"]) is not None]
-    return min(candidates, key=lambda r: r["best_val_loss"]) if candidates else None
+def best_row(rows: Sequence[SummaryRow]) -> SummaryRow | None:
+    """The FINISHED row with the lowest finite best validation loss (None if there is none)."""
+    candidates = [r for r in rows if r.status == "FINISHED" and _finite_or_none(r.best_val_loss) is not None]
+    return min(candidates, key=lambda r: r.best_val_loss) if candidates else None
 
 
 def without_seed(name: str) -> str:
@@ -189,37 +229,44 @@ def without_seed(name: str) -> str:
     return " ".join(p for p in _split_overrides(name) if not p.startswith(seed)) or name
 
 
-def row_label(row: dict[str, Any], keys: Sequence[str], drop_seed: bool = True) -> str:
-    """Legend label: the swept values (`model.hidden_sizes=[128]` shown as `hidden_sizes=[128]`), else the run name;
-    with `drop_seed`, never the seed (a group's label stands for all its seeds)."""
-    parts = [f"{k.split('.')[-1]}={row[k]}" for k in keys
-             if row.get(k, "") != "" and not (drop_seed and k == names.SEED_PARAM)]
-    if parts:
-        return " ".join(parts)
-    return without_seed(row["run_name"]) if drop_seed else row["run_name"]
-
-
 @dataclass
 class Group:
     """Runs sharing a configuration except the seed."""
 
     key: str
     label: str
-    rows: list[dict[str, Any]] = field(default_factory=list)
+    rows: list[SummaryRow] = field(default_factory=list)
+
+    @property
+    def per_seed(self) -> list[SummaryRow]:
+        """One row per seed (`one_per_seed`): what a mean over seeds averages."""
+        return one_per_seed(self.rows)
 
 
-def group_rows(rows: Sequence[dict[str, Any]], keys: Sequence[str]) -> list[Group]:
-    """Group rows by their config key (seed excluded), in first-seen order; label from the first row."""
+def one_per_seed(rows: Sequence[SummaryRow]) -> list[SummaryRow]:
+    """One row per distinct seed, in first-seen order: a rerun of a seed counts once (its FINISHED run, the latest
+    started if several). A row without a seed counts as a seed of its own."""
+    chosen: dict[Any, SummaryRow] = {}
+    for row in rows:
+        seed = row.seed if row.seed is not None else ("run", row.run_id)
+        kept = chosen.get(seed)
+        if kept is None or (row.status == "FINISHED", row.started) > (kept.status == "FINISHED", kept.started):
+            chosen[seed] = row
+    order = {id(r): i for i, r in enumerate(rows)}
+    return sorted(chosen.values(), key=lambda r: order[id(r)])
+
+
+def group_rows(rows: Sequence[SummaryRow], keys: Sequence[str]) -> list[Group]:
+    """Group rows by their config key (seed excluded), in first-seen order, labelled by the swept values that tell
+    the groups apart (`distinct_labels`), else the run name without its seed."""
     groups: dict[str, Group] = {}
     for row in rows:
-        group = groups.get(row["group"])
-        if group is None:
-            group = groups[row["group"]] = Group(row["group"], row_label(row, keys))
-        group.rows.append(row)
-    labels = [g.label for g in groups.values()]
-    for g in groups.values():  # two configs that only differ in a non-swept key would share a label
-        if labels.count(g.label) > 1:
-            g.label = f"{g.label} ({without_seed(g.rows[0]['run_name'])})"
+        groups.setdefault(row.group, Group(row.group, "")).rows.append(row)
+    settings = [{k: g.rows[0].swept[k] for k in keys if k != names.SEED_PARAM and g.rows[0].swept.get(k, "") != ""}
+                for g in groups.values()]
+    fallbacks = [short_number(without_seed(g.rows[0].run_name)) for g in groups.values()]
+    for g, label in zip(groups.values(), distinct_labels(settings, fallbacks)):
+        g.label = label
     return list(groups.values())
 
 
@@ -235,18 +282,18 @@ def mean_std(values: Iterable[Any]) -> tuple[float | None, float | None, int]:
 # ---------------------------------------------------------------------------------------------------------- writing
 
 def _fmt(value: Any, key: str = "") -> str:
+    """A table cell: metrics with 4 decimals, seconds with 1, long decimals in swept values with 4 significant digits;
+    a run name stays whole (it is what the MLflow UI finds the run by)."""
     if value is None:
         return ""
     if isinstance(value, float):
-        if not math.isfinite(value):
-            return str(value)
-        if key == "seconds":
+        if key == "seconds" and math.isfinite(value):
             return f"{value:.1f}"
-        return f"{value:.4f}"
-    return str(value)
+        return format_metric(value)
+    return str(value) if key == "run_name" else short_number(value)
 
 
-def write_summary_csv(rows: Sequence[dict[str, Any]], keys: Sequence[str], path: str | Path) -> Path:
+def write_summary_csv(rows: Sequence[SummaryRow], keys: Sequence[str], path: str | Path) -> Path:
     """summary.csv: full precision numbers, empty cells for missing values."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -255,7 +302,7 @@ def write_summary_csv(rows: Sequence[dict[str, Any]], keys: Sequence[str], path:
         writer = csv.DictWriter(fh, fieldnames=columns, extrasaction="ignore")
         writer.writeheader()
         for row in rows:
-            writer.writerow({c: ("" if row.get(c) is None else row.get(c)) for c in columns})
+            writer.writerow({c: ("" if row.column(c) is None else row.column(c)) for c in columns})
     return path
 
 
@@ -269,21 +316,20 @@ def markdown_table(header: Sequence[str], body: Sequence[Sequence[str]]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def summary_markdown(rows: Sequence[dict[str, Any]], keys: Sequence[str], groups: Sequence[Group] | None = None,
-                     title: str | None = None, best: dict[str, Any] | None = None, level: int = 1) -> str:
+def summary_markdown(rows: Sequence[SummaryRow], keys: Sequence[str], groups: Sequence[Group] | None = None,
+                     title: str | None = None, best: SummaryRow | None = None, level: int = 1) -> str:
     """The per-run table; when some config ran with several seeds, a mean ± std table over seeds as well. `title`
     is a heading of `level` (its subsection one deeper)."""
     columns = ["run_name", *keys, *SUMMARY_FIELDS]
     text = f"{'#' * level} {title}\n\n" if title else ""
     if best is not None:
-        text += (f"Best run (lowest best validation loss among FINISHED runs): **{best['run_name']}** "
-                 f"(best val loss {_fmt(best['best_val_loss'])}, best val accuracy "
-                 f"{_fmt(best['best_val_accuracy'])}).\n\n")
-    text += markdown_table(columns, [[_fmt(r.get(c), c) for c in columns] for r in rows])
-    if groups and any(len(g.rows) > 1 for g in groups):
-        body = [[g.label, str(len(g.rows)), *(_stat_cell([r[s] for r in g.rows], s) for s in SEED_STATS)]
-                for g in groups]
-        text += f"\n{'#' * (level + 1)} Mean ± std over seeds\n\n" + markdown_table(["config", "runs", *SEED_STATS],
+        text += (f"Best run (lowest best validation loss among FINISHED runs): **{best.run_name}** "
+                 f"(best val loss {_fmt(best.best_val_loss)}, best val accuracy {_fmt(best.best_val_accuracy)}).\n\n")
+    text += markdown_table(columns, [[_fmt(r.column(c), c) for c in columns] for r in rows])
+    if groups and any(len(g.per_seed) > 1 for g in groups):
+        body = [[g.label, str(len(g.per_seed)),
+                 *(_stat_cell([getattr(r, stat) for r in g.per_seed], stat) for stat in SEED_STATS)] for g in groups]
+        text += f"\n{'#' * (level + 1)} Mean ± std over seeds\n\n" + markdown_table(["config", "seeds", *SEED_STATS],
                                                                                       body)
     return text
 

@@ -12,10 +12,10 @@ from types import SimpleNamespace
 
 import pytest
 
-from sweeper import names
 from sweeper.reporting.console import summary_lines
 from sweeper.reporting.finalize import SweepSummary
 from sweeper import handoff
+from sweeper.reporting.tables import SummaryRow
 
 from .sweeper_helpers import run_cli, sqlite_uri
 
@@ -88,9 +88,9 @@ def test_no_progress_outside_a_sweep_the_callback_started(tmp_path):
 
 def test_summary_lines_table_best_child_files_and_extra_lines(tmp_path):
     def row(width, acc, loss, status="FINISHED", stop="early_stopping", seconds=12.34):
-        return {"run_name": f"task3c width={width}", "model.width": str(width), names.NUM_PARAMETERS: width * 795,
-                "best_val_accuracy": acc, "best_val_loss": loss, names.STOP_REASON: stop, "seconds": seconds,
-                "status": status, "run_id": f"id{width}"}
+        return SummaryRow(f"task3c width={width}", f"id{width}", status, "", {"model.width": str(width)},
+                          num_parameters=width * 795, best_val_accuracy=acc, best_val_loss=loss, stop_reason=stop,
+                          seconds=seconds)
 
     rows = [row(32, 0.95, 0.2), row(64, 0.97, 0.1, seconds=3.0), row(128, None, None, "FAILED", "", None)]
     summary = SweepSummary(rows=rows, keys=["model.width"], groups=[], best=rows[1],

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import struct
 import subprocess
 import sys
@@ -11,9 +12,13 @@ import numpy as np
 import pytest
 from matplotlib.colors import to_rgba
 
-from sweeper.reporting.colours import config_colours
+from sweeper.reporting.colours import PALETTE, config_colour, config_colours
 from sweeper.reporting.history import RunHistory
 from sweeper.reporting.plots import (
+    FIGSIZE,
+    LEGEND_ROW_INCHES,
+    MAX_COLOURED,
+    OTHERS_COLOUR,
     _loss_ylim,
     aggregate_curves,
     comparison_figure,
@@ -267,13 +272,46 @@ def test_a_y_range_that_cuts_off_values_says_so():
     assert panel_texts(ax_loss) == panel_texts(ax_acc) == []
 
 
-def test_comparison_figure_without_validation_loss_and_with_many_groups():
-    many = [(f"run {i}", fake_history(200, seed=i)) for i in range(13)]  # more than the 10 default colours
-    ax_loss, ax_acc = comparison_figure(many, show_val_loss=False).axes
-    assert len(ax_loss.lines) == 13 and all(line.get_alpha() == 1.0 for line in ax_loss.lines)
+def test_comparison_figure_without_validation_loss_names_every_group_up_to_eight():
+    few = [(f"run {i}", fake_history(200, seed=i)) for i in range(MAX_COLOURED)]
+    fig = comparison_figure(few, show_val_loss=False)
+    ax_loss, ax_acc = fig.axes
+    assert len(ax_loss.lines) == MAX_COLOURED and all(line.get_alpha() == 1.0 for line in ax_loss.lines)
     assert ax_loss.get_title() == "training loss (10-step moving average)"
-    assert len({to_rgba(line.get_color()) for line in ax_acc.lines}) == 13
-    assert legend_texts(ax_acc) == [f"run {i}" for i in range(13)]
+    assert len({to_rgba(line.get_color()) for line in ax_acc.lines}) == MAX_COLOURED
+    assert legend_texts(ax_acc) == [f"run {i}" for i in range(MAX_COLOURED)] and not fig.legends
+
+
+def test_a_comparison_of_many_configs_colours_the_best_eight_and_greys_the_rest():
+    """30 configs (the experiment-wide comparison): 30 legend entries squashed the panels into a strip."""
+    levels = np.random.default_rng(0).permutation(30) / 100  # config i's loss settles at 0.3 + levels[i]
+    many = [(f"lr={i}", fake_history(200, level=0.3 + levels[i], seed=i)) for i in range(30)]
+    fig = comparison_figure(many)
+    ax_loss, ax_acc = fig.axes
+    assert ax_acc.get_legend() is None
+    (legend,) = fig.legends
+    best = [f"lr={i}" for i in np.argsort(levels)[:MAX_COLOURED]]
+    assert [t.get_text() for t in legend.get_texts()] == [*best, "22 other configs (grey)"]
+    # every config is still drawn: the 22 others grey, thin, behind the best, and out of the legend
+    by_label = {line.get_label().lstrip("_"): line for line in ax_acc.lines}
+    assert sorted(by_label) == sorted(label for label, _ in many)
+    grey = [label for label, line in by_label.items() if to_rgba(line.get_color()) == to_rgba(OTHERS_COLOUR)]
+    assert sorted(grey) == sorted(set(by_label) - set(best))
+    assert all(by_label[g].get_zorder() < by_label[b].get_zorder() for g in grey for b in best)
+    assert len({to_rgba(by_label[b].get_color()) for b in best}) == MAX_COLOURED
+    assert ax_acc.get_title() == "validation accuracy; in colour the best 8 of 30 configs by validation loss"
+    # the legend sits below the panels, which keep their full width: the figure grows by the legend's 3 rows
+    fig.canvas.draw()
+    legend_top = legend.get_window_extent().y1
+    assert all(ax.get_window_extent().y0 > legend_top for ax in (ax_loss, ax_acc))
+    assert ax_acc.get_window_extent().width > 0.4 * fig.bbox.width
+    assert fig.get_figheight() == pytest.approx(FIGSIZE[1] + 3 * LEGEND_ROW_INCHES)
+
+
+def test_a_config_past_the_palette_keeps_a_colour_of_its_own():
+    colours = [config_colour(i) for i in range(1000)]
+    assert len(set(colours)) == 1000 and colours[:20] == list(PALETTE)
+    assert all(re.fullmatch(r"#[0-9a-f]{6}", c) for c in colours)
 
 
 def test_comparison_figure_of_nothing():

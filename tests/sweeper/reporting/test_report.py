@@ -8,6 +8,7 @@ the finished [64] run, retrains [128]) and a seed sweep (2 configs x 2 seeds).
 from __future__ import annotations
 
 import csv
+import dataclasses
 import math
 import os
 import subprocess
@@ -31,11 +32,15 @@ from sweeper.reporting.finalize import finalize_sweep  # noqa: E402
 from sweeper.reporting.history import RunHistory, history_from_metrics, load_history  # noqa: E402
 from sweeper.reporting.selection import select_runs  # noqa: E402
 from sweeper.reporting.tables import (  # noqa: E402
+    METRIC_FIELDS,
+    SUMMARY_FIELDS,
+    SummaryRow,
     best_row,
     group_rows,
     mean_std,
     parse_overrides,
     preset_name,
+    summary_row,
     summary_rows,
 )
 
@@ -89,12 +94,17 @@ def log_child(client, experiment_id, parent_id, sweep_id, name, overrides, param
     return run_id
 
 
+def new_store(root: Path, experiment: str) -> tuple[str, MlflowClient, str]:
+    """(uri, client, experiment id) of a fresh sqlite store in `root` holding one experiment."""
+    uri = f"sqlite:///{root / 'mlflow.db'}"
+    client = MlflowClient(tracking_uri=uri)
+    return uri, client, client.create_experiment(experiment, artifact_location=(root / "artifacts").as_uri())
+
+
 @pytest.fixture(scope="module")
 def store(tmp_path_factory):
     root = tmp_path_factory.mktemp("mlflow_store")
-    uri = f"sqlite:///{root / 'mlflow.db'}"
-    client = MlflowClient(tracking_uri=uri)
-    experiment_id = client.create_experiment("report-test", artifact_location=(root / "artifacts").as_uri())
+    uri, client, experiment_id = new_store(root, "report-test")
 
     # Width sweep: task4a [32] and task3c [64] finish, task4b [128] fails before logging anything.
     parent = client.create_run(experiment_id, run_name="task4_width",
@@ -201,7 +211,7 @@ def test_history_from_metrics_fills_gaps_and_keeps_latest_value():
 def test_finalize_sweep_attaches_artifacts_and_best_child(store, tmp_path):
     client, parent, children = store["client"], store["parent"], store["children"]
     result = finalize_sweep(client, parent, tmp_path / "final")
-    assert result.best["run_id"] == children["c64"]
+    assert result.best.run_id == children["c64"]
     assert result.keys == ["experiment"]  # trainer.epochs=3 is common to all children, hence not a swept value
 
     artifacts = {a.path for a in client.list_artifacts(parent)}
@@ -238,7 +248,7 @@ def test_a_resumed_sweep_is_reported_with_the_runs_its_summary_lists(store, tmp_
     client, resumed = store["client"], store["resumed"]
     expected = [store["resumed_children"]["c64"], store["resumed_children"]["b128"]]  # oldest first
     result = finalize_sweep(client, resumed, tmp_path / "final")
-    assert [r["run_id"] for r in result.rows] == expected
+    assert [r.run_id for r in result.rows] == expected
     tags = client.get_run(resumed).data.tags
     assert (tags[names.SWEEP_CHILDREN], tags[names.SWEEP_CHILDREN_REUSED]) == ("2", "1")
     assert tags[names.BEST_CHILD_RUN_ID] == store["resumed_children"]["b128"]  # 0.22 beats the reused 0.25
@@ -257,19 +267,31 @@ def test_seed_groups_mean_and_std(store, tmp_path):
     groups = group_rows(rows, keys)
     assert [g.label for g in groups] == ["lr=0.1", "lr=0.02"]
     assert [len(g.rows) for g in groups] == [2, 2]
-    mean, std, n = mean_std(r["best_val_loss"] for r in groups[0].rows)
+    mean, std, n = mean_std(r.best_val_loss for r in groups[0].rows)
     assert (mean, n) == (pytest.approx(0.35), 2) and std == pytest.approx(math.sqrt(0.005))
     result = finalize_sweep(client, store["seed_parent"], tmp_path)
-    assert result.best["run_name"] == "lr=0.02 seed=0"
+    assert result.best.run_name == "lr=0.02 seed=0"
     md = (tmp_path / "summary.md").read_text()
     assert "Mean ± std over seeds" in md
     assert "| lr=0.1 | 2 |" in md and "0.3500 ± 0.0707" in md and "0.2300 ± 0.0424" in md
 
 
+def test_a_summary_row_is_typed_and_reads_each_summary_metric_by_its_name_in_names(store):
+    client, c64 = store["client"], store["children"]["c64"]
+    run = client.get_run(c64)
+    row = summary_row(run, ["experiment"])
+    assert isinstance(row, SummaryRow) and row.swept == {"experiment": "task3c"}
+    for name, column in METRIC_FIELDS.items():
+        assert row.column(column) == pytest.approx(run.data.metrics[name]), name
+    assert (row.run_id, row.status, row.stop_reason, row.seed) == (c64, "FINISHED", "max_epochs", "0")
+    assert set(SUMMARY_FIELDS) <= {f.name for f in dataclasses.fields(SummaryRow)}
+
+
 def test_best_row_ignores_failed_and_non_finite():
-    rows = [{"status": "FAILED", "best_val_loss": 0.1}, {"status": "FINISHED", "best_val_loss": float("nan")},
-            {"status": "FINISHED", "best_val_loss": 0.5, "id": "x"}, {"status": "FINISHED", "best_val_loss": None}]
-    assert best_row(rows)["id"] == "x"
+    rows = [SummaryRow("a", "a", "FAILED", "g", best_val_loss=0.1),
+            SummaryRow("b", "b", "FINISHED", "g", best_val_loss=float("nan")),
+            SummaryRow("x", "x", "FINISHED", "g", best_val_loss=0.5), SummaryRow("c", "c", "FINISHED", "g")]
+    assert best_row(rows).run_id == "x"
     assert best_row(rows[:2]) is None
 
 

@@ -18,7 +18,7 @@ from sweeper.reporting.history import load_history  # noqa: E402
 from sweeper.reporting.plots import comparison_figure  # noqa: E402
 from sweeper.reporting.report import course_figure_groups  # noqa: E402
 from sweeper.reporting.selection import select_runs  # noqa: E402
-from sweeper.reporting.tables import group_rows, summary_markdown  # noqa: E402
+from sweeper.reporting.tables import SummaryRow, group_rows, summary_markdown  # noqa: E402
 
 from .test_report import curves, log_child  # noqa: E402
 
@@ -127,9 +127,9 @@ def test_report_md_has_one_section_per_sweep_in_order_and_plain_single_runs(stor
 
 def test_the_seed_table_shows_a_single_run_without_plus_minus_and_counts_as_integers():
     def row(name, group, acc, epochs):
-        return {"run_name": name, "group": group, "best_val_accuracy": acc, "best_val_loss": 1 - acc,
-                "final_val_accuracy": acc, "final_val_loss": 1 - acc, names.EPOCHS: epochs, "seconds": 10.0,
-                names.NUM_PARAMETERS: 50890, names.STOP_REASON: "max_epochs", "status": "FINISHED", "run_id": name}
+        return SummaryRow(name, name, "FINISHED", group, best_val_accuracy=acc, best_val_loss=1 - acc,
+                          final_val_accuracy=acc, final_val_loss=1 - acc, epochs=epochs, seconds=10.0,
+                          num_parameters=50890, stop_reason="max_epochs")
 
     rows = [row("a seed=0", "A", 0.90, 10), row("a seed=1", "A", 0.92, 13), row("b", "B", 0.95, 17)]
     md = summary_markdown(rows, [], group_rows(rows, []))
