@@ -34,12 +34,13 @@ METRIC_FIELDS = {
     names.EPOCHS: names.EPOCHS,
     names.TRAIN_SECONDS: "seconds",
 }
+# the summary metrics a killed run's curves can stand in for
 _CURVE_FIELDS = (names.BEST_VAL_ACCURACY, names.BEST_VAL_LOSS, names.FINAL_VAL_ACCURACY, names.FINAL_VAL_LOSS)
 # the columns after the swept values, in the csv and markdown tables
 SUMMARY_FIELDS = (*(METRIC_FIELDS[n] for n in (names.NUM_PARAMETERS, *_CURVE_FIELDS, names.EPOCHS)),
                   names.STOP_REASON, METRIC_FIELDS[names.TRAIN_SECONDS], "status")
 # the columns the seed table shows as mean ± std
-SEED_STATS = (*(METRIC_FIELDS[n] for n in (*_CURVE_FIELDS, names.EPOCHS, names.TRAIN_SECONDS)),)
+SEED_STATS = tuple(METRIC_FIELDS[n] for n in (*_CURVE_FIELDS, names.EPOCHS, names.TRAIN_SECONDS))
 # columns whose values are counts: shown as integers
 INTEGER_COLUMNS = frozenset({names.NUM_PARAMETERS, names.EPOCHS})
 # labels that mean "no preset chosen": the config default and a null name
