@@ -164,6 +164,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except TrackingError as exc:
         parser.error(str(exc))
     base = f"http://{UI_HOST}:{args.port}"
+    # SIGTERM (docker stop, a test's clean-up) ends like Ctrl-C: through the finally below that stops the UI's group
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
     server = subprocess.Popen([sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", uri, "--host", UI_HOST,
                                "--port", str(args.port), "--workers", "1"], start_new_session=True)
     try:
