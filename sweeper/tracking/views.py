@@ -157,6 +157,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--no-browser", action="store_true", help="print the link without opening it")
     args = parser.parse_args(argv)
     uri = f"sqlite:///{args.store}"
+    if not os.path.isfile(args.store):
+        parser.error(f"--store {args.store}: no such file; pass an MLflow sqlite store (a sweep creates "
+                     "outputs/mlflow.db)")
     if not 0 < args.port < 65536:
         parser.error(f"--port {args.port}: expected a TCP port, 1 to 65535")
     try:

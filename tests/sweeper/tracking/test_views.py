@@ -199,3 +199,19 @@ def test_the_config_label_is_readable_and_shared_by_the_seeds_of_one_config():
     assert label == f"task3c data=digits ({noseed.pop()[:8]})"
     other = config_label("task3c", ["model.width=32"], "0123456789abcdef")
     assert other == "task3c width=32 (01234567)"
+
+
+
+@pytest.mark.parametrize("argv, says", [
+    (["--store", "missing.db"], "--store missing.db: no such file; pass an MLflow sqlite store (a sweep creates "
+                                "outputs/mlflow.db)"),
+    (["--port", "0"], "--port 0: expected a TCP port, 1 to 65535"),
+])
+def test_make_ui_refuses_bad_input_in_one_sentence_before_starting_anything(argv, says, migrated, tmp_path,
+                                                                            monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit) as exit_info:
+        views.main(["--store", str(migrated), *argv])  # the later --store wins
+    assert exit_info.value.code == 2
+    assert capsys.readouterr().err.splitlines()[-1] == f"make ui: error: {says}"
+    assert sorted(p.name for p in tmp_path.iterdir()) == []  # no store or mlruns created here
