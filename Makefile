@@ -48,10 +48,11 @@ bench: setup
 	$(BIN)/python benchmarks/bench_startup.py
 	$(BIN)/python benchmarks/bench_search.py
 
-## The MLflow UI on the project's store (Ctrl-C to stop): one web worker, and without MLflow's job runner (GenAI
-## jobs, which this project never uses; it would start 7 more processes).
+## The MLflow UI on the project's store (Ctrl-C to stop): one web worker, without MLflow's job runner (GenAI jobs,
+## which this project never uses; it would start 7 more processes). Once it answers, it prints and opens the link to
+## the latest sweep's view, in the model-training layout (MLflow only takes that layout from a link).
 ui: setup
-	MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false $(BIN)/mlflow ui --backend-store-uri sqlite:///$(CURDIR)/outputs/mlflow.db --host 127.0.0.1 --port $(PORT) --workers 1
+	MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false $(BIN)/python -m sweeper.tracking.views --port $(PORT) $(ARGS)
 
 ## Rebuild figures and tables from runs already in MLflow, e.g. make report ARGS="--experiment mlp-sweeps"
 report: setup

@@ -67,8 +67,6 @@ DATASET_CONTEXT = "mlflow.data.context"
 SOURCE_NAME_VALUE = "mlp-sweep"
 RUN_COLOR = "mlflow.runColor"              # "#rrggbb": the run's line colour in the UI (its config's colour)
 # MLflow's experiment tags (set when the tool creates the experiment)
-EXPERIMENT_KIND = "mlflow.experimentKind"
-EXPERIMENT_KIND_VALUE = "custom_model_development"
 PRIMARY_METRIC = "mlflow.experiment.primaryMetric.name"
 PRIMARY_METRIC_GREATER_IS_BETTER = "mlflow.experiment.primaryMetric.greaterIsBetter"
 SHARED_VIEW_PREFIX = "mlflow.sharedViewState."  # + view id: a saved view of the runs page (sweeper.tracking.views)

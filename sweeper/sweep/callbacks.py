@@ -168,7 +168,7 @@ def open_sweep_view(client: Any, uri: str, experiment_id: str, sweep_id: str, pa
     tag_experiment(client, experiment_id)
     jobs = expand_grid(config)
     view = write_sweep_view(client, experiment_id, sweep_id, parent_run_id, name,
-                            num_jobs=len(jobs) if jobs is not None else 1000)
+                            num_jobs=len(jobs) if jobs is not None else 1000, jobs=jobs)
     log.info("MLflow UI view of this sweep: %s", sweep_link(uri, experiment_id, view))
     return {"tracking_uri": uri, "experiment_id": experiment_id, "view": view}
 

@@ -55,10 +55,9 @@ DATABASE_SCHEMES = ("postgresql", "mysql", "mssql")
 WRITER_HTTP_DEFAULTS = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": 2, "MLFLOW_HTTP_REQUEST_TIMEOUT": 10,
                         "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": 1}
 HTTP_SETTINGS = {"http_max_retries": "MLFLOW_HTTP_REQUEST_MAX_RETRIES", "http_timeout": "MLFLOW_HTTP_REQUEST_TIMEOUT"}
-# The experiment is a model-training one whose primary metric is the validation loss (lower is better): MLflow's UI
-# labels it so and puts that metric first (the layout itself follows the link's workflowType, see tracking.views).
-EXPERIMENT_TAGS = {names.EXPERIMENT_KIND: names.EXPERIMENT_KIND_VALUE, names.PRIMARY_METRIC: names.VAL_LOSS,
-                   names.PRIMARY_METRIC_GREATER_IS_BETTER: "False"}
+# The experiment's primary metric is the validation loss, lower is better. No mlflow.experimentKind: MLflow 3.17's UI
+# never reads it (the layout follows the link's workflowType, see tracking.mlflow_private.views_format).
+EXPERIMENT_TAGS = {names.PRIMARY_METRIC: names.VAL_LOSS, names.PRIMARY_METRIC_GREATER_IS_BETTER: "False"}
 
 
 class StoreBusyError(RuntimeError):

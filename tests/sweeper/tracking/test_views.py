@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -21,7 +22,8 @@ from sweeper.config.identity import config_label, run_hashes
 from sweeper.reporting.history import RunHistory
 from sweeper.reporting.colours import PALETTE, config_colour, run_colours
 from sweeper.reporting.plots import comparison_figure
-from sweeper.tracking import sqlite_bulk, views
+from sweeper.tracking import views
+from sweeper.tracking.mlflow_private import views_format
 from sweeper.tracking.store import get_or_create_experiment, tag_experiment
 
 from ..sweeper_helpers import compose_cfg, sqlite_uri
@@ -41,20 +43,21 @@ def client(migrated, tmp_path):
     return MlflowClient(sqlite_uri(path))
 
 
-def test_the_tool_creates_a_model_training_experiment_ranked_by_val_loss(client, tmp_path):
+def test_the_tool_creates_an_experiment_ranked_by_val_loss_without_a_kind_tag_the_ui_ignores(client, tmp_path):
     experiment_id = get_or_create_experiment(client, "mlp-sweeps", (tmp_path / "art").as_uri())
     tags = client.get_experiment(experiment_id).tags
-    assert tags[names.EXPERIMENT_KIND] == "custom_model_development"
+    # MLflow 3.17's UI takes its layout from the link, never from mlflow.experimentKind (views_format's docstring)
+    assert "mlflow.experimentKind" not in tags
     assert tags[names.PRIMARY_METRIC] == names.VAL_LOSS
     assert tags[names.PRIMARY_METRIC_GREATER_IS_BETTER] == "False"
     # an experiment of an older release gets them when a sweep starts (not on opening it), a user's choice is kept
     old = client.create_experiment("old", artifact_location=(tmp_path / "old").as_uri(),
                                    tags={names.PRIMARY_METRIC: "val/accuracy"})
     assert get_or_create_experiment(client, "old", None) == old
-    assert names.EXPERIMENT_KIND not in client.get_experiment(old).tags
+    assert names.PRIMARY_METRIC_GREATER_IS_BETTER not in client.get_experiment(old).tags
     tag_experiment(client, old)
     tags = client.get_experiment(old).tags
-    assert tags[names.EXPERIMENT_KIND] == "custom_model_development" and tags[names.PRIMARY_METRIC] == "val/accuracy"
+    assert tags[names.PRIMARY_METRIC_GREATER_IS_BETTER] == "False" and tags[names.PRIMARY_METRIC] == "val/accuracy"
 
 
 def read_view(client, experiment_id, view_id):
@@ -63,6 +66,9 @@ def read_view(client, experiment_id, view_id):
     assert isinstance(wrapper["name"], str) and isinstance(wrapper["createdAt"], int)
     assert isinstance(wrapper["state"], str)  # a JSON string inside the JSON: a dict here makes the UI ignore it
     return wrapper, json.loads(wrapper["state"])
+
+
+GRID = [["experiment=task3c", f"model.width={w}", f"model.depth={d}", "trainer.epochs=2"] for w in (16, 32) for d in (1, 2)]
 
 
 def test_the_sweep_view_shows_its_runs_grouped_by_config_with_three_step_charts(client, tmp_path):
@@ -86,6 +92,47 @@ def test_the_sweep_view_shows_its_runs_grouped_by_config_with_three_step_charts(
     assert "runsExpanded" not in state  # the UI drops it (../shared/NOTES.md): grouping shows the children
 
 
+def test_the_view_is_readable_log_losses_one_chart_a_row_a_count_and_the_columns_that_rank_the_runs(client, tmp_path):
+    experiment_id = get_or_create_experiment(client, "mlp-sweeps", (tmp_path / "art").as_uri())
+    view = views.write_sweep_view(client, experiment_id, "s", "p", "sweep", num_jobs=len(GRID), jobs=GRID)
+    _, state = read_view(client, experiment_id, view)
+    scale = {c["metricKey"]: c["scaleType"] for c in state["compareRunCharts"] if not c["deleted"]}
+    # the losses fall from ~2.3 at step 0 to ~0.1: on a linear axis the trained part is a few pixels high
+    assert scale == {names.VAL_LOSS: "log", names.TRAIN_LOSS: "log", names.VAL_ACCURACY: "linear"}
+    (ours,) = [s for s in state["compareRunSections"] if s["display"]]
+    assert ours["name"] == "4 runs: width x depth"  # a legend shows two lines of names: the title says how many
+    assert ours["columns"] == 1  # one chart a row: the widest legend
+    columns = ["metrics.`best/val_loss`", "tags.`stop_reason`", "params.`model.width`", "params.`model.depth`"]
+    assert state["selectedColumns"] == columns
+    assert state["columnOrder"] == ["attributes.`Run Name`", *columns]
+    assert state["columnWidths"]["attributes.`Run Name`"] >= 400
+    # a search (no grid): no swept columns, no count
+    _, state = read_view(client, experiment_id, views.write_sweep_view(client, experiment_id, "t", "p", "search"))
+    assert state["selectedColumns"] == columns[:2]
+    assert [s["name"] for s in state["compareRunSections"] if s["display"]] == ["all runs of the search"]
+
+
+@pytest.mark.parametrize("jobs, swept", [
+    (GRID, ["model.width", "model.depth"]),
+    ([["+experiment=task2c", "data=digits"], ["+experiment=task3a", "data=digits"]], ["name"]),  # a preset: its name
+    ([["optimizer=sgd", "optimizer.lr=0.1"], ["optimizer=momentum", "optimizer.lr=0.1"]], []),  # a group: no param
+    ([["model.width=8"]], []),
+])
+def test_the_swept_params_are_the_keys_whose_value_differs_between_jobs(jobs, swept):
+    assert views.swept_params(jobs) == swept
+
+
+def test_make_ui_links_the_latest_sweep_view(client, tmp_path, monkeypatch):
+    assert views.latest_view(client) == ("0", None)  # an empty store: the Default experiment's runs page
+    experiment_id = get_or_create_experiment(client, "mlp-sweeps", (tmp_path / "art").as_uri())
+    assert views.latest_view(client) == (experiment_id, None)
+    for seconds, sweep in ((2000.0, "newer"), (1000.0, "older")):  # written out of order: createdAt decides
+        monkeypatch.setattr(views, "time", SimpleNamespace(time=lambda: seconds))
+        views.write_sweep_view(client, experiment_id, sweep, "p", sweep, jobs=GRID)
+    client.set_experiment_tag(experiment_id, names.SHARED_VIEW_PREFIX + "sweep-hand", "not json")
+    assert views.latest_view(client) == (experiment_id, "sweep-newer")
+
+
 def test_the_link_opens_the_view_and_falls_back_to_the_plain_runs_page(client, tmp_path, monkeypatch):
     sqlite = sqlite_uri(tmp_path / "mlflow.db")
     lines = views.sweep_link_lines(sqlite, "7", "sweep-x")
@@ -99,8 +146,8 @@ def test_the_link_opens_the_view_and_falls_back_to_the_plain_runs_page(client, t
                                   "   (the experiment's runs)"]
 
     # another MLflow minor: no view is written (its format may differ), the link opens the plain runs page
-    assert sqlite_bulk.view_format_verified(sqlite_bulk.VERIFIED_MLFLOW)
-    assert not sqlite_bulk.view_format_verified("3.18.0") and not sqlite_bulk.view_format_verified("4.0.0")
+    assert views_format.view_format_verified(views_format.VERIFIED_MLFLOW)
+    assert not views_format.view_format_verified("3.18.0") and not views_format.view_format_verified("4.0.0")
     monkeypatch.setattr(views, "view_format_verified", lambda: False)
     experiment_id = get_or_create_experiment(client, "mlp-sweeps", (tmp_path / "art").as_uri())
     assert views.write_sweep_view(client, experiment_id, "s", "p", "sweep") is None
@@ -152,3 +199,19 @@ def test_the_config_label_is_readable_and_shared_by_the_seeds_of_one_config():
     assert label == f"task3c data=digits ({noseed.pop()[:8]})"
     other = config_label("task3c", ["model.width=32"], "0123456789abcdef")
     assert other == "task3c width=32 (01234567)"
+
+
+
+@pytest.mark.parametrize("argv, says", [
+    (["--store", "missing.db"], "--store missing.db: no such file; pass an MLflow sqlite store (a sweep creates "
+                                "outputs/mlflow.db)"),
+    (["--port", "0"], "--port 0: expected a TCP port, 1 to 65535"),
+])
+def test_make_ui_refuses_bad_input_in_one_sentence_before_starting_anything(argv, says, migrated, tmp_path,
+                                                                            monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit) as exit_info:
+        views.main(["--store", str(migrated), *argv])  # the later --store wins
+    assert exit_info.value.code == 2
+    assert capsys.readouterr().err.splitlines()[-1] == f"make ui: error: {says}"
+    assert sorted(p.name for p in tmp_path.iterdir()) == []  # no store or mlruns created here
