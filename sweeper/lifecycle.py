@@ -39,6 +39,7 @@ from .redact import mask_credentials
 from .tracking.liveness import owner_tags
 from .tracking.run import MetricSink, RunTracker
 from .tracking.store_checks import store_step
+from .tracking.views import run_link_lines
 
 if TYPE_CHECKING:
     from hydra.conf import HydraConf
@@ -92,9 +93,19 @@ def _train_and_track(job: Job, trial: Trial | None) -> float:
         raise
     log.info("%s: stop_reason=%s best val loss %.4f, best val accuracy %.4f after %d steps (%.1f s)", job.name,
              result.stop_reason, result.best_val_loss, result.best_val_accuracy, result.num_steps, result.wall_time_s)
+    if not job.in_sweep:  # a sweep prints its runs' table and the view's link at its end instead
+        print("\n".join(_single_run_lines(sink, store)), flush=True)
     if trial is not None:
         return trial.objective({key: v for key, v, _ in summary_metrics(result)})
     return objective(result)
+
+
+def _single_run_lines(sink: MetricSink, store: Store | None) -> list[str]:
+    """Where a single run's files are and how to open it in the MLflow UI (plain lines on stdout)."""
+    lines = [f"run dir: {sink.run_dir}"]
+    if store is not None and sink.tracker is not None:
+        lines += run_link_lines(store.uri, store.experiment_id, sink.tracker.run_id)
+    return lines
 
 
 def load_data(cfg: DictConfig) -> mlp_core.Dataset:
@@ -130,8 +141,8 @@ def start_run(job: Job, store: Store | None, dataset: mlp_core.Dataset, model_cf
     except BaseException as exc:
         end_failed(sink, exc, _trial_failed(trial))
         raise
-    log.info("%s: %d parameters, %d steps/epoch, %s, %d BLAS threads", job.name, num_parameters,
-             len(dataset.train.y) // train_cfg.batch_size, dataset.source, job.threads)
+    log.info("%s: %s parameters, %d steps/epoch, %s, %d BLAS thread%s", job.name, f"{num_parameters:,}",
+             len(dataset.train.y) // train_cfg.batch_size, dataset.source, job.threads, "" if job.threads == 1 else "s")
     return sink, None
 
 

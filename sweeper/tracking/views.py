@@ -33,7 +33,7 @@ from typing import Any, Iterable, Sequence
 from .. import names
 from ..paths import REPO_ROOT
 from ..redact import mask_credentials
-from .mlflow_private.views_format import column, runs_page_fragment, sweep_view, view_format_verified
+from .mlflow_private.views_format import WORKFLOW_QUERY, column, runs_page_fragment, sweep_view, view_format_verified
 from .queries import tag_equals
 from .store import TrackingError, check_reachable, client_for, sqlite_path
 
@@ -127,6 +127,15 @@ def sweep_link_lines(tracking_uri: str, experiment_id: str, view: str | None) ->
     what = "the sweep's runs and curves" if view else "the experiment's runs"
     lines = [f"MLflow UI: start it with `{command}`, then open"] if command else ["MLflow UI:"]
     lines.append(f"  {sweep_link(tracking_uri, experiment_id, view)}   ({what})")
+    return lines
+
+
+def run_link_lines(tracking_uri: str, experiment_id: str, run_id: str) -> list[str]:
+    """What the end of a single run prints about the UI: the command that starts it (sqlite stores) and the run's page
+    in the model-training layout."""
+    base, command = ui_base(tracking_uri)
+    lines = [f"MLflow UI: start it with `{command}`, then open"] if command else ["MLflow UI:"]
+    lines.append(f"  {base}/#/experiments/{experiment_id}/runs/{run_id}?{WORKFLOW_QUERY}   (the run's page)")
     return lines
 
 
