@@ -84,7 +84,12 @@ def requeue_if_preempted() -> None:
     SIGUSR2 (time limit): let submitit checkpoint the job and ask Slurm to requeue it, then exit (SystemExit). The
     requeued job runs the same config again; a config that FINISHED meanwhile is skipped (tracking.skip_finished).
     Does nothing anywhere else, nor when Slurm no longer runs the job (``scancel``: a cancelled job stays cancelled;
-    a job Slurm requeues itself needs no second requeue), and returns when the requeue fails."""
+    a job Slurm requeues itself needs no second requeue).
+
+    When submitit refuses the requeue (a time-out after ``max_num_timeout`` requeues: "timed-out too many times") or
+    ``scontrol requeue`` fails, its error is raised: the job must end with an Exception, which submitit stores as the
+    job's result. An interrupt escaping instead leaves no result file, and the launcher, which learns that a job
+    ended from that file when Slurm has no accounting (``sacct``), waited for it forever."""
     import logging
 
     signum = received()
@@ -95,10 +100,7 @@ def requeue_if_preempted() -> None:
     if state != "RUNNING":
         log.warning("Slurm job %s is %s: not requeued by this job", os.environ.get("SLURM_JOB_ID"), state)
         return
-    try:
-        _requeue_handler[0](signum, None)
-    except Exception as exc:  # scontrol refused, or submitit's countdown of time-outs ran out
-        log.warning("the Slurm job was not requeued: %s", exc)
+    _requeue_handler[0](signum, None)
 
 
 def slurm_job_state() -> str:
