@@ -83,6 +83,7 @@ def load_data(cfg: DictConfig) -> Any:
 def _progress_bar(total: int, name: str) -> Any:
     from tqdm.auto import tqdm
 
+    signals.thread_lock_for(tqdm)
     return tqdm(total=total, desc=name, unit="step", dynamic_ncols=True, leave=False,
                 position=progress.run_bar_position(), disable=not sys.stderr.isatty())
 

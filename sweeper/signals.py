@@ -119,6 +119,19 @@ def slurm_job_state() -> str:
     return fields.get("JobState", "unknown")
 
 
+def thread_lock_for(bar_class: Any) -> None:
+    """Give tqdm's ``bar_class`` a thread lock before its first bar in this process, unless it has a lock already.
+
+    tqdm's default lock holds a multiprocessing RLock. In a process whose start method is not fork (joblib's loky
+    workers) that is a named POSIX semaphore, registered with the resource tracker and unlinked only by a finalizer.
+    A worker that joblib kills after an interrupt (SIGKILL, once ``_let_workers_finish`` has let its run end) never
+    runs that finalizer, so at shutdown the tracker reported "There appear to be 2 leaked semaphore objects" (and
+    unlinked them). A job's bars live in one process and need no lock shared across processes: a thread lock is
+    enough, and with no named semaphore there is nothing to leak."""
+    if not hasattr(bar_class, "_lock"):
+        bar_class.set_lock(threading.RLock())
+
+
 def _children() -> list[int]:
     """Pids of this process's live children (Linux /proc; empty elsewhere)."""
     me, pids = os.getpid(), []
