@@ -22,6 +22,7 @@ from sweeper import names
 
 from ..handshake import HANG, wait_for
 from ..sweeper.sweeper_helpers import runs_of, sqlite_uri
+from .slurm import SlurmCluster
 
 HOLD_HOOK = Path(__file__).resolve().parents[1] / "sweeper" / "hold_hook"
 WIDTHS = ("4", "8", "16", "32")
@@ -42,6 +43,32 @@ def sweep_env(cluster, tmp_path: Path, **hold: str) -> dict[str, str]:
     env.update(MLP_SWEEPS_OUTPUTS=str(tmp_path / "outputs"), MLP_SWEEPS_OFFLINE="1", MLP_SWEEPS_HOLD_WIDTHS=HELD,
                PYTHONPATH=os.pathsep.join(filter(None, [str(HOLD_HOOK), os.environ.get("PYTHONPATH")])), **hold)
     return env
+
+
+def job_logs(tmp_path: Path, suffix: str = "*") -> str:
+    """submitit's logs of the sweep's jobs (stdout and stderr, or ``suffix`` "err" or "out"), without its sacct warnings
+    (there is no accounting here)."""
+    text = "\n".join(p.read_text(errors="replace") for p in sorted((tmp_path / "sweep").rglob(f"*_log.{suffix}")))
+    return "\n".join(line for line in text.splitlines() if SlurmCluster.sacct_warning not in line)
+
+
+def run_sweep(cluster, tmp_path: Path, command: list[str], during=lambda proc: None, **hold: str):
+    """Run the sweep to its end, calling ``during(proc)`` while it runs: (exit code, its stderr without submitit's
+    sacct warnings, what ``during`` returned). A sweep still running after HANG s fails the test, never hangs it."""
+    proc = subprocess.Popen(command, cwd=tmp_path, env=sweep_env(cluster, tmp_path, **hold), stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        seen = during(proc)
+        _, stderr = proc.communicate(timeout=HANG)
+    except subprocess.TimeoutExpired:
+        raise AssertionError(f"the sweep still runs after {HANG:.0f} s; its jobs' logs:\n{job_logs(tmp_path)[-6000:]}\n"
+                             f"{cluster._run('scontrol', 'show', 'job', '--oneliner').stdout}\n{cluster.logs()}")
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, 9)
+            proc.wait()
+    shown = "\n".join(line for line in stderr.splitlines() if cluster.sacct_warning not in line)
+    return proc.returncode, shown, seen
 
 
 def held_run_is_training(store: str, held_dir: Path):
@@ -88,10 +115,8 @@ def requeued_state(cluster, task: str) -> str:
 ], ids=["scancel-TERM", "scontrol-requeue"])
 def test_a_slurm_sweep_survives_a_preempted_job_with_one_finished_run_per_config(slurm_cluster, tmp_path, preempt):
     store = sqlite_uri(tmp_path / "mlflow.db")
-    env = sweep_env(slurm_cluster, tmp_path, MLP_SWEEPS_HOLD_ONCE=str(tmp_path))
-    proc = subprocess.Popen(sweep_command(tmp_path), cwd=tmp_path, env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, start_new_session=True)
-    try:
+
+    def preempt_the_held_job(proc):
         held = wait_for(lambda: held_run_is_training(store, tmp_path), "the held job's train/loss points", proc=proc,
                         poll=0.5)
         task = wait_for(lambda: array_task(slurm_cluster, WIDTHS.index(HELD)), "the held job in squeue", proc=proc)
@@ -101,14 +126,11 @@ def test_a_slurm_sweep_survives_a_preempted_job_with_one_finished_run_per_config
         # credential has expired: forcing it to start sooner gets it killed as "Job credential revoked", and without
         # accounting submitit would wait for it forever
         wait_for(lambda: requeued_state(slurm_cluster, task), "Slurm requeueing the preempted job", proc=proc)
-        _, stderr = proc.communicate(timeout=HANG)
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, 9)
-            proc.wait()
-    shown = "\n".join(line for line in stderr.splitlines() if slurm_cluster.sacct_warning not in line)
-    logs = "\n".join(p.read_text(errors="replace")[-3000:] for p in (tmp_path / "sweep").rglob("*_log.err"))
-    assert proc.returncode == 0, f"{shown[-3000:]}\n{logs}\n{slurm_cluster.logs()}"
+        return held
+
+    code, shown, held = run_sweep(slurm_cluster, tmp_path, sweep_command(tmp_path), preempt_the_held_job,
+                                  MLP_SWEEPS_HOLD_ONCE=str(tmp_path))
+    assert code == 0, f"{shown[-3000:]}\n{job_logs(tmp_path, 'err')[-6000:]}\n{slurm_cluster.logs()}"
     assert "Traceback" not in shown, shown[-3000:]
 
     client, runs = runs_of(store)
@@ -125,20 +147,20 @@ def test_a_slurm_sweep_survives_a_preempted_job_with_one_finished_run_per_config
     rerun = next(r for r in finished if r.data.params["model.width"] == HELD)
     assert rerun.data.tags[names.CONFIG_HASH] == killed.data.tags[names.CONFIG_HASH]
     assert rerun.data.tags[names.PARENT_RUN_ID] == parents[0].info.run_id
-    job_logs = "\n".join(p.read_text(errors="replace") for p in (tmp_path / "sweep").rglob("*_log.*"))
+    logs = job_logs(tmp_path)
     # the job itself asked for the requeue after a bare SIGTERM; after `scontrol requeue` Slurm did, and the job left it
-    assert ("Requeued job" in job_logs) == (preempt[0] == "scancel"), job_logs[-3000:]
+    assert ("Requeued job" in logs) == (preempt[0] == "scancel"), logs[-3000:]
 
 
 # A job's time limit and submitit's warning before it. slurmctld looks at time limits every 30 s (PERIODIC_TIMEOUT, not
 # configurable) and sends the --signal warning at the first look when the time left is under signal_delay_s + 30 s
 # (measured here: with --time=1 and signal_delay_s=30 the SIGUSR2 came 17-25 s after the start), so the warning
 # comes (limit - delay - 30 s) to (limit - delay) after the start, always a look before the limit itself. A job
-# under load took over 25 s from its start to its first metrics here: two minutes and a delay of 20 s give the job
-# at least 70 s to be training when the SIGUSR2 comes. submitit counts any SIGUSR2 of a job this short as a time-out
+# took 32 s from its start to its first metrics at load 5 here: two minutes and a delay of 1 s give the job at
+# least 89 s to be training when the SIGUSR2 comes. submitit counts any SIGUSR2 of a job this short as a time-out
 # (its "guaranteed" time, min(80 %, limit - 10 min), is below zero), as it does for a long job warned near its end.
 TIME_LIMIT_MIN = 2
-SIGNAL_DELAY_S = 20
+SIGNAL_DELAY_S = 1
 
 
 @pytest.mark.slow
@@ -154,24 +176,16 @@ def test_a_job_at_its_time_limit_ends_killed_with_its_metrics_and_is_requeued_as
     store = sqlite_uri(tmp_path / "mlflow.db")
     command = sweep_command(tmp_path, (HELD,), TIME_LIMIT_MIN, f"hydra.launcher.signal_delay_s={SIGNAL_DELAY_S}",
                             "hydra.launcher.max_num_timeout=1")
-    proc = subprocess.Popen(command, cwd=tmp_path, env=sweep_env(slurm_cluster, tmp_path), stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, start_new_session=True)
-    try:
-        _, stderr = proc.communicate(timeout=HANG)
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, 9)
-            proc.wait()
-    shown = "\n".join(line for line in stderr.splitlines() if slurm_cluster.sacct_warning not in line)
-    job_logs = "\n".join(p.read_text(errors="replace") for p in sorted((tmp_path / "sweep").rglob("*_log.*")))
-    assert proc.returncode == 1, f"{shown[-3000:]}\n{job_logs[-3000:]}\n{slurm_cluster.logs()}"
+    code, shown, _ = run_sweep(slurm_cluster, tmp_path, command)
+    logs = job_logs(tmp_path)
+    assert code == 1, f"{shown[-3000:]}\n{logs[-6000:]}\n{slurm_cluster.logs()}"
     assert "timed-out too many times" in shown, shown[-3000:]
 
     (job,) = [fields for fields in jobs(slurm_cluster) if fields.get("WorkDir") == str(tmp_path)]
     assert job["Restarts"] == "1" and job["TimeLimit"] == f"00:0{TIME_LIMIT_MIN}:00", job
-    warned = "\n".join(p.read_text(errors="replace") for p in (tmp_path / "sweep").rglob("*_log.err"))
+    warned = job_logs(tmp_path, "err")
     assert warned.count("Caught signal SIGUSR2 on") == 2 and warned.count("this job is timed-out") == 2, warned
-    assert "Requeued job" in job_logs and "(0 remaining timeouts)" in job_logs, job_logs[-3000:]
+    assert "Requeued job" in logs and "(0 remaining timeouts)" in logs, logs[-3000:]
 
     client, runs = runs_of(store)
     parents = [r for r in runs if r.data.tags.get(names.ROLE) == names.ROLE_SWEEP_PARENT]
