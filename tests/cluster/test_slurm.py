@@ -99,6 +99,11 @@ def jobs(cluster, *job: str) -> list[dict[str, str]]:
     return [dict(item.split("=", 1) for item in line.split() if "=" in item) for line in out.splitlines()]
 
 
+def sweep_jobs(cluster, tmp_path: Path) -> list[dict[str, str]]:
+    """The Slurm jobs of the sweep launched from ``tmp_path`` (their WorkDir)."""
+    return [job for job in jobs(cluster) if job.get("WorkDir") == str(tmp_path)]
+
+
 def requeued_state(cluster, task: str) -> str:
     """PENDING or RUNNING once Slurm has requeued the task (Restarts >= 1), else "" (not yet, or still REQUEUED)."""
     fields = next(iter(jobs(cluster, task)), {})
@@ -181,7 +186,7 @@ def test_a_job_at_its_time_limit_ends_killed_with_its_metrics_and_is_requeued_as
     assert code == 1, f"{shown[-3000:]}\n{logs[-6000:]}\n{slurm_cluster.logs()}"
     assert "timed-out too many times" in shown, shown[-3000:]
 
-    (job,) = [fields for fields in jobs(slurm_cluster) if fields.get("WorkDir") == str(tmp_path)]
+    (job,) = sweep_jobs(slurm_cluster, tmp_path)
     assert job["Restarts"] == "1" and job["TimeLimit"] == f"00:0{TIME_LIMIT_MIN}:00", job
     warned = job_logs(tmp_path, "err")
     assert warned.count("Caught signal SIGUSR2 on") == 2 and warned.count("this job is timed-out") == 2, warned
@@ -197,3 +202,34 @@ def test_a_job_at_its_time_limit_ends_killed_with_its_metrics_and_is_requeued_as
         assert "interrupted by SIGUSR2" in run.data.tags[names.KILLED_REASON]
         steps = sorted(m.step for m in client.get_metric_history(run.info.run_id, names.TRAIN_LOSS))
         assert steps and steps == list(range(len(steps)))  # what it logged before the signal, no gap
+
+
+@pytest.mark.slow
+@pytest.mark.soak
+@pytest.mark.integration
+@pytest.mark.timeout(900)
+def test_a_cancelled_job_ends_killed_with_its_metrics_and_the_sweep_ends_naming_it(slurm_cluster, tmp_path):
+    """``scancel`` of a job that trains: Slurm sends SIGTERM and ends the job for good (scontrol then shows it
+    COMPLETING, with no new restart). Its run ends KILLED with its metrics, the job returns that it ended without a
+    requeue as its result, and the sweep ends (exit 1, the reason shown) instead of waiting forever."""
+    store = sqlite_uri(tmp_path / "mlflow.db")
+
+    def cancel_the_held_job(proc):
+        held = wait_for(lambda: held_run_is_training(store, tmp_path), "the held job's train/loss points", proc=proc,
+                        poll=0.5)
+        (job,) = wait_for(lambda: sweep_jobs(slurm_cluster, tmp_path), "the job in Slurm's table")
+        result = slurm_cluster._run("scancel", job["JobId"])
+        assert result.returncode == 0, result.stderr
+        return held
+
+    code, shown, held = run_sweep(slurm_cluster, tmp_path, sweep_command(tmp_path, (HELD,)), cancel_the_held_job,
+                                  MLP_SWEEPS_HOLD_ONCE=str(tmp_path))
+    assert code == 1, f"{shown[-3000:]}\n{job_logs(tmp_path)[-6000:]}\n{slurm_cluster.logs()}"
+    assert "ended without a requeue" in shown, shown[-3000:]
+    (job,) = sweep_jobs(slurm_cluster, tmp_path)
+    assert job["JobState"] == "CANCELLED" and job["Restarts"] == "0", job
+    client, runs = runs_of(store)
+    (run,) = [r for r in runs if r.data.tags.get(names.ROLE) != names.ROLE_SWEEP_PARENT]
+    assert run.info.run_id == held.info.run_id and run.info.status == "KILLED", run.data.tags
+    assert "interrupted by SIGTERM" in run.data.tags[names.KILLED_REASON]
+    assert client.get_metric_history(run.info.run_id, names.TRAIN_LOSS)  # what it logged before the signal
