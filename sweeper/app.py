@@ -61,7 +61,7 @@ def task(cfg: DictConfig) -> float:
     try:
         return lifecycle.train_and_track(cfg, TrialLink.of_job)
     except KeyboardInterrupt:
-        signals.requeue_if_preempted()  # a Slurm job of submitit: requeued by Slurm, exits here (SystemExit)
+        signals.requeue_if_preempted()  # a Slurm job of submitit: requeued (SystemExit here), or ended for good (raises)
         raise
     except CompactHydraException as exc:
         # A single run's setup error (config range, tracking store, data): one sentence and exit 1. Raising would

@@ -150,6 +150,7 @@ def train(job: Job, dataset: mlp_core.Dataset, sink: MetricSink, model_cfg: mlp_
           train_cfg: mlp_core.TrainConfig, observe: Callable[[Event], str | None] | None = None) -> mlp_core.FitResult:
     """Fit with the job's BLAS threads, streaming events to the sink; log the summary and artifacts. ``observe`` (a
     search trial's) sees every event after the sink and may stop the run (see ``mlp_core.fit``)."""
+    signals.thread_lock_for(tqdm)  # no named semaphore a killed joblib worker would leak
     sink.progress = tqdm(total=train_cfg.epochs * (len(dataset.train.y) // train_cfg.batch_size), desc=job.name,
                          unit="step", dynamic_ncols=True, leave=False, position=handoff.run_bar_position(),
                          disable=not sys.stderr.isatty())

@@ -83,38 +83,61 @@ def requeue_if_preempted() -> None:
     """In a Slurm job of submitit interrupted by SIGTERM (preemption, ``scancel --signal=TERM``) or by submitit's
     SIGUSR2 (time limit): let submitit checkpoint the job and ask Slurm to requeue it, then exit (SystemExit). The
     requeued job runs the same config again; a config that FINISHED meanwhile is skipped (tracking.skip_finished).
-    Does nothing anywhere else, nor when Slurm no longer runs the job (``scancel``: a cancelled job stays cancelled;
-    a job Slurm requeues itself needs no second requeue), and returns when the requeue fails."""
+    Does nothing anywhere else, nor when Slurm requeues the job itself (``scontrol requeue``, preemption with
+    requeue: Slurm then counts a restart that this attempt's ``SLURM_RESTART_COUNT`` does not have yet).
+
+    Otherwise the job is over for good and this raises, so that it ends with an Exception, which submitit stores as
+    the job's result: when submitit refuses the requeue (a time-out after ``max_num_timeout`` requeues: "timed-out too
+    many times"), when ``scontrol requeue`` fails, and when Slurm ends the job (``scancel``, Slurm's own time limit:
+    its state is then COMPLETING without a new restart). An interrupt escaping instead left no result file, and the
+    launcher, which learns that a job ended from that file when Slurm has no accounting (``sacct``), waited forever."""
     import logging
 
     signum = received()
     if not _requeue_handler or signum is None or signum == signal.SIGINT:
         return
-    log = logging.getLogger(__name__)
-    state = slurm_job_state()
+    job = slurm_job()
+    state = job.get("JobState", "unknown")
     if state != "RUNNING":
-        log.warning("Slurm job %s is %s: not requeued by this job", os.environ.get("SLURM_JOB_ID"), state)
-        return
-    try:
-        _requeue_handler[0](signum, None)
-    except Exception as exc:  # scontrol refused, or submitit's countdown of time-outs ran out
-        log.warning("the Slurm job was not requeued: %s", exc)
+        if not job or int(job.get("Restarts", "0")) > int(os.environ.get("SLURM_RESTART_COUNT", "0")):
+            logging.getLogger(__name__).warning("Slurm job %s is %s: not requeued by this job",
+                                                os.environ.get("SLURM_JOB_ID"), state)
+            return
+        raise SlurmJobEnded(f"Slurm job {os.environ.get('SLURM_JOB_ID')} ended without a requeue (JobState={state}, "
+                            f"Reason={job.get('Reason')}: scancel, or Slurm's own time limit)")
+    _requeue_handler[0](signum, None)
 
 
-def slurm_job_state() -> str:
-    """JobState of this Slurm job as ``scontrol show job`` reports it (RUNNING, CANCELLED, ...), or "unknown"."""
+class SlurmJobEnded(RuntimeError):
+    """Slurm stopped this job and does not run it again (``scancel``, its time limit)."""
+
+
+def slurm_job() -> dict[str, str]:
+    """This Slurm job as ``scontrol show job`` reports it (JobState, Reason, Restarts, ...), or {} when unknown."""
     import subprocess
 
     job = os.environ.get("SLURM_JOB_ID")
     if not job:
-        return "unknown"
+        return {}
     try:
         out = subprocess.run(["scontrol", "show", "job", "--oneliner", job], capture_output=True, text=True,
                              timeout=60).stdout
     except (OSError, subprocess.TimeoutExpired):
-        return "unknown"
-    fields = dict(item.split("=", 1) for item in out.split() if "=" in item)
-    return fields.get("JobState", "unknown")
+        return {}
+    return dict(item.split("=", 1) for item in out.split() if "=" in item)
+
+
+def thread_lock_for(bar_class: Any) -> None:
+    """Give tqdm's ``bar_class`` a thread lock before its first bar in this process, unless it has a lock already.
+
+    tqdm's default lock holds a multiprocessing RLock. In a process whose start method is not fork (joblib's loky
+    workers) that is a named POSIX semaphore, registered with the resource tracker and unlinked only by a finalizer.
+    A worker that joblib kills after an interrupt (SIGKILL, once ``_let_workers_finish`` has let its run end) never
+    runs that finalizer, so at shutdown the tracker reported "There appear to be 2 leaked semaphore objects" (and
+    unlinked them). A job's bars live in one process and need no lock shared across processes: a thread lock is
+    enough, and with no named semaphore there is nothing to leak."""
+    if not hasattr(bar_class, "_lock"):
+        bar_class.set_lock(threading.RLock())
 
 
 def _children() -> list[int]:
