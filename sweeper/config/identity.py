@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
+import re
 from typing import Any, Iterable, Mapping
 
 from .. import names
@@ -69,6 +71,19 @@ def legacy_hashes(container: Mapping[str, Any], threads: int) -> list[str]:
             for label in LEGACY_OPTIMIZER_LABELS]
 
 
+# a decimal number with more than 4 digits after the point, alone or inside a text such as a run name
+_LONG_DECIMAL = re.compile(r"(?<![\w.])[+-]?\d*\.\d{5,}(?:[eE][+-]?\d+)?(?![\w.])")
+
+
+def short_number(value: Any) -> str:
+    """A value as a table or legend shows it: a float, or a long decimal in a text, with 4 significant digits
+    (`0.05873669160363899` -> `0.05874`, `task3c lr=0.05873669160363899` -> `task3c lr=0.05874`); integers, short
+    decimals (`0.02`) and other text as they are."""
+    if isinstance(value, float):
+        return f"{value:.4g}" if math.isfinite(value) else str(value)
+    return _LONG_DECIMAL.sub(lambda m: f"{float(m.group()):.4g}", str(value))
+
+
 def run_name(label: str, overrides: Iterable[str]) -> str:
     """``task3c hidden_sizes=[128]``: the experiment's name plus the job's other overrides, keys without group."""
     parts = []
@@ -87,7 +102,7 @@ def config_label(label: str, overrides: Iterable[str], config_hash_noseed: str) 
     every seed of a config: what the MLflow UI view groups runs by (a bare hash would be an unreadable group label).
     """
     kept = [o for o in overrides if o.lstrip("+~").partition("=")[0] != names.SEED_PARAM]
-    return f"{run_name(label, kept)} ({config_hash_noseed[:8]})"
+    return f"{short_number(run_name(label, kept))} ({config_hash_noseed[:8]})"
 
 
 def flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:

@@ -3,22 +3,10 @@ apart (unique by construction)."""
 from __future__ import annotations
 
 import math
-import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-
-# a decimal number with more than 4 digits after the point, alone or inside a text such as a run name
-_LONG_DECIMAL = re.compile(r"(?<![\w.])[+-]?\d*\.\d{5,}(?:[eE][+-]?\d+)?(?![\w.])")
-
-
-def short_number(value: Any) -> str:
-    """A value as a table or legend shows it: a float, or a long decimal in a text, with 4 significant digits
-    (`0.05873669160363899` -> `0.05874`, `task3c lr=0.05873669160363899` -> `task3c lr=0.05874`); integers, short
-    decimals (`0.02`) and other text as they are."""
-    if isinstance(value, float):
-        return f"{value:.4g}" if math.isfinite(value) else str(value)
-    return _LONG_DECIMAL.sub(lambda m: f"{float(m.group()):.4g}", str(value))
+from ..config.identity import short_number
 
 
 def _short_keys(keys: Sequence[str]) -> dict[str, str]:

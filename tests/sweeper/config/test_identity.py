@@ -75,3 +75,11 @@ def test_effective_hidden_sizes_and_run_name():
     assert effective_hidden_sizes({"hidden_sizes": [128, 32], "width": 7, "depth": 1}) == (128, 32)
     assert run_name("task3c", ["experiment=task3c", "model.hidden_sizes=[128]", "tracking.uri=x",
                                "hydra/launcher=joblib"]) == "task3c hidden_sizes=[128]"
+
+
+def test_the_config_label_shows_a_sampled_float_with_4_significant_digits():
+    from sweeper.config.identity import config_label
+
+    label = config_label("task3c", ["optimizer.lr=0.05873669160363899", "model.width=64", "trainer.seed=3"],
+                         "0123456789abcdef")
+    assert label == "task3c lr=0.05874 width=64 (01234567)"
