@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from omegaconf import OmegaConf
 from sweeper import names
-from sweeper.app import load_data
+from sweeper.lifecycle import load_data
 from sweeper.config.checks import to_core
 
 from mlp_core import MLP, ValidationPoint, fit
