@@ -54,8 +54,8 @@ for model_cfg, train_cfg in configs:
 # step -> the functions whose cumulative time makes it, as (file path suffix, function name); a step's time is the
 # sum over its functions minus the steps nested inside them (NESTED).
 STEPS: dict[str, list[tuple[str, str]]] = {
-    "composition": [("sweeper/config/checks.py", "validate_grid"), ("hydra/_internal/config_loader_impl.py",
-                                                                   "load_sweep_config")],
+    "composition": [("hydra/_internal/config_loader_impl.py", "load_sweep_config"),
+                    ("sweeper/config/checks.py", "validate")],
     "data": [("mlp_core/data.py", "load_dataset")],
     "claim": [("sweeper/tracking/claims.py", "acquire")],
     "run set-up": [("sweeper/job.py", "track_job"), ("sweeper/job.py", "open_job"), ("sweeper/app.py", "start_run"),
