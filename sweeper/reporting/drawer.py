@@ -64,10 +64,10 @@ def is_drawn(request: dict) -> bool:
     return png.is_file() and (not history.is_file() or png.stat().st_mtime_ns >= history.stat().st_mtime_ns)
 
 
-def serve(sweep_dir: Path, poll_seconds: float = POLL_SECONDS) -> None:
+def serve(sweep_dir: Path, launcher: int, poll_seconds: float = POLL_SECONDS) -> None:
     """The drawer's loop: draw each new request until the sweep has ended and every request is drawn, or until the
-    launching process is gone (this process is then re-parented), so that it never outlives its sweep."""
-    launcher = os.getppid()
+    launching process (pid ``launcher``) is gone: this process is then re-parented, so it never outlives its sweep.
+    The pid comes from the launcher, since a launcher that died before this process looked would go unnoticed."""
     handled: dict[str, int] = {}  # request file -> its mtime when drawn (a requeued job rewrites its request)
     while True:
         ended = handoff.curves_ended(sweep_dir)  # before listing: a request written before the end mark is seen
@@ -100,7 +100,7 @@ class CurveDrawer:
         folder = handoff.open_curves(sweep_dir)
         try:
             with (folder / LOG_FILE).open("ab") as stderr:
-                process = subprocess.Popen([sys.executable, "-m", __name__, str(sweep_dir)], stdin=subprocess.DEVNULL,
+                process = subprocess.Popen([sys.executable, "-m", __name__, str(sweep_dir), str(os.getpid())], stdin=subprocess.DEVNULL,
                                            stdout=subprocess.DEVNULL, stderr=stderr, start_new_session=True)
         except OSError as exc:
             log.warning("could not start the curve drawer (%s): the runs' curves.png are drawn when the sweep ends",
@@ -145,10 +145,10 @@ def _log_figures(client: Any, requests: list[dict]) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    """``python -m sweeper.reporting.drawer SWEEP_DIR``: the drawer process (started by ``CurveDrawer.start``)."""
-    (sweep_dir,) = sys.argv[1:] if argv is None else argv
+    """``python -m sweeper.reporting.drawer SWEEP_DIR LAUNCHER_PID``: the drawer process (``CurveDrawer.start``)."""
+    sweep_dir, launcher = sys.argv[1:] if argv is None else argv
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(process)d %(levelname)s %(message)s")
-    serve(Path(sweep_dir))
+    serve(Path(sweep_dir), int(launcher))
 
 
 if __name__ == "__main__":

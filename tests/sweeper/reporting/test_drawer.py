@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import math
 import signal
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -16,6 +18,7 @@ from sweeper.reporting import drawer
 from sweeper.reporting.drawer import CurveDrawer, draw_request, history_from_csv, is_drawn
 from sweeper.reporting.plots import curves_figure
 
+from ...handshake import HANG, _status, wait_for
 from ..sweeper_helpers import ARTIFACTS, run_cli, runs_of
 
 
@@ -120,6 +123,26 @@ def test_the_sweeps_end_draws_what_the_drawer_left(tmp_path, result, monkeypatch
     assert not any(is_drawn(r) for r in requests)
     started.finish(None, wait_seconds=600)
     assert all(is_drawn(r) for r in requests)
+
+
+def exited(pid: int) -> bool:
+    try:
+        _status(pid)
+    except ProcessLookupError:
+        return True
+    return False
+
+
+@pytest.mark.soak
+def test_the_drawer_ends_when_its_launcher_is_gone(tmp_path):
+    """A launcher that ends without the sweep's end (killed, or gone before its drawer looked) leaves no drawer."""
+    start = ("import sys; from pathlib import Path; from sweeper.reporting.drawer import CurveDrawer; "
+             "print(CurveDrawer.start(Path(sys.argv[1])).process.pid)")
+    launcher = subprocess.run([sys.executable, "-c", start, str(tmp_path / "sweep")], capture_output=True, text=True,
+                              timeout=HANG, check=True)
+    pid = int(launcher.stdout)
+    assert not handoff.curves_ended(tmp_path / "sweep")
+    wait_for(lambda: exited(pid), "the drawer's exit after its launcher's")
 
 
 @pytest.mark.integration
