@@ -100,8 +100,9 @@ class CurveDrawer:
         folder = handoff.open_curves(sweep_dir)
         try:
             with (folder / LOG_FILE).open("ab") as stderr:
-                process = subprocess.Popen([sys.executable, "-m", __name__, str(sweep_dir), str(os.getpid())], stdin=subprocess.DEVNULL,
-                                           stdout=subprocess.DEVNULL, stderr=stderr, start_new_session=True)
+                process = subprocess.Popen([sys.executable, "-m", __name__, str(sweep_dir), str(os.getpid())],
+                                           stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=stderr,
+                                           start_new_session=True)
         except OSError as exc:
             log.warning("could not start the curve drawer (%s): the runs' curves.png are drawn when the sweep ends",
                         exc)
