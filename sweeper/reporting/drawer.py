@@ -109,6 +109,11 @@ class CurveDrawer:
             process = None
         return cls(sweep_dir, process)
 
+    def __getstate__(self) -> dict:
+        # joblib and the population launcher pickle the sweep callback, and this handle with it, for their workers:
+        # a Popen does not pickle, and only the launching process waits for its drawer
+        return {"sweep_dir": self.sweep_dir, "process": None}
+
     def finish(self, client: Any, wait_seconds: float) -> None:
         """End of the sweep: wait up to ``wait_seconds`` for the drawer, draw what it left, then log each figure to
         its run with ``client`` (None: the sweep is not tracked). A run may have FINISHED already: MLflow still

@@ -3,6 +3,7 @@ it, and the sweep's end leaves no curves.png undrawn when the drawer cannot star
 from __future__ import annotations
 
 import math
+import pickle
 import signal
 import subprocess
 import sys
@@ -123,6 +124,15 @@ def test_the_sweeps_end_draws_what_the_drawer_left(tmp_path, result, monkeypatch
     assert not any(is_drawn(r) for r in requests)
     started.finish(None, wait_seconds=600)
     assert all(is_drawn(r) for r in requests)
+
+
+def test_the_drawers_handle_travels_to_workers_without_its_process(tmp_path):
+    """joblib and the population launcher pickle the sweep callback (and this handle) for their workers."""
+    started = CurveDrawer.start(tmp_path / "sweep")
+    copy = pickle.loads(pickle.dumps(started))
+    assert copy == CurveDrawer(tmp_path / "sweep", None) and started.process is not None
+    started.finish(None, wait_seconds=600)
+    assert started.process.returncode == 0
 
 
 def exited(pid: int) -> bool:
