@@ -5,6 +5,8 @@ which may run in the same process (basic launcher), in joblib workers or in Slur
 - ``names.SEARCH_FILE``: a search's study and the trial number of each job number (written by the search sweeper
   before each batch, read by its jobs, ``sweeper.sweep.trial``).
 - ``.progress/``: the sweep's size and each job's outcome, from which every job logs the k/N progress line.
+- ``.curves/``: a job's request for its run's curve figure (``job-<hydra.job.num>.json``), which the sweep's drawer
+  process draws beside the next jobs (``sweeper.reporting.drawer``), and ``.end``, written when the sweep ends.
 
 Every file is written atomically (by rename), so a reader sees the old or the new content, never half of it.
 
@@ -77,6 +79,60 @@ def parent_in(sweep_dir: str | Path, uri: str) -> dict | None:
     parent's (tracking.uri was swept) has no parent."""
     parent = read_parent(sweep_dir)
     return parent if parent is not None and parent["tracking_uri_sha256"] == uri_digest(uri) else None
+
+
+# ---------------------------------------------------------------------------------------------------- curve figures
+
+CURVES_DIR = ".curves"
+CURVES_END = ".end"
+
+
+def open_curves(sweep_dir: str | Path) -> Path:
+    """Called by the launching process before any job: the folder of curve requests, emptied of an earlier launch's
+    requests and end mark (a relaunch into the same sweep dir)."""
+    folder = Path(sweep_dir) / CURVES_DIR
+    folder.mkdir(parents=True, exist_ok=True)
+    for stale in [*folder.glob("job-*.json"), folder / CURVES_END]:
+        stale.unlink(missing_ok=True)
+    return folder
+
+
+def curves_open(sweep_dir: str | Path) -> bool:
+    """Whether the sweep takes curve requests: its launcher opened the folder and the sweep has not ended."""
+    folder = Path(sweep_dir) / CURVES_DIR
+    return folder.is_dir() and not (folder / CURVES_END).exists()
+
+
+def request_curves(sweep_dir: str | Path, job_num: int, run_id: str | None, history: Path, png: Path,
+                   title: str) -> bool:
+    """Ask the sweep's drawer for the curve figure ``png`` of ``history`` (history.csv); False when the request could
+    not be written (the job then draws the figure itself)."""
+    try:
+        _write_json(Path(sweep_dir) / CURVES_DIR / f"job-{job_num}.json",
+                    {"run_id": run_id, "history": str(history), "png": str(png), "title": title})
+    except OSError as exc:
+        log.warning("could not hand the curve figure %s to the sweep's drawer: %s", png, exc)
+        return False
+    return True
+
+
+def curve_requests(sweep_dir: str | Path) -> dict[str, dict]:
+    """{request file name: request} of the sweep, in job order."""
+    found = {}
+    for path in (Path(sweep_dir) / CURVES_DIR).glob("job-*.json"):
+        request = _read_json(path)
+        if request is not None:
+            found[path.name] = request
+    return dict(sorted(found.items(), key=lambda item: int(item[0][4:-5])))
+
+
+def end_curves(sweep_dir: str | Path) -> None:
+    """Tell the drawer that no request will come any more."""
+    (Path(sweep_dir) / CURVES_DIR / CURVES_END).touch()
+
+
+def curves_ended(sweep_dir: str | Path) -> bool:
+    return (Path(sweep_dir) / CURVES_DIR / CURVES_END).exists()
 
 
 # ---------------------------------------------------------------------------------------------------- the search

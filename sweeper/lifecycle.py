@@ -48,6 +48,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("sweeper")
 
 HISTORY_COLUMNS = ("step", "train_loss", "train_accuracy", "val_loss", "val_accuracy")
+CURVES_FILE = "curves.png"
 
 
 class DataLoadError(CompactHydraException):
@@ -172,25 +173,49 @@ def train(job: Job, dataset: mlp_core.Dataset, sink: MetricSink, model_cfg: mlp_
 
 def record_result(job: Job, result: mlp_core.FitResult, sink: MetricSink) -> None:
     """After training: flush the metrics, write the artifacts to the sink's run dir, log summary metrics, stop reason
-    and artifacts (the run stays RUNNING)."""
+    and artifacts (the run stays RUNNING). A job of a sweep hands its curve figure to the sweep's drawer, which logs it
+    when the sweep ends (``sweeper.reporting.drawer``)."""
     sink.flush()
-    paths = write_artifacts(job.cfg, result, sink.run_dir, job.name)
+    sweep_dir = _curves_drawer(job, sink)
+    paths = write_artifacts(job.cfg, result, sink.run_dir, job.name, curves=sweep_dir is None)
+    if sweep_dir is not None and not handoff.request_curves(
+            sweep_dir, job.hydra_cfg.job.num, sink.tracker.run_id if sink.tracker is not None else None, paths[1],
+            sink.run_dir / CURVES_FILE, job.name):
+        paths.append(_draw_curves(result, sink.run_dir, job.name))
     sink.log_summary(summary_metrics(result), {names.STOP_REASON: result.stop_reason}, paths)
 
 
-def write_artifacts(cfg: DictConfig, result: mlp_core.FitResult, out_dir: Path, title: str) -> list[Path]:
-    """config.yaml, history.csv, model.npz and curves.png in the job's output dir."""
-    from .reporting.plots import plot_curves  # matplotlib: only once a run has trained
-
-    paths = [out_dir / "config.yaml", out_dir / "history.csv", out_dir / "model.npz", out_dir / "curves.png"]
+def write_artifacts(cfg: DictConfig, result: mlp_core.FitResult, out_dir: Path, title: str,
+                    curves: bool = True) -> list[Path]:
+    """config.yaml, history.csv, model.npz and (unless ``curves`` is False) curves.png in the job's output dir."""
+    paths = [out_dir / "config.yaml", out_dir / "history.csv", out_dir / "model.npz"]
     paths[0].write_text(mask_credentials(OmegaConf.to_yaml(cfg, resolve=True)))
     with paths[1].open("w", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=HISTORY_COLUMNS, restval="", extrasaction="ignore")
         writer.writeheader()
         writer.writerows(result.history_rows())
     result.model.save(paths[2])
-    plot_curves(result, paths[3], title)
-    return paths
+    return [*paths, _draw_curves(result, out_dir, title)] if curves else paths
+
+
+def _draw_curves(result: mlp_core.FitResult, out_dir: Path, title: str) -> Path:
+    from .reporting.plots import plot_curves  # matplotlib: only where a figure is drawn inline
+
+    return plot_curves(result, out_dir / CURVES_FILE, title)
+
+
+def _curves_drawer(job: Job, sink: MetricSink) -> Path | None:
+    """The sweep dir whose drawer draws this job's figure, or None to draw it here: a single run (its own sweep's
+    end), a sweep without a drawer (no sweep callback) or one that has ended, and a run in another store than the
+    sweep's parent (a swept tracking.uri: the launcher could not log the figure to it)."""
+    if not job.in_sweep:
+        return None
+    sweep_dir = Path(job.hydra_cfg.sweep.dir)
+    if not handoff.curves_open(sweep_dir):
+        return None
+    if sink.tracker is not None and handoff.parent_in(sweep_dir, sink.tracker.client.tracking_uri) is None:
+        return None
+    return sweep_dir
 
 
 def end_failed(sink: MetricSink, exc: BaseException, tags: dict[str, str] | None = None) -> None:

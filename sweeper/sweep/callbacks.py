@@ -6,6 +6,9 @@ sqlite store and the experiment, so parallel workers never race to migrate it, a
 composes and range-checks every job of the grid, so an invalid sweep starts nothing. The parent's id is handed to the
 jobs in a file in ``hydra.sweep.dir`` (``sweeper.handoff``), which every launcher (basic, joblib, submitit) shares.
 
+A drawer process draws the runs' curve figures beside the jobs (``sweeper.reporting.drawer``): started here before
+any job, ended at the sweep's end, where it leaves no figure undrawn and each is logged to its run.
+
 At the end the parent gets the sweep summary of ``sweeper.reporting.finalize.finalize_sweep``. Hydra does not call
 ``on_multirun_end`` when a job fails, so an exit hook summarises and terminates the parent (FAILED) then.
 """
@@ -27,6 +30,7 @@ from ..config.checks import expand_grid, validate_grid
 from ..launchers import LauncherKind, SweeperKind, launcher_of, sweeper_of
 from ..redact import mask_credentials
 from ..reporting.console import summary_lines
+from ..reporting.drawer import CurveDrawer
 from ..tracking.queries import tag_equals
 from ..tracking.liveness import mark_orphaned_runs, owner_tags
 from ..tracking.store import open_store, tag_experiment
@@ -36,6 +40,12 @@ from .launcher_checks import check_launcher
 from .search import check_space
 
 log = logging.getLogger(__name__)
+
+# How long the sweep's end waits for the drawer before drawing the rest itself; after Ctrl-C or SIGTERM only briefly
+# (Slurm's grace period after SIGTERM is short), the figures left are drawn here all the same.
+DRAWER_WAIT_SECONDS = 60.0
+DRAWER_WAIT_SIGNALLED_SECONDS = 3.0
+
 
 def sweep_display_name(config: DictConfig) -> str:
     """The sweep preset's name, or "sweep" + the command-line overrides of an ad-hoc sweep."""
@@ -54,6 +64,7 @@ class MlflowSweepParent(Callback):
         self._sweep_dir: Path | None = None
         self._experiment_id: str | None = None
         self._ui: dict | None = None  # the store, experiment, sweep and view the end-of-sweep link names
+        self._drawer: CurveDrawer | None = None
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         # A dry run creates no store and no run. It also skips validate_grid: the dry-run launcher lists an invalid
@@ -72,6 +83,7 @@ class MlflowSweepParent(Callback):
             sweep_dir.mkdir(parents=True, exist_ok=True)
             handoff.start(sweep_dir, None if jobs is None else len(jobs))
             if not config.tracking.enabled:
+                self._start_drawer(sweep_dir)
                 return
             client, uri, experiment_id = open_store(config.tracking)
         except CompactHydraException as exc:
@@ -88,6 +100,7 @@ class MlflowSweepParent(Callback):
         self._experiment_id = experiment_id
         handoff.write_parent(sweep_dir, run.info.run_id, experiment_id, sweep_id, uri)
         atexit.register(self._terminate_if_running, "FAILED")
+        self._start_drawer(sweep_dir)
         log.info("MLflow parent run %r (%s) for sweep %s", name, run.info.run_id, sweep_id)
         try:
             self._ui = open_sweep_view(client, uri, experiment_id, sweep_id, run.info.run_id, name, config)
@@ -120,6 +133,18 @@ class MlflowSweepParent(Callback):
         handoff.close_bar()
         self._terminate_if_running("FINISHED")
 
+    def _start_drawer(self, sweep_dir: Path) -> None:
+        """The sweep's curve drawer, started once the sweep is sure to launch its jobs."""
+        self._drawer = CurveDrawer.start(sweep_dir)
+        atexit.register(self._finish_curves)  # a failed job skips on_multirun_end
+
+    def _finish_curves(self) -> None:
+        """Every run's curves.png drawn and logged, before the summary (once: at the sweep's end or at exit)."""
+        drawer, self._drawer = self._drawer, None
+        if drawer is not None:
+            drawer.finish(self._client if self._run_id is not None else None,
+                          DRAWER_WAIT_SIGNALLED_SECONDS if signals.received() else DRAWER_WAIT_SECONDS)
+
     def summary_links(self) -> list[str]:
         """Lines appended to the end-of-sweep summary after the files: where to open the sweep in the UI."""
         if self._ui is None:
@@ -129,6 +154,7 @@ class MlflowSweepParent(Callback):
     def _terminate_if_running(self, status: str) -> None:
         """Attach the sweep summary (comparison.png, summary.csv/md, best-child tags) and end the parent run (KILLED
         when the sweep ended on Ctrl-C or SIGTERM)."""
+        self._finish_curves()
         if self._run_id is None:
             return
         if status == "FAILED" and signals.received():

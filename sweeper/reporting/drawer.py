@@ -1,0 +1,161 @@
+"""The curve figures of a sweep's runs, drawn off the jobs' path: one drawer process per sweep.
+
+A job of a sweep writes its history.csv and a request in the sweep dir (``sweeper.handoff.request_curves``) instead
+of drawing curves.png itself. ``CurveDrawer.start`` (the sweep callback, before any job) starts
+``python -m sweeper.reporting.drawer <sweep_dir>``, which imports matplotlib once and draws each request's figure
+while the next jobs train. ``CurveDrawer.finish`` (the sweep's end) marks the end, waits for the drawer, draws here
+whatever it left undrawn (it died, timed out or never started) and logs every figure as an artifact of its run.
+docs/decisions.md says why a process, what it costs and why the figure is the same.
+"""
+from __future__ import annotations
+
+import csv
+import logging
+import os
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .. import handoff
+from .history import RunHistory
+
+log = logging.getLogger(__name__)
+
+POLL_SECONDS = 0.2  # between looks at the request folder: a figure waits at most this long for the drawer
+LOG_FILE = "drawer.log"  # the drawer's stderr, in the request folder
+
+
+def history_from_csv(path: str | Path) -> RunHistory:
+    """The curves of a run's history.csv (``lifecycle.write_artifacts``: one row per step, the validation columns
+    filled on the rows of validation points), with the values FitResult held: the csv keeps each float's repr."""
+    with Path(path).open(newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    points = [row for row in rows if row["val_loss"] != ""]
+
+    def column(selected: list[dict], key: str) -> np.ndarray:
+        return np.array([float(row[key]) for row in selected], dtype=np.float64)
+
+    return RunHistory(train_loss=column(rows, "train_loss"),
+                      val_steps=np.array([int(row["step"]) for row in points], dtype=np.int64),
+                      val_loss=column(points, "val_loss"), val_accuracy=column(points, "val_accuracy"),
+                      train_accuracy=column(points, "train_accuracy"))
+
+
+def draw_request(request: dict) -> Path:
+    """Draw one request's figure (the run's own ``plot_curves``, same title) and put it in place by rename, so a
+    reader never sees half a PNG."""
+    from .plots import plot_curves  # matplotlib: only in the drawer, or at the sweep's end
+
+    png = Path(request["png"])
+    tmp = png.with_name(f"{png.name}.{os.getpid()}.tmp")
+    plot_curves(history_from_csv(request["history"]), tmp, request["title"])
+    tmp.replace(png)
+    return png
+
+
+def is_drawn(request: dict) -> bool:
+    """The request's PNG exists and is not older than its history (an earlier launch's figure in a reused job dir)."""
+    png, history = Path(request["png"]), Path(request["history"])
+    return png.is_file() and (not history.is_file() or png.stat().st_mtime_ns >= history.stat().st_mtime_ns)
+
+
+def serve(sweep_dir: Path, launcher: int, poll_seconds: float = POLL_SECONDS) -> None:
+    """The drawer's loop: draw each new request until the sweep has ended and every request is drawn, or until the
+    launching process (pid ``launcher``) is gone: this process is then re-parented, so it never outlives its sweep.
+    The pid comes from the launcher, since a launcher that died before this process looked would go unnoticed."""
+    handled: dict[str, int] = {}  # request file -> its mtime when drawn (a requeued job rewrites its request)
+    while True:
+        ended = handoff.curves_ended(sweep_dir)  # before listing: a request written before the end mark is seen
+        folder = sweep_dir / handoff.CURVES_DIR
+        pending = {name: request for name, request in handoff.curve_requests(sweep_dir).items()
+                   if handled.get(name) != (folder / name).stat().st_mtime_ns}
+        for name, request in pending.items():
+            handled[name] = (folder / name).stat().st_mtime_ns
+            try:
+                log.info("drew %s", draw_request(request))
+            except Exception as exc:  # noqa: BLE001 - one bad history must not stop the others' figures
+                log.warning("could not draw %s: %s", request["png"], exc)
+        if (ended and not pending) or os.getppid() != launcher:
+            return
+        if not pending:
+            time.sleep(poll_seconds)
+
+
+@dataclass
+class CurveDrawer:
+    """The launching process's handle on the sweep's drawer process (None when it could not start)."""
+
+    sweep_dir: Path
+    process: subprocess.Popen | None
+
+    @classmethod
+    def start(cls, sweep_dir: Path) -> CurveDrawer:
+        """Open the request folder and start the drawer in its own session: a Ctrl-C to the terminal reaches the
+        launcher, which ends the drawer in order, and not the drawer in the middle of a PNG."""
+        folder = handoff.open_curves(sweep_dir)
+        try:
+            with (folder / LOG_FILE).open("ab") as stderr:
+                process = subprocess.Popen([sys.executable, "-m", __name__, str(sweep_dir), str(os.getpid())],
+                                           stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=stderr,
+                                           start_new_session=True)
+        except OSError as exc:
+            log.warning("could not start the curve drawer (%s): the runs' curves.png are drawn when the sweep ends",
+                        exc)
+            process = None
+        return cls(sweep_dir, process)
+
+    def __getstate__(self) -> dict:
+        # joblib and the population launcher pickle the sweep callback, and this handle with it, for their workers:
+        # a Popen does not pickle, and only the launching process waits for its drawer
+        return {"sweep_dir": self.sweep_dir, "process": None}
+
+    def finish(self, client: Any, wait_seconds: float) -> None:
+        """End of the sweep: wait up to ``wait_seconds`` for the drawer, draw what it left, then log each figure to
+        its run with ``client`` (None: the sweep is not tracked). A run may have FINISHED already: MLflow still
+        takes its artifacts."""
+        handoff.end_curves(self.sweep_dir)
+        if self.process is not None:
+            try:
+                self.process.wait(wait_seconds)
+            except subprocess.TimeoutExpired:
+                log.warning("the curve drawer (pid %d) did not finish within %.0f s: the rest is drawn here",
+                            self.process.pid, wait_seconds)
+                self.process.kill()
+                self.process.wait()
+        requests = list(handoff.curve_requests(self.sweep_dir).values())
+        for request in requests:
+            if not is_drawn(request):
+                try:
+                    draw_request(request)
+                except Exception as exc:  # noqa: BLE001 - a figure is a convenience: never fail the sweep over it
+                    log.warning("could not draw %s: %s", request["png"], exc)
+        if client is not None:
+            _log_figures(client, [r for r in requests if r["run_id"] and Path(r["png"]).is_file()])
+
+
+def _log_figures(client: Any, requests: list[dict]) -> None:
+    failed = []
+    for request in requests:
+        try:
+            client.log_artifact(request["run_id"], request["png"])
+        except Exception as exc:  # noqa: BLE001 - the figure stays in the job's dir: report once, go on
+            failed.append((request["run_id"], exc))
+    if failed:
+        log.warning("could not log curves.png to %d of %d runs (first: run %s: %s); each figure stays in its job's "
+                    "output dir", len(failed), len(requests), failed[0][0], failed[0][1])
+
+
+def main(argv: list[str] | None = None) -> None:
+    """``python -m sweeper.reporting.drawer SWEEP_DIR LAUNCHER_PID``: the drawer process (``CurveDrawer.start``)."""
+    sweep_dir, launcher = sys.argv[1:] if argv is None else argv
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(process)d %(levelname)s %(message)s")
+    serve(Path(sweep_dir), int(launcher))
+
+
+if __name__ == "__main__":
+    main()
