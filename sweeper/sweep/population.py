@@ -74,9 +74,9 @@ def shuffle_key(cfg: DictConfig) -> tuple:
 def plan(keys: Sequence[tuple | None], max_members: int, n_workers: int = 1,
          orders: Sequence[Any] | None = None) -> list[list[int]]:
     """Positions of the jobs, grouped: equal keys together in launch order, a None key alone. A group larger than
-    max_members, or than its share of n_workers workers, is split into equal chunks, in launch order, or with
-    ``orders`` (each job's ``shuffle_key``) in launch order within equal orders, so that jobs drawing the same batches
-    share a chunk. Groups come in the order of their first job."""
+    max_members, or (when there are fewer groups than n_workers) than its share of the workers, is split into equal
+    chunks, in launch order, or with ``orders`` (each job's ``shuffle_key``) in launch order within equal orders, so
+    that jobs drawing the same batches share a chunk. Groups come in the order of their first job."""
     by_key: dict[tuple, list[int]] = {}
     groups: list[list[int]] = []
     for position, key in enumerate(keys):
@@ -88,13 +88,15 @@ def plan(keys: Sequence[tuple | None], max_members: int, n_workers: int = 1,
             groups.append(by_key[key])
         by_key[key].append(position)
     planned = []
+    # split for the workers only when the groups alone cannot keep every worker busy: splitting then only loses fusion
+    for_workers = n_workers if len(groups) < n_workers else 1
     for group in groups:
         if orders is not None and len(group) > 1:
             first_seen = {}
             for position in group:
                 first_seen.setdefault(orders[position], len(first_seen))
             group = sorted(group, key=lambda position: first_seen[orders[position]])  # stable: launch order within
-        size = min(max_members, -(-len(group) // n_workers))
+        size = min(max_members, -(-len(group) // for_workers))
         chunks = -(-len(group) // size)
         bounds = [round(i * len(group) / chunks) for i in range(chunks + 1)]
         planned += [group[lo:hi] for lo, hi in zip(bounds[:-1], bounds[1:])]

@@ -179,3 +179,29 @@ def test_members_count_in_the_sweep_progress(tmp_path):
         progress = [line.split("sweep progress: ", 1)[1] for line in log.splitlines() if "sweep progress: " in line]
         assert [line[:len(lines[0])] for line in progress] == lines, log[-3000:]
     assert "population of 2 job(s)" in (tmp_path / "a.log").read_text()
+
+
+def readme_population_commands() -> list[str]:
+    """The commands of the README's population section."""
+    section = (REPO / "README.md").read_text().split("## Population training", 1)[1].split("\n## ", 1)[0]
+    block = section.split("```bash\n", 1)[1].split("```", 1)[0]
+    return [line.strip() for line in block.splitlines() if "hydra/launcher=population" in line]
+
+
+@pytest.mark.integration
+@pytest.mark.slow
+@pytest.mark.parametrize("command", readme_population_commands())
+def test_the_readme_population_examples_fuse_every_job(tmp_path, command):
+    """Each command as written, on digits for one epoch: every job is a member of a population, none runs solo."""
+    args = command.split()[1:]
+    assert args[0] == "-m"
+    proc = start(tmp_path, "a", [*args[1:], "data=digits", "trainer.epochs=1",
+                                 f"tracking.uri={sqlite_uri(tmp_path / 'mlflow.db')}"], cli_env(tmp_path / "outputs"))
+    end(proc)
+    log = (tmp_path / "a.log").read_text()
+    assert proc.returncode == 0, log[-3000:]
+    assert "population of " in log and "solo of " not in log, log[-3000:]
+    _, runs = runs_of(sqlite_uri(tmp_path / "mlflow.db"))
+    members = [r for r in runs if names.PARENT_RUN_ID in r.data.tags]
+    assert members and all(r.data.tags[names.ENGINE].startswith("population(") for r in members)
+    assert f"sweep progress: {len(members)}/{len(members)} done" in log
