@@ -12,8 +12,6 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from mlflow.tracking import MlflowClient
-
 from sweeper import names
 from sweeper.tracking import claims
 
@@ -24,14 +22,6 @@ from ..sweeper_helpers import REPO, runs_of, sqlite_uri
 HOOK = REPO / "tests" / "sweeper" / "population_hook"
 DIGITS = ["data=digits", "trainer.blas_threads=1", "hydra/launcher=population"]
 RUNS_WITH_LOSSES = "SELECT COUNT(DISTINCT run_uuid) FROM metrics WHERE key = 'train/loss'"
-
-
-@pytest.fixture(scope="module")
-def migrated_db(tmp_path_factory) -> Path:
-    """A store whose tables exist: concurrent first launches would race to create them (docs/NOTES)."""
-    path = tmp_path_factory.mktemp("template") / "mlflow.db"
-    MlflowClient(sqlite_uri(path)).search_experiments()
-    return path
 
 
 def hooked_env(tmp_path: Path, name: str, **extra: str) -> dict[str, str]:
