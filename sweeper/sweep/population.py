@@ -9,8 +9,11 @@ through the same lifecycle as a solo job (``sweeper.lifecycle``): set-up (``job.
 FINISHED config); for the ones left to train, their runs (``lifecycle.start_run``: params, dataset, tags with
 ``engine=population(K)``); the population trains once; and each member's run is finished at its own RunEnd like a
 solo job's (``lifecycle.record_result``: metrics, summary, stop reason, artifacts; FINISHED, or
-``lifecycle.end_failed``), its Hydra JobReturn carrying its objective. ``n_workers`` processes (loky, as Hydra's joblib
-launcher; by default one per core) share out the groups, each with cores / n_workers BLAS threads.
+``lifecycle.end_failed``), its Hydra JobReturn carrying its objective, and its outcome in the sweep's progress
+(``handoff.record``). A population claims its members' configs in config-hash order, so that two populations never
+wait for each other (``tracking.claims``, "Groups"). ``n_workers`` processes (loky, as Hydra's joblib launcher; by
+default one per core, never more than there are groups) share out the groups, each with cores / n_workers BLAS
+threads.
 
 The engine is part of the config hash (``config.identity``): a member's bits differ from a solo run's (by float32
 summation order) but not with the other members of its population, so a rerun by this launcher is bit-identical.
@@ -19,7 +22,7 @@ from __future__ import annotations
 
 import json
 import logging
-import threading
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Sequence
 
@@ -30,9 +33,9 @@ from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig, OmegaConf, open_dict
 from threadpoolctl import threadpool_limits
 
-from .. import signals
+from .. import handoff, signals
 from ..config.checks import to_core, validate
-from ..job import Job, Store, objective, open_job, run_tags
+from ..job import Job, Store, config_hashes, objective, open_job, run_tags
 from ..launchers import cpu_cores, workers_for
 from .launcher_checks import check_knobs
 
@@ -49,8 +52,7 @@ log = logging.getLogger(__name__)
 
 def group_key(cfg: DictConfig) -> tuple | None:
     """What jobs must share to train in one population; None for a job that can only run solo."""
-    # NumPy, mlp_core, joblib and the job's lifecycle (about 1 s) are imported where they are first needed: after
-    # the warm-up below has started the workers, which import them meanwhile
+    # NumPy and mlp_core (about 1 s) are imported where they are first needed, not when Hydra loads the plugin
     from mlp_core import fusable_key
 
     try:
@@ -72,9 +74,9 @@ def shuffle_key(cfg: DictConfig) -> tuple:
 def plan(keys: Sequence[tuple | None], max_members: int, n_workers: int = 1,
          orders: Sequence[Any] | None = None) -> list[list[int]]:
     """Positions of the jobs, grouped: equal keys together in launch order, a None key alone. A group larger than
-    max_members, or than its share of n_workers workers, is split into equal chunks, in launch order, or with
-    ``orders`` (each job's ``shuffle_key``) in launch order within equal orders, so that jobs drawing the same batches
-    share a chunk. Groups come in the order of their first job."""
+    max_members, or (when there are fewer groups than n_workers) than its share of the workers, is split into equal
+    chunks, in launch order, or with ``orders`` (each job's ``shuffle_key``) in launch order within equal orders, so
+    that jobs drawing the same batches share a chunk. Groups come in the order of their first job."""
     by_key: dict[tuple, list[int]] = {}
     groups: list[list[int]] = []
     for position, key in enumerate(keys):
@@ -86,13 +88,15 @@ def plan(keys: Sequence[tuple | None], max_members: int, n_workers: int = 1,
             groups.append(by_key[key])
         by_key[key].append(position)
     planned = []
+    # split for the workers only when the groups alone cannot keep every worker busy: splitting then only loses fusion
+    for_workers = n_workers if len(groups) < n_workers else 1
     for group in groups:
         if orders is not None and len(group) > 1:
             first_seen = {}
             for position in group:
                 first_seen.setdefault(orders[position], len(first_seen))
             group = sorted(group, key=lambda position: first_seen[orders[position]])  # stable: launch order within
-        size = min(max_members, -(-len(group) // n_workers))
+        size = min(max_members, -(-len(group) // for_workers))
         chunks = -(-len(group) // size)
         bounds = [round(i * len(group) / chunks) for i in range(chunks + 1)]
         planned += [group[lo:hi] for lo, hi in zip(bounds[:-1], bounds[1:])]
@@ -105,9 +109,6 @@ def launch(config: DictConfig, hydra_context: HydraContext, task_function: TaskF
     """Compose, group and run every job; returns Hydra JobReturns in the order of ``job_overrides``."""
     check_knobs(max_members, n_workers)
     n_workers = workers_for(n_workers, cpu_cores())
-    # The workers start and import what a member needs (about 2 s) while the jobs are composed below; on 2 cores
-    # the two compete, which leaves about 1 s saved per sweep (docs/population.md).
-    warm_up = _WarmUp(n_workers) if n_workers > 1 and len(job_overrides) > 1 else None
     setup_globals()
     configure_log(config.hydra.hydra_logging, config.hydra.verbose)
     Path(str(config.hydra.sweep.dir)).mkdir(parents=True, exist_ok=True)
@@ -126,15 +127,14 @@ def launch(config: DictConfig, hydra_context: HydraContext, task_function: TaskF
         shown = "; ".join(" ".join(filter_overrides(list(job_overrides[p]))) or "(defaults)" for p in group)
         log.info("%s of %d job(s): %s", "population" if len(group) > 1 else "solo", len(group), shown)
     work = [[jobs[p] for p in group] for group in groups]
-    if warm_up is not None:
-        warm_up.join()
-    if n_workers == 1 or len(work) == 1:
+    processes = min(n_workers, len(work))  # never more workers than populations to train
+    if processes == 1:
         returns = [run_group(cfgs, hydra_context, task_function) for cfgs in work]
     else:
         from joblib import Parallel, delayed
 
         state = Singleton.get_state()
-        returns = Parallel(n_jobs=n_workers, backend="loky")(  # reuses the warmed-up workers
+        returns = Parallel(n_jobs=processes, backend="loky")(
             delayed(run_group)(cfgs, hydra_context, task_function, state) for cfgs in work
         )
     ordered: list = [None] * len(jobs)
@@ -142,37 +142,6 @@ def launch(config: DictConfig, hydra_context: HydraContext, task_function: TaskF
         for position, ret in zip(group, rets):
             ordered[position] = ret
     return ordered
-
-
-def _import_member_modules() -> None:
-    """What a worker needs to set up, train and record a member (run in each worker by ``_WarmUp``)."""
-    import matplotlib.backends.backend_agg  # noqa: F401
-    import mlflow.tracking  # noqa: F401
-
-    from .. import lifecycle  # noqa: F401
-    from ..reporting import plots  # noqa: F401
-
-
-class _WarmUp:
-    """Starts joblib's loky workers in a background thread, each importing what a member needs, so that the
-    ``Parallel`` call of the launch finds them running (loky reuses an executor of the same size). A failure here is
-    left to that call, which starts its workers itself."""
-
-    def __init__(self, n_workers: int):
-        self._thread = threading.Thread(target=self._run, args=(n_workers,), name="population-warm-up", daemon=True)
-        self._thread.start()
-
-    @staticmethod
-    def _run(n_workers: int) -> None:
-        from joblib import Parallel, delayed
-
-        try:
-            Parallel(n_jobs=n_workers, backend="loky")(delayed(_import_member_modules)() for _ in range(n_workers))
-        except Exception:  # noqa: BLE001 - see the class docstring
-            pass
-
-    def join(self) -> None:
-        self._thread.join()
 
 
 def run_group(cfgs: list[DictConfig], hydra_context: HydraContext, task_function: TaskFunction,
@@ -191,27 +160,41 @@ def run_group(cfgs: list[DictConfig], hydra_context: HydraContext, task_function
 class _Member:
     """One member after its set-up: its job, store and sink, its core configs and its Hydra JobReturn."""
 
-    def __init__(self, job: Job, store: Store | None, model: ModelConfig, train: TrainConfig, ret: JobReturn):
+    def __init__(self, job: Job, store: Store | None, model: ModelConfig, train: TrainConfig, ret: JobReturn,
+                 started: float):
         self.job, self.store, self.model, self.train, self.ret = job, store, model, train, ret
+        self.started = started  # time.monotonic() at its set-up: its seconds in the sweep's progress
         self.sink: MetricSink | None = None
         self.done = False
 
 
 def train_population(cfgs: list[DictConfig], hydra_context: HydraContext) -> list[JobReturn]:
     """Set up every member as a solo job would, train the ones left in one fused pass, finish each member's run."""
+    # as the task function does: a worker that has ended its members' runs puts its handlers back, which tells a
+    # launcher waiting on an interrupt that it may go on (signals.restore); kept, they made it wait out its grace
+    replaced = signals.install()
+    try:
+        return _train_population(cfgs, hydra_context)
+    finally:
+        signals.restore(replaced)
+
+
+def _train_population(cfgs: list[DictConfig], hydra_context: HydraContext) -> list[JobReturn]:
     from .. import lifecycle
 
-    signals.install()
     returns, members, loaded = [], [], {}
     for cfg in cfgs:
         found: dict = {}
 
         def set_up(task_cfg: DictConfig) -> float | None:
+            started = time.monotonic()
             job, store, reused = open_job(task_cfg, ENGINE)
-            if reused is None:
+            if reused is not None:
+                _record(job, "reused", started)
+            else:
                 if "dataset" not in loaded:
                     loaded["dataset"] = lifecycle.load_data(task_cfg)
-                found.update(job=job, store=store, core=to_core(task_cfg))
+                found.update(job=job, store=store, core=to_core(task_cfg), started=started)
             return reused
 
         HydraConfig.instance().set_config(cfg)
@@ -219,7 +202,7 @@ def train_population(cfgs: list[DictConfig], hydra_context: HydraContext) -> lis
                       job_dir_key="hydra.sweep.dir", job_subdir_key="hydra.sweep.subdir")
         returns.append(ret)
         if ret.status == JobStatus.COMPLETED and found:
-            members.append(_Member(found["job"], found["store"], *found["core"], ret))
+            members.append(_Member(found["job"], found["store"], *found["core"], ret, found["started"]))
     if not members:
         return returns
     dataset = loaded["dataset"]
@@ -228,15 +211,22 @@ def train_population(cfgs: list[DictConfig], hydra_context: HydraContext) -> lis
         member.job.engine = engine
         if member.store is not None:
             member.job.tags = run_tags(member.job, member.store.parent)
-    for member in list(members):
+    # Claims in one canonical order (config hash), never the launch order: see claims.py, "Groups"
+    for member in sorted(members, key=lambda m: config_hashes(m.job)[0] if m.store is not None else ""):
         try:
             member.sink, reused = lifecycle.start_run(member.job, member.store, dataset, member.model, member.train)
-        except Exception as exc:
+        except BaseException as exc:
+            if not isinstance(exc, Exception):  # an interrupt while waiting for a claim: end every claimed member
+                for claimed in members:
+                    if claimed.sink is not None and not claimed.done:
+                        _failed(claimed, exc)
+                raise
             _failed(member, exc)
             members.remove(member)
             continue
         if member.sink is None:  # its config FINISHED elsewhere while this member waited for its claim
             member.done, member.ret.return_value = True, reused
+            _record(member.job, "reused", member.started)
             members.remove(member)
     if members:
         _train(members, dataset)
@@ -258,6 +248,7 @@ def _train(members: list[_Member], dataset: Dataset) -> None:
             return
         member.done = True
         member.ret.return_value = objective(result)
+        _record(member.job, "done", member.started)
         log.info("%s: stop_reason=%s best val loss %.4f after %d steps (%s)", member.job.name, result.stop_reason,
                  result.best_val_loss, result.num_steps, member.job.engine)
 
@@ -291,3 +282,12 @@ def _failed(member: _Member, exc: BaseException) -> None:
         lifecycle.end_failed(member.sink, exc)
     member.ret.status = JobStatus.FAILED
     member.ret.return_value = exc
+    if isinstance(exc, Exception):  # an interrupted job records nothing, as handoff.job_outcome
+        _record(member.job, "failed", member.started)
+
+
+def _record(job: Job, outcome: str, started: float) -> None:
+    """The member's outcome in the sweep's progress (``handoff.record``), as ``handoff.job_outcome`` records a solo
+    job's: a member's life is split between its set-up and the population's end, so no one block can wrap it."""
+    if job.in_sweep:
+        handoff.record(job.hydra_cfg.sweep.dir, job.hydra_cfg.job.num, outcome, time.monotonic() - started)

@@ -23,6 +23,16 @@ ends FINISHED in one write; a claim that sees it no longer RUNNING reads the FIN
 A plain "create, then the oldest claim wins" is not enough: a claim whose read missed a later one, which has an older
 start time (clocks differ; start times are set by each client), would train beside it.
 
+Groups (a population claims all its members' configs before it trains them in one pass): a job that holds claims
+while it waits for another would deadlock with a second group that claimed the same configs in another order, each
+holding what the other waits for, and nothing would ever time out. So a group claims its configs one at a time in
+ascending ``config_hash`` order (``sweeper.sweep.population``), never in launch order. Then no cycle of waits can
+form: a job waits only for a claim ahead of it on the one hash it is claiming, and the holder of that claim either
+trains (it waits for nothing) or is itself claiming a strictly larger hash; following the waits, the hashes grow, so
+the chain ends at a job that trains, which ends its runs and lets the next in line go. A solo job holds one claim and
+waits for nothing while it trains, so it fits the same argument. A member that waits while its group holds claims
+is still alive; an interrupt there ends every claim the group holds KILLED.
+
 Dead owners: a claim whose owner process is gone (or, from another host, whose heartbeat is stale, see ``liveness``)
 is marked KILLED by whoever reads it, so the next in line takes over. A waiting claim refreshes its heartbeat. Runs
 with the hash but no ticket (older releases, ``tracking.skip_finished=false``) count as ticket 0: they already train.

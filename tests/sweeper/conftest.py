@@ -1,4 +1,6 @@
 """Fixtures of the sweeper tests (helpers live in sweeper_helpers.py)."""
+from pathlib import Path
+
 import pytest
 
 from .sweeper_helpers import sqlite_uri
@@ -8,3 +10,13 @@ from .sweeper_helpers import sqlite_uri
 def store(tmp_path):
     """A fresh sqlite tracking URI in tmp_path (created on first use)."""
     return sqlite_uri(tmp_path / "mlflow.db")
+
+
+@pytest.fixture(scope="module")
+def migrated_db(tmp_path_factory) -> Path:
+    """An empty, migrated sqlite store to copy: concurrent first launches would race to create its tables."""
+    from mlflow.tracking import MlflowClient
+
+    path = tmp_path_factory.mktemp("template") / "mlflow.db"
+    MlflowClient(sqlite_uri(path)).search_experiments()
+    return path

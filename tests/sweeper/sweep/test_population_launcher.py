@@ -62,6 +62,9 @@ def test_plan_groups_equal_keys_in_launch_order_and_splits_them_for_members_and_
     assert plan(["a", None, "b", "a", "b"], max_members=16) == [[0, 3], [1], [2, 4]]
     assert plan(["a"] * 5, max_members=2) == [[0, 1], [2], [3, 4]]
     assert plan(["a"] * 16, max_members=16, n_workers=2) == [list(range(8)), list(range(8, 16))]
+    # as many groups as workers already keep every worker busy: no group is split into solo jobs
+    assert plan(["a", "b", "a", "b"], max_members=16, n_workers=2) == [[0, 2], [1, 3]]
+    assert plan(["a", "b", "c", "a"], max_members=16, n_workers=4) == [[0], [3], [1], [2]]
     # jobs that draw the same batches (their shuffle key: the seed) share a chunk, in launch order within it
     seeds = [0, 1] * 4
     assert plan(["a"] * 8, max_members=16, n_workers=2, orders=seeds) == [[0, 2, 4, 6], [1, 3, 5, 7]]
