@@ -24,7 +24,7 @@ if _widths:
         return True
 
     def _hold_after_the_first_flush():
-        import threading
+        import time
 
         from sweeper import names
         from sweeper.tracking.run import MetricSink
@@ -36,7 +36,11 @@ if _widths:
             flush(self)
             if wrote_losses:
                 MetricSink.flush = flush  # the clean-up's own flush after the signal goes through
-                threading.Event().wait()  # until a signal interrupts the wait, or the test kills the process
+                # until a signal interrupts the wait, or the test kills the process. A plain sleep holds no lock: a
+                # second signal (Slurm's SIGTERM right after its SIGUSR2) that lands inside Event.wait's lock
+                # hand-over left that lock half released ("RuntimeError: release unlocked lock")
+                while True:
+                    time.sleep(3600)
 
         MetricSink.flush = flush_then_hold
 

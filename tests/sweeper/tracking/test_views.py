@@ -21,7 +21,7 @@ from sweeper.config.checks import to_core
 from sweeper.config.identity import config_label, run_hashes
 from sweeper.reporting.history import RunHistory
 from sweeper.reporting.colours import PALETTE, config_colour, run_colours
-from sweeper.reporting.plots import comparison_figure
+from sweeper.reporting.plots import MAX_COLOURED, comparison_figure
 from sweeper.tracking import views
 from sweeper.tracking.mlflow_private import views_format
 from sweeper.tracking.store import get_or_create_experiment, tag_experiment
@@ -164,9 +164,10 @@ def test_one_colour_per_config_in_the_figure_and_the_ui():
     # comparison.png draws its i-th config in config_colour(i): the colour finalize_sweep tags its runs with
     curve = RunHistory(train_loss=np.array([1.0, 0.5]), val_steps=np.array([0, 1]), val_loss=np.array([1.0, 0.6]),
                        val_accuracy=np.array([0.5, 0.7]), train_accuracy=np.array([0.5, 0.7]))
-    figure = comparison_figure({f"config {i}": [curve] for i in range(12)})
+    # (up to MAX_COLOURED configs: beyond that the figure draws all but the best ones in grey; test_plots.py)
+    figure = comparison_figure({f"config {i}": [curve] for i in range(MAX_COLOURED)})
     drawn = [to_hex(line.get_color()) for line in figure.axes[1].get_lines()]
-    assert drawn == [config_colour(i) for i in range(12)]
+    assert drawn == [config_colour(i) for i in range(MAX_COLOURED)]
 
 
 def job_of(overrides):
