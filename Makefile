@@ -47,6 +47,7 @@ bench: setup
 	$(BIN)/python benchmarks/bench_store.py
 	$(BIN)/python benchmarks/bench_startup.py
 	$(BIN)/python benchmarks/bench_search.py
+	$(BIN)/python benchmarks/bench_overhead.py
 
 ## The MLflow UI on the project's store (Ctrl-C to stop): one web worker, without MLflow's job runner (GenAI jobs,
 ## which this project never uses; it would start 7 more processes). Once it answers, it prints and opens the link to
