@@ -200,9 +200,11 @@ def evaluate_stack(lin: list, activation, x: np.ndarray, y: np.ndarray, rows: in
     `carve` gives it for a (K, P) stack (at least one hidden layer). Returns two (K,) float64 arrays; the loss is None
     with `loss=False` (accuracy only: no exp/log pass).
 
-    In row blocks: the first layer of all members is ONE matmul x_block @ [W_0 of member 1 | ... | W_0 of member K],
-    middle layers a stacked matmul, and the output layer's logits are laid out as (K, classes, rows), so that every
-    reduction over the classes (max, exp-sum) runs over long contiguous rows instead of 10-wide ones.
+    In row blocks: every layer is a stacked matmul (K BLAS calls of one shape, the first broadcasting the block
+    x_block over the members), and the output layer's logits are laid out as (K, classes, rows), so that every
+    reduction over the classes (max, exp-sum) runs over long contiguous rows instead of 10-wide ones. Each member's
+    numbers are those of its own calls, whatever its position: one wide GEMM x_block @ [W_0 of every member] gave a
+    member's loss bits that depended on its column offset under OpenBLAS's Haswell kernels (docs/population.md).
     Accuracy is exactly argmax's: a sample counts when its label's logit is the unique maximum; tied or non-finite
     columns (rare) go through argmax itself (first maximum, first NaN). The loss is one log-sum-exp per sample with
     float64 sums."""
@@ -210,10 +212,8 @@ def evaluate_stack(lin: list, activation, x: np.ndarray, y: np.ndarray, rows: in
     members, n_in, hidden = w0.shape
     n = x.shape[0]
     dtype = w0.dtype
-    w0_all = np.ascontiguousarray(np.moveaxis(w0, 0, 1)).reshape(n_in, members * hidden)
-    b0_all = None if b0 is None else np.moveaxis(b0, 0, 1).reshape(1, members * hidden)
     rows = max(1, min(rows, n))
-    first = np.empty((rows, members * hidden), dtype=dtype)
+    first = np.empty((members, rows, hidden), dtype=dtype)
     middle = [np.empty((members, rows, w.shape[-1]), dtype=dtype) for w, _ in lin[1:-1]]
     w_out, b_out = lin[-1]
     b_out_t = None if b_out is None else np.swapaxes(b_out, -1, -2)  # (K, classes, 1)
@@ -225,12 +225,11 @@ def evaluate_stack(lin: list, activation, x: np.ndarray, y: np.ndarray, rows: in
     for start in range(0, n, rows):
         stop = min(start + rows, n)
         m = stop - start
-        h = first[:m]
-        np.matmul(x[start:stop], w0_all, out=h)
-        if b0_all is not None:
-            h += b0_all
-        activation.forward_(h)
-        a = h.reshape(m, members, hidden).transpose(1, 0, 2)  # (K, m, hidden): a view, no copy
+        a = first[:, :m]
+        np.matmul(x[start:stop], w0, out=a)
+        if b0 is not None:
+            a += b0
+        activation.forward_(a)
         for (w, b), buf in zip(lin[1:-1], middle):
             out = buf[:, :m]
             np.matmul(a, w, out=out)

@@ -12,11 +12,11 @@ and runs the same forward and backward kernels as `fit` (`forward_pass`, `backwa
 stacked operands is K BLAS calls inside one NumPy call. (Layer 1 of members that share their batch as one wide GEMM,
 x_batch @ [W_0 of every member], measured no faster at one BLAS thread than the K calls: 321 against 318 us for K = 8
 of 784-64 at batch 32, both near the thread's ceiling; so the parameters stay member by member.) The full-set
-evaluations of a validation point compute the first layer of all members as ONE matmul over the evaluation set
-(`evaluate_stack`).
+evaluations of a validation point run all members in one pass over the evaluation set, block by block, with stacked
+matmuls (`evaluate_stack`).
 
 Numerics: per member, every step does the same float32 operations as `fit` in the same order; what differs is only
-the summation order inside a few reductions (the loss's picked-logit sum, the evaluation GEMM's blocking), so results
+the summation order inside one reduction (the loss's picked-logit sum), so results
 match `fit` to float32 rounding (tests/core/test_population.py: losses within 1e-5 relative, weights within 1e-5 of
 their scale after an epoch). Members never mix: each member's numbers do not depend on which other members share
 its pass, and a rerun of the same population is bit-identical.
