@@ -1,6 +1,10 @@
 """A sweep's jobs are composed once, as the launchers compose them (sweeper.config.compose)."""
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+
 import pytest
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
@@ -8,7 +12,7 @@ from omegaconf import OmegaConf
 
 from sweeper.config.compose import compose_job
 
-from ..sweeper_helpers import CONF, run_cli
+from ..sweeper_helpers import CONF, HANG, run_cli
 
 
 @pytest.fixture
@@ -20,15 +24,48 @@ def master():
     GlobalHydra.instance().clear()
 
 
-def test_the_launcher_takes_the_checked_composition_once_then_composes_afresh(master):
+def test_the_sweeper_gets_a_copy_the_launcher_the_checked_composition_then_it_is_composed_afresh(master):
     loader = GlobalHydra.instance().config_loader()
     checked = compose_job(master, ["model.width=8"])
     assert checked.model.width == 8
     assert loader.load_sweep_config(master, ["model.width=16"]).model.width == 16  # another job: composed
-    assert loader.load_sweep_config(master, ["model.width=8"]) is checked  # the checked job: not composed again
-    again = loader.load_sweep_config(master, ["model.width=8"])  # handed out once: a second request composes
+    validated = loader.load_sweep_config(master, ["model.width=8"])  # the sweeper's check of the batch: a copy
+    assert validated is not checked
+    assert OmegaConf.to_container(validated, resolve=False) == OmegaConf.to_container(checked, resolve=False)
+    validated.model.width = 99  # the copy is its owner's: editing it leaves the launcher's config alone
+    assert loader.load_sweep_config(master, ["model.width=8"]) is checked  # the launcher's: not composed again
+    assert checked.model.width == 8
+    again = loader.load_sweep_config(master, ["model.width=8"])  # handed out twice: a third request composes
     assert again is not checked
     assert OmegaConf.to_container(again, resolve=False) == OmegaConf.to_container(checked, resolve=False)
+
+
+# Counts Hydra's own compositions of a job (ConfigLoaderImpl.load_sweep_config) in a real multirun, then runs the CLI.
+COUNTING = """
+import atexit, sys
+from hydra._internal.config_loader_impl import ConfigLoaderImpl
+calls = []
+original = ConfigLoaderImpl.load_sweep_config
+def counted(self, master_config, overrides):
+    calls.append(tuple(overrides))
+    return original(self, master_config, overrides)
+ConfigLoaderImpl.load_sweep_config = counted
+atexit.register(lambda: sys.__stdout__.write(f"COMPOSED={len(calls)} DISTINCT={len(set(calls))}\\n"))
+sys.argv = ["mlp-sweep", *sys.argv[1:]]
+from sweeper.app import main
+main()
+"""
+
+
+def test_a_basic_sweep_composes_each_job_once(tmp_path):
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "HYDRA_"))}
+    env["MLP_SWEEPS_OUTPUTS"] = str(tmp_path / "outputs")
+    proc = subprocess.run([sys.executable, "-c", COUNTING, "-m", "data=digits", "model.width=4,6,8",
+                           "trainer.epochs=1", "tracking.enabled=false"],
+                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=HANG)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "sweep progress: 3/3 done" in proc.stdout + proc.stderr
+    assert "COMPOSED=3 DISTINCT=3" in proc.stdout  # the grid check's; Hydra's batch check and the launcher reuse them
 
 
 def test_a_sweep_file_on_the_users_searchpath_passes_the_grid_check(tmp_path):
