@@ -198,7 +198,7 @@ def claim_run(job: Job, store: Store, tags: dict[str, str],
         tags[names.PARENT_RUN_ID] = store.parent["run_id"]
     if not job.cfg.tracking.skip_finished:
         return store.client.create_run(store.experiment_id, run_name=job.name, tags=tags).info.run_id, None
-    claim = acquire(store.client, store.experiment_id, job.name, tags, config_hashes(job), store.uri)
+    claim = acquire(store.client, store.experiment_id, job.name, tags, job.tags[names.CONFIG_HASH], store.uri)
     if claim.reused is not None:
         return None, reuse(job, store, claim.reused, "FINISHED elsewhere while this job waited", trial)
     return claim.run_id, None

@@ -13,7 +13,9 @@ public API:
    job reports the config as "running elsewhere", naming and linking the run that holds it.
 3. first in line: if a FINISHED run of the config exists (the holder finished while I waited), withdraw my claim (it is
    ended KILLED and deleted) and reuse that run; otherwise train in my run, which ends FINISHED, KILLED or FAILED and
-   so leaves the line.
+   so leaves the line. Each look in step 2 is one search for every run of the hash (``read_line``), so the look that
+   finds nobody ahead has also seen any FINISHED run: an uncontended claim is four store calls (create, read, ticket,
+   read).
 
 Why no two claims train at once: let A and B both be first in line. Each read the other's claim in step 2 unless it was
 created later. If B was created after A's step-2 read, it was created after A's ticket was written, so B's step-1 read
@@ -44,12 +46,12 @@ import os
 import socket
 import time
 from dataclasses import dataclass
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any, Callable, Iterable
 
 from .. import names
 from .liveness import Heartbeat, kill_orphan, orphan_reason
 from .queries import all_of, search_all_runs, status_is, tag_equals
-from .resume import find_finished, run_link
+from .resume import run_link
 
 log = logging.getLogger(__name__)
 
@@ -83,6 +85,20 @@ def live_claims(client: Any, experiment_id: str, config_hash: str, mine: str | N
     and so are stale claims of this very process other than ``mine`` (a create whose answer was lost and retried)."""
     runs = search_all_runs(client, [experiment_id], all_of(tag_equals(names.CONFIG_HASH, config_hash),
                                                             status_is("RUNNING")))
+    return _alive(client, runs, mine)
+
+
+def read_line(client: Any, experiment_id: str, config_hash: str, mine: str) -> tuple[list[Any], Any | None]:
+    """One read of every run of ``config_hash``: (its live claims, as ``live_claims`` gives them; its newest FINISHED
+    run or None). One search instead of two: the same snapshot tells whether a holder ahead is still RUNNING or has
+    FINISHED, which is all the end of the wait needs (module docstring)."""
+    runs = search_all_runs(client, [experiment_id], tag_equals(names.CONFIG_HASH, config_hash))
+    finished = [r for r in runs if r.info.status == "FINISHED"]
+    newest = max(finished, key=lambda r: r.info.start_time or 0, default=None)
+    return _alive(client, [r for r in runs if r.info.status == "RUNNING"], mine), newest
+
+
+def _alive(client: Any, runs: list[Any], mine: str | None) -> list[Any]:
     host, now, pid = socket.gethostname(), time.time(), str(os.getpid())
     live = []
     for run in runs:
@@ -102,36 +118,35 @@ def _position(run: Any) -> tuple[int, str]:
     return ticket_of(run) or 0, run.info.run_id
 
 
-def acquire(client: Any, experiment_id: str, run_name: str, tags: dict[str, str], config_hashes: Sequence[str],
+def acquire(client: Any, experiment_id: str, run_name: str, tags: dict[str, str], config_hash: str,
             tracking_uri: str = "", poll: float = POLL_SECONDS, sleep: Callable[[float], None] = time.sleep) -> Claim:
-    """Claim the config of ``config_hashes[0]`` (older hashes of the same config count as FINISHED too); see the
-    module docstring. ``tags`` are the new run's tags (owner tags included). Any error or interrupt withdraws the claim.
-    """
-    config_hash = config_hashes[0]
+    """Claim the config of ``config_hash``; see the module docstring. ``tags`` are the new run's tags (owner tags
+    included). Any error or interrupt withdraws the claim. The caller has looked for a FINISHED run of the config, under
+    older releases' hashes too (``sweeper.job.reuse_finished``): those releases never claim, so nothing they do can be
+    ordered by the wait, which only looks for FINISHED runs of ``config_hash``."""
     run = client.create_run(experiment_id, run_name=run_name, tags={**tags, names.CLAIM_TICKET: names.CLAIM_PENDING})
     mine = run.info.run_id
     try:
         claims = live_claims(client, experiment_id, config_hash, mine)
         ticket = 1 + max((ticket_of(c) or 0 for c in claims if c.info.run_id != mine), default=0)
         set_tags(client, mine, {names.CLAIM_TICKET: str(ticket)})
-        return _wait_in_line(client, experiment_id, mine, (ticket, mine), config_hashes, run_name, tracking_uri,
+        return _wait_in_line(client, experiment_id, mine, (ticket, mine), config_hash, run_name, tracking_uri,
                              poll, sleep)
     except BaseException as exc:
         withdraw(client, mine, f"the claim was withdrawn: {type(exc).__name__}")
         raise
 
 
-def _wait_in_line(client: Any, experiment_id: str, mine: str, position: tuple[int, str],
-                  config_hashes: Sequence[str], run_name: str, tracking_uri: str, poll: float,
-                  sleep: Callable[[float], None]) -> Claim:
+def _wait_in_line(client: Any, experiment_id: str, mine: str, position: tuple[int, str], config_hash: str,
+                  run_name: str, tracking_uri: str, poll: float, sleep: Callable[[float], None]) -> Claim:
     heartbeat = Heartbeat()
     reported: str | None = None
     waited_for = None
     while True:
-        others = [c for c in live_claims(client, experiment_id, config_hashes[0], mine) if c.info.run_id != mine]
+        claims, finished = read_line(client, experiment_id, config_hash, mine)
+        others = [c for c in claims if c.info.run_id != mine]
         ahead = [c for c in others if ticket_of(c) is None or _position(c) < position]
         if not ahead:
-            finished = find_finished(client, experiment_id, config_hashes)
             if finished is not None:
                 withdraw(client, mine, f"config FINISHED as run {finished.info.run_id} while this job waited")
                 return Claim(reused=finished, waited_for=waited_for)
@@ -143,7 +158,7 @@ def _wait_in_line(client: Any, experiment_id: str, mine: str, position: tuple[in
                 reported, waited_for = holder.info.run_id, holder
                 tags = holder.data.tags
                 log.info("%s: config_hash %s is running elsewhere as run %r (%s, pid %s on %s); waiting for it",
-                         run_name, config_hashes[0][:12], holder.info.run_name, run_link(tracking_uri, holder),
+                         run_name, config_hash[:12], holder.info.run_name, run_link(tracking_uri, holder),
                          tags.get(names.PID, "?"), tags.get(names.HOST, "?"))
         if heartbeat.due():
             set_tags(client, mine, heartbeat.tags())

@@ -67,7 +67,7 @@ def holder_claim(client, experiment_id, pid: int, ticket: str = "1") -> str:
 def acquire(client, experiment_id, sleep):
     from sweeper.tracking.liveness import owner_tags
 
-    return claims.acquire(client, experiment_id, "job", {names.CONFIG_HASH: HASH, **owner_tags()}, [HASH],
+    return claims.acquire(client, experiment_id, "job", {names.CONFIG_HASH: HASH, **owner_tags()}, HASH,
                           poll=0.0, sleep=sleep)
 
 
@@ -82,6 +82,33 @@ def test_a_free_config_is_claimed_at_once_with_the_first_ticket(store):
     claim = acquire(client, experiment_id, no_sleep)
     run = client.get_run(claim.run_id)
     assert (run.info.status, run.data.tags[names.CLAIM_TICKET], claim.reused) == ("RUNNING", "1", None)
+
+
+class Counting:
+    """A real client whose calls are counted by name."""
+
+    def __init__(self, client):
+        self._client, self.calls = client, []
+
+    def __getattr__(self, name):
+        attr = getattr(self._client, name)
+        if not callable(attr):
+            return attr
+
+        def counted(*args, **kwargs):
+            self.calls.append(name)
+            return attr(*args, **kwargs)
+        return counted
+
+
+def test_a_free_config_costs_four_store_calls(store):
+    """The doorway's create, read and ticket, and one read at the end of the wait that sees both the claims ahead and
+    a FINISHED run of the config (a second search for FINISHED runs would only repeat it)."""
+    client, experiment_id = store
+    counting = Counting(client)
+    claim = acquire(counting, experiment_id, no_sleep)
+    assert claim.run_id is not None
+    assert counting.calls == ["create_run", "search_runs", "log_batch", "search_runs"]
 
 
 def test_a_live_holder_is_waited_for_and_its_finished_run_reused(store, owner, caplog):
