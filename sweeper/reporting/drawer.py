@@ -154,6 +154,10 @@ def main(argv: list[str] | None = None) -> None:
     """``python -m sweeper.reporting.drawer SWEEP_DIR LAUNCHER_PID``: the drawer process (``CurveDrawer.start``)."""
     sweep_dir, launcher = sys.argv[1:] if argv is None else argv
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(process)d %(levelname)s %(message)s")
+    # The lowest priority: the drawer takes only the CPU the jobs leave. At the same priority, a figure drawn while a
+    # job trains with 2 BLAS threads on 2 cores made that job's fit 3-4x slower (0.45 -> 1.3-1.8 s for task3c: a
+    # descheduled BLAS thread keeps the other spinning); at nice 19 the fits kept their time (docs/decisions.md).
+    os.nice(19)
     serve(Path(sweep_dir), int(launcher))
 
 

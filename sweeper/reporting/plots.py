@@ -150,8 +150,15 @@ def _accuracy_ylim(series: Sequence[tuple[np.ndarray, np.ndarray]]) -> tuple[flo
     return max(0.0, low - 0.1 * span), min(1.0, high + 0.1 * span) + 0.005
 
 
-def _new_figure() -> tuple[Figure, Any, Any]:
-    fig = Figure(figsize=FIGSIZE, dpi=DPI, layout="constrained")
+def _new_figure(fixed: bool = False) -> tuple[Figure, Any, Any]:
+    """Two panels. ``fixed``: margins set once for the run figure's known contents (title, axis labels, legends inside
+    the axes) instead of the constrained layout, whose extra layout pass cost 0.22 of the 0.40 s a run's curves.png
+    took; the comparison figure, whose legend below the panels varies, keeps the constrained layout."""
+    if fixed:
+        fig = Figure(figsize=FIGSIZE, dpi=DPI)
+        fig.subplots_adjust(left=0.055, right=0.99, bottom=0.1, top=0.85, wspace=0.16)
+    else:
+        fig = Figure(figsize=FIGSIZE, dpi=DPI, layout="constrained")
     FigureCanvasAgg(fig)
     ax_loss, ax_acc = fig.subplots(1, 2)
     for ax in (ax_loss, ax_acc):
@@ -198,7 +205,7 @@ def curves_figure(history: Any, title: str | None = None) -> Figure:
     histories.
     """
     train_loss, val_steps, val_loss, val_acc, train_acc = _arrays(history)
-    fig, ax_loss, ax_acc = _new_figure()
+    fig, ax_loss, ax_acc = _new_figure(fixed=True)
     if title:
         fig.suptitle(title)
 

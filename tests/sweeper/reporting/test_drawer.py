@@ -3,6 +3,7 @@ it, and the sweep's end leaves no curves.png undrawn when the drawer cannot star
 from __future__ import annotations
 
 import math
+import os
 import pickle
 import signal
 import subprocess
@@ -106,6 +107,24 @@ def test_the_drawer_process_draws_every_request_and_ends_after_the_end_mark(tmp_
     assert running.process.returncode == 0 and not handoff.curves_open(sweep)
     assert all(is_drawn(r) for r in requests)
     assert drawn_by_the_drawer(sweep) == [r["png"] for r in requests]
+
+
+def nice_of(pid: int) -> int:
+    """The process's nice value, field 19 of /proc/<pid>/stat (after the parenthesised command name)."""
+    with open(f"/proc/{pid}/stat") as handle:
+        return int(handle.read().rsplit(")", 1)[1].split()[16])
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+def test_the_drawer_draws_at_the_lowest_priority(tmp_path, result):
+    """A figure drawn at the jobs' priority slowed a 2-BLAS-thread fit 3-4x; at nice 19 it takes only idle CPU."""
+    sweep = tmp_path / "sweep"
+    running = CurveDrawer.start(sweep)
+    requests = requests_for(sweep, result, 1)
+    wait_for(lambda: drawn_by_the_drawer(sweep), "a figure drawn by the drawer", proc=running.process)
+    assert nice_of(running.process.pid) == 19
+    running.finish(None, wait_seconds=600)
+    assert is_drawn(requests[0])
 
 
 @pytest.mark.parametrize("how", ["cannot start", "killed"])
