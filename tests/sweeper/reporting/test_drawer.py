@@ -3,7 +3,6 @@ it, and the sweep's end leaves no curves.png undrawn when the drawer cannot star
 from __future__ import annotations
 
 import math
-import os
 import pickle
 import signal
 import subprocess
