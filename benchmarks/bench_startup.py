@@ -8,8 +8,14 @@ Commands, each in a fresh process (outputs and the store in a temp dir, no netwo
   --cfg job   mlp-sweep experiment=task3c --cfg job            (compose and print, no training)
   digits      mlp-sweep data=digits trainer.epochs=1            (a tracked one-epoch run: its time is set-up:
                                                                imports, store creation, run, artifacts; ~46 steps)
+  dry run     mlp-sweep -m model.width=4,8 data=digits hydra/launcher=dryrun   (the grid composed and checked)
+  sweep of 2  mlp-sweep -m model.width=4,8 data=digits trainer.epochs=1        (a tracked sweep: parent, 2 runs,
+                                                               drawer, report; its CPU includes the drawer's)
+  job start   what a submitit/Slurm job process pays before its training: it unpickles a composed config, so it
+              imports the task function's modules (sweeper, Hydra, mlp_core) and opens the store (MLflow's client and
+              its sqlite store); it does not compose. Measured as those imports plus one store call.
 Prints the least user+sys CPU seconds of --repeats runs of each (children's rusage), the ratio to the bare start, and
-which of MLflow, matplotlib and scikit-learn each command imported (from the child's own sys.modules).
+which of the heavy packages each command imported (from the child's own sys.modules).
 """
 from __future__ import annotations
 
@@ -21,7 +27,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-HEAVY = ("mlflow", "matplotlib", "sklearn")
+HEAVY = ("mlflow", "matplotlib", "sklearn", "optuna", "scipy")
 # Runs the CLI as the console script does, then reports which heavy packages ended up imported (also on SystemExit).
 PROBE = """
 import atexit, sys
@@ -34,7 +40,17 @@ COMMANDS = {
     "--help": ["--help"],
     "--cfg job": ["experiment=task3c", "--cfg", "job"],
     "digits": ["data=digits", "trainer.epochs=1"],
+    "dry run": ["-m", "model.width=4,8", "data=digits", "hydra/launcher=dryrun"],
+    "sweep of 2": ["-m", "model.width=4,8", "data=digits", "trainer.epochs=1"],
 }
+# A submitit/Slurm job's own start (see the docstring): the modules its pickled task function needs, then the store.
+JOB_START = """
+import atexit, os, sys
+atexit.register(lambda: sys.__stderr__.write("HEAVY=" + ",".join(m for m in {heavy!r} if m in sys.modules) + "\\n"))
+import mlp_core, sweeper.app
+from sweeper.tracking.store import client_for, default_tracking_uri
+client_for(default_tracking_uri()).search_experiments(max_results=1)
+"""
 
 
 def cpu_seconds(argv: list[str], env: dict[str, str], cwd: str) -> tuple[float, str]:
@@ -55,8 +71,9 @@ def main() -> None:
         bare = min(cpu_seconds([sys.executable, "-c", "pass"], env, tmp)[0] for _ in range(args.repeats))
         print(f"{'command':<12} {'CPU s':>7} {'x bare':>7}  imports of {', '.join(HEAVY)}")
         print(f"{'bare':<12} {bare:7.2f} {1.0:7.1f}")
-        for label, cli_args in COMMANDS.items():
-            code = PROBE.format(heavy=HEAVY, args=cli_args)
+        probes = {label: PROBE.format(heavy=HEAVY, args=cli_args) for label, cli_args in COMMANDS.items()}
+        probes["job start"] = JOB_START.format(heavy=HEAVY)
+        for label, code in probes.items():
             runs = [cpu_seconds([sys.executable, "-c", code], env, tmp) for _ in range(args.repeats)]
             seconds = min(s for s, _ in runs)
             print(f"{label:<12} {seconds:7.2f} {seconds / bare:7.1f}  {runs[0][1] or 'none'}")
