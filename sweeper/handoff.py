@@ -4,6 +4,8 @@ which may run in the same process (basic launcher), in joblib workers or in Slur
 - ``names.PARENT_FILE``: the sweep's MLflow parent run (written by the sweep callback, read by every job).
 - ``names.SEARCH_FILE``: a search's study and the trial number of each job number (written by the search sweeper
   before each batch, read by its jobs, ``sweeper.sweep.trial``).
+- ``.swept.json``: the keys the sweep varies (``config.identity.swept_keys``), which lead its runs' names (written by
+  the sweep callback before any job).
 - ``.progress/``: the sweep's size and each job's outcome, from which every job logs the k/N progress line.
 - ``.curves/``: a job's request for its run's curve figure (``job-<hydra.job.num>.json``), which the sweep's drawer
   process draws beside the next jobs (``sweeper.reporting.drawer``), and ``.end``, written when the sweep ends.
@@ -79,6 +81,22 @@ def parent_in(sweep_dir: str | Path, uri: str) -> dict | None:
     parent's (tracking.uri was swept) has no parent."""
     parent = read_parent(sweep_dir)
     return parent if parent is not None and parent["tracking_uri_sha256"] == uri_digest(uri) else None
+
+
+# ---------------------------------------------------------------------------------------------------- swept keys
+
+SWEPT_FILE = ".swept.json"
+
+
+def write_swept(sweep_dir: str | Path, keys: list[str]) -> None:
+    """The keys the sweep varies: its jobs' run names lead with their values."""
+    _write_json(Path(sweep_dir) / SWEPT_FILE, {"keys": keys})
+
+
+def read_swept(sweep_dir: str | Path) -> list[str]:
+    """The keys of ``write_swept``; none outside a sweep started by our callback."""
+    found = _read_json(Path(sweep_dir) / SWEPT_FILE)
+    return list(found["keys"]) if found else []
 
 
 # ---------------------------------------------------------------------------------------------------- curve figures

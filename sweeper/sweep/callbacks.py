@@ -27,6 +27,7 @@ from omegaconf import DictConfig
 
 from .. import handoff, names, signals
 from ..config.checks import expand_grid, validate_grid
+from ..config.identity import swept_keys
 from ..launchers import LauncherKind, SweeperKind, launcher_of, sweeper_of
 from ..redact import mask_credentials
 from ..reporting.console import summary_lines
@@ -75,13 +76,15 @@ class MlflowSweepParent(Callback):
         # or an unusable store must not start, so report in one sentence and exit (SystemExit passes through).
         try:
             check_launcher(config)
+            searched: list[str] = []
             if sweeper_of(config.hydra) is SweeperKind.SEARCH:  # the space's extremes are composed and checked
-                check_space(config)
+                searched = list(check_space(config)[1].texts)
             validate_grid(config)
             jobs = expand_grid(config)
             sweep_dir = Path(str(config.hydra.sweep.dir))
             sweep_dir.mkdir(parents=True, exist_ok=True)
             handoff.start(sweep_dir, None if jobs is None else len(jobs))
+            handoff.write_swept(sweep_dir, swept_keys(jobs) if jobs is not None else searched)
             if not config.tracking.enabled:
                 self._start_drawer(sweep_dir)
                 return
