@@ -246,9 +246,9 @@ def _eta(jobs: list[dict], total: int | None) -> float | None:
 
 
 def record(sweep_dir: str | Path, job_num: int, outcome: str, seconds: float,
-           now: float | None = None) -> Progress | None:
-    """Write this job's outcome (and its `seconds`, ending `now`, the wall clock by default), log the sweep's
-    progress line and move the sweep bar; returns what was logged."""
+           now: float | None = None, run_id: str | None = None) -> Progress | None:
+    """Write this job's outcome (and its `seconds`, ending `now`, the wall clock by default; a reused job's `run_id`,
+    the earlier run it stands for), log the sweep's progress line and move the sweep bar; returns what was logged."""
     if outcome not in OUTCOMES:
         raise ValueError(f"unknown job outcome {outcome!r}; valid: {', '.join(OUTCOMES)}")
     sweep_dir = Path(sweep_dir)
@@ -256,7 +256,8 @@ def record(sweep_dir: str | Path, job_num: int, outcome: str, seconds: float,
         return None
     try:
         _write_json(sweep_dir / PROGRESS_DIR / f"job-{job_num}.json",
-                    {"outcome": outcome, "seconds": seconds, "ended": time.time() if now is None else now})
+                    {"outcome": outcome, "seconds": seconds, "ended": time.time() if now is None else now,
+                     "run_id": run_id})
     except OSError as exc:  # progress is a convenience: never fail (or hide the error of) a job over it
         log.warning("could not record the sweep's progress in %s: %s", sweep_dir, exc)
         return None
@@ -270,9 +271,24 @@ def record(sweep_dir: str | Path, job_num: int, outcome: str, seconds: float,
     return progress
 
 
+def reused_job_numbers(sweep_dir: str | Path) -> dict[str, int]:
+    """{run id: job number} of the runs this sweep's jobs reused: their place in this launch's grid (the run's own
+    job number is the one it had in the launch that trained it)."""
+    found = {}
+    for path in (Path(sweep_dir) / PROGRESS_DIR).glob("job-*.json"):
+        try:
+            run_id = json.loads(path.read_text()).get("run_id")
+        except (OSError, ValueError):
+            continue
+        if run_id:
+            found[run_id] = int(path.stem[4:])
+    return found
+
+
 @dataclass
 class JobOutcome:
     reused: bool = False
+    run_id: str | None = None  # the earlier run a reused job stands for
 
 
 @contextlib.contextmanager
@@ -290,7 +306,8 @@ def job_outcome(hydra_cfg: Any) -> Iterator[JobOutcome]:
     except Exception:
         record(sweep_dir, job_num, "failed", time.monotonic() - started)
         raise
-    record(sweep_dir, job_num, "reused" if outcome.reused else "done", time.monotonic() - started)
+    record(sweep_dir, job_num, "reused" if outcome.reused else "done", time.monotonic() - started,
+           run_id=outcome.run_id if outcome.reused else None)
 
 
 def open_bar(sweep_dir: str | Path) -> None:

@@ -51,6 +51,7 @@ class Job:
     hydra_cfg: HydraConf | None
     tags: dict[str, str] = field(default_factory=dict)
     reused: bool = False  # an earlier FINISHED run of the same config stands in for this job
+    reused_run_id: str | None = None  # that run
     engine: str | None = None  # "population(8)" for a member of a fused population: tagged; hashed up to "("
     swept: list[str] = field(default_factory=list)  # the keys its sweep varies, which lead its name and config label
 
@@ -185,6 +186,7 @@ def config_hashes(job: Job) -> list[str]:
 
 
 def reuse(job: Job, store: Store, run: Run, how: str, trial: Trial | None = None) -> float:
+    job.reused_run_id = run.info.run_id
     link_to_sweep(store.client, run, store.parent, job.tags.get(names.CONFIG_LABEL))
     result = trial.reused(run) if trial is not None else objective_of(run)
     log.info("%s: skipped, config_hash %s %s as run %r (%s), best val loss %.4f; "

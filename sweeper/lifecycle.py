@@ -66,7 +66,7 @@ def train_and_track(cfg: DictConfig, find_trial: Callable[[HydraConf | None], Tr
         job = prepare(cfg)
         with handoff.job_outcome(job.hydra_cfg if job.in_sweep else None) as outcome:
             result = _train_and_track(job, find_trial(job.hydra_cfg) if find_trial is not None else None)
-            outcome.reused = job.reused
+            outcome.reused, outcome.run_id = job.reused, job.reused_run_id
         return result
     finally:
         signals.restore(replaced)

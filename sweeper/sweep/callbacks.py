@@ -171,7 +171,8 @@ class MlflowSweepParent(Callback):
         try:
             from ..reporting.finalize import finalize_sweep, sweep_title  # matplotlib: only when the sweep ends
 
-            summary = finalize_sweep(self._client, self._run_id, self._sweep_dir)
+            summary = finalize_sweep(self._client, self._run_id, self._sweep_dir,
+                                     handoff.reused_job_numbers(self._sweep_dir))
             title = sweep_title(self._client.get_run(self._run_id).info.run_name or "")
             lines = summary_lines(summary, title, extra_lines=self.summary_links())
             # the end-of-sweep table is the sweep's result: plain lines on stdout (where Hydra's log lines go),

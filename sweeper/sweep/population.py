@@ -290,4 +290,5 @@ def _record(job: Job, outcome: str, started: float) -> None:
     """The member's outcome in the sweep's progress (``handoff.record``), as ``handoff.job_outcome`` records a solo
     job's: a member's life is split between its set-up and the population's end, so no one block can wrap it."""
     if job.in_sweep:
-        handoff.record(job.hydra_cfg.sweep.dir, job.hydra_cfg.job.num, outcome, time.monotonic() - started)
+        handoff.record(job.hydra_cfg.sweep.dir, job.hydra_cfg.job.num, outcome, time.monotonic() - started,
+                       run_id=job.reused_run_id if outcome == "reused" else None)
