@@ -101,6 +101,11 @@ def read_swept(sweep_dir: str | Path) -> list[str]:
 
 # ---------------------------------------------------------------------------------------------------- curve figures
 
+# a run's history.csv, which its job writes (``lifecycle.write_artifacts``) and the drawer reads: one row per step of
+# ``mlp_core.FitResult.history_rows``, the validation columns filled on the rows of validation points
+HISTORY_STEP, HISTORY_TRAIN_LOSS, HISTORY_TRAIN_ACCURACY = "step", "train_loss", "train_accuracy"
+HISTORY_VAL_LOSS, HISTORY_VAL_ACCURACY = "val_loss", "val_accuracy"
+HISTORY_COLUMNS = (HISTORY_STEP, HISTORY_TRAIN_LOSS, HISTORY_TRAIN_ACCURACY, HISTORY_VAL_LOSS, HISTORY_VAL_ACCURACY)
 CURVES_DIR = ".curves"
 CURVES_END = ".end"
 

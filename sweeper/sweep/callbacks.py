@@ -32,7 +32,7 @@ from ..launchers import LauncherKind, SweeperKind, launcher_of, sweeper_of
 from ..redact import mask_credentials
 from ..reporting.console import summary_lines
 from ..reporting.drawer import CurveDrawer
-from ..tracking.queries import tag_equals
+from ..tracking.queries import search_all_runs, tag_equals
 from ..tracking.liveness import mark_orphaned_runs, owner_tags
 from ..tracking.store import open_store, tag_experiment
 from ..tracking.store_checks import one_line
@@ -211,8 +211,8 @@ def drop_parent_if_nothing_trained(client: Any, parent_run_id: str) -> bool:
     if client.search_runs([experiment_id], tag_equals(names.PARENT_RUN_ID, parent_run_id), max_results=1):
         return False  # it trained (or tried to train) at least one run: a real sweep parent
     sweep_id = client.get_run(parent_run_id).data.tags.get(names.SWEEP_ID)
-    found = client.search_runs([experiment_id], tag_equals(names.sweep_link_tag(sweep_id), parent_run_id),
-                               max_results=10000) if sweep_id else []
+    found = search_all_runs(client, [experiment_id], tag_equals(names.sweep_link_tag(sweep_id), parent_run_id)) \
+        if sweep_id else []
     if not found:
         return False  # nothing ran at all (e.g. every job failed before its run existed): keep the record
     client.delete_run(parent_run_id)
