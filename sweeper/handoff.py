@@ -4,6 +4,8 @@ which may run in the same process (basic launcher), in joblib workers or in Slur
 - ``names.PARENT_FILE``: the sweep's MLflow parent run (written by the sweep callback, read by every job).
 - ``names.SEARCH_FILE``: a search's study and the trial number of each job number (written by the search sweeper
   before each batch, read by its jobs, ``sweeper.sweep.trial``).
+- ``.swept.json``: the keys the sweep varies (``config.identity.swept_keys``), which lead its runs' names (written by
+  the sweep callback before any job).
 - ``.progress/``: the sweep's size and each job's outcome, from which every job logs the k/N progress line.
 - ``.curves/``: a job's request for its run's curve figure (``job-<hydra.job.num>.json``), which the sweep's drawer
   process draws beside the next jobs (``sweeper.reporting.drawer``), and ``.end``, written when the sweep ends.
@@ -81,8 +83,29 @@ def parent_in(sweep_dir: str | Path, uri: str) -> dict | None:
     return parent if parent is not None and parent["tracking_uri_sha256"] == uri_digest(uri) else None
 
 
+# ---------------------------------------------------------------------------------------------------- swept keys
+
+SWEPT_FILE = ".swept.json"
+
+
+def write_swept(sweep_dir: str | Path, keys: list[str]) -> None:
+    """The keys the sweep varies: its jobs' run names lead with their values."""
+    _write_json(Path(sweep_dir) / SWEPT_FILE, {"keys": keys})
+
+
+def read_swept(sweep_dir: str | Path) -> list[str]:
+    """The keys of ``write_swept``; none outside a sweep started by our callback."""
+    found = _read_json(Path(sweep_dir) / SWEPT_FILE)
+    return list(found["keys"]) if found else []
+
+
 # ---------------------------------------------------------------------------------------------------- curve figures
 
+# a run's history.csv, which its job writes (``lifecycle.write_artifacts``) and the drawer reads: one row per step of
+# ``mlp_core.FitResult.history_rows``, the validation columns filled on the rows of validation points
+HISTORY_STEP, HISTORY_TRAIN_LOSS, HISTORY_TRAIN_ACCURACY = "step", "train_loss", "train_accuracy"
+HISTORY_VAL_LOSS, HISTORY_VAL_ACCURACY = "val_loss", "val_accuracy"
+HISTORY_COLUMNS = (HISTORY_STEP, HISTORY_TRAIN_LOSS, HISTORY_TRAIN_ACCURACY, HISTORY_VAL_LOSS, HISTORY_VAL_ACCURACY)
 CURVES_DIR = ".curves"
 CURVES_END = ".end"
 
@@ -228,9 +251,9 @@ def _eta(jobs: list[dict], total: int | None) -> float | None:
 
 
 def record(sweep_dir: str | Path, job_num: int, outcome: str, seconds: float,
-           now: float | None = None) -> Progress | None:
-    """Write this job's outcome (and its `seconds`, ending `now`, the wall clock by default), log the sweep's
-    progress line and move the sweep bar; returns what was logged."""
+           now: float | None = None, run_id: str | None = None) -> Progress | None:
+    """Write this job's outcome (and its `seconds`, ending `now`, the wall clock by default; a reused job's `run_id`,
+    the earlier run it stands for), log the sweep's progress line and move the sweep bar; returns what was logged."""
     if outcome not in OUTCOMES:
         raise ValueError(f"unknown job outcome {outcome!r}; valid: {', '.join(OUTCOMES)}")
     sweep_dir = Path(sweep_dir)
@@ -238,7 +261,8 @@ def record(sweep_dir: str | Path, job_num: int, outcome: str, seconds: float,
         return None
     try:
         _write_json(sweep_dir / PROGRESS_DIR / f"job-{job_num}.json",
-                    {"outcome": outcome, "seconds": seconds, "ended": time.time() if now is None else now})
+                    {"outcome": outcome, "seconds": seconds, "ended": time.time() if now is None else now,
+                     "run_id": run_id})
     except OSError as exc:  # progress is a convenience: never fail (or hide the error of) a job over it
         log.warning("could not record the sweep's progress in %s: %s", sweep_dir, exc)
         return None
@@ -252,9 +276,24 @@ def record(sweep_dir: str | Path, job_num: int, outcome: str, seconds: float,
     return progress
 
 
+def reused_job_numbers(sweep_dir: str | Path) -> dict[str, int]:
+    """{run id: job number} of the runs this sweep's jobs reused: their place in this launch's grid (the run's own
+    job number is the one it had in the launch that trained it)."""
+    found = {}
+    for path in (Path(sweep_dir) / PROGRESS_DIR).glob("job-*.json"):
+        try:
+            run_id = json.loads(path.read_text()).get("run_id")
+        except (OSError, ValueError):
+            continue
+        if run_id:
+            found[run_id] = int(path.stem[4:])
+    return found
+
+
 @dataclass
 class JobOutcome:
     reused: bool = False
+    run_id: str | None = None  # the earlier run a reused job stands for
 
 
 @contextlib.contextmanager
@@ -272,7 +311,8 @@ def job_outcome(hydra_cfg: Any) -> Iterator[JobOutcome]:
     except Exception:
         record(sweep_dir, job_num, "failed", time.monotonic() - started)
         raise
-    record(sweep_dir, job_num, "reused" if outcome.reused else "done", time.monotonic() - started)
+    record(sweep_dir, job_num, "reused" if outcome.reused else "done", time.monotonic() - started,
+           run_id=outcome.run_id if outcome.reused else None)
 
 
 def open_bar(sweep_dir: str | Path) -> None:

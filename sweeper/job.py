@@ -51,7 +51,9 @@ class Job:
     hydra_cfg: HydraConf | None
     tags: dict[str, str] = field(default_factory=dict)
     reused: bool = False  # an earlier FINISHED run of the same config stands in for this job
+    reused_run_id: str | None = None  # that run
     engine: str | None = None  # "population(8)" for a member of a fused population: tagged; hashed up to "("
+    swept: list[str] = field(default_factory=list)  # the keys its sweep varies, which lead its name and config label
 
     @property
     def in_sweep(self) -> bool:
@@ -62,7 +64,6 @@ class Trial(Protocol):
     """A search job's side of its trial, as a job's lifecycle uses it (``sweeper.sweep.trial.TrialLink``)."""
 
     def tags(self) -> dict[str, str]: ...
-    def run_name(self, label: str, overrides: list[str]) -> str: ...
     def reused(self, run: Run) -> float: ...
     def observe(self, event: Event) -> str | None: ...
     def end_tags(self, stop_reason: str) -> dict[str, str]: ...
@@ -78,8 +79,11 @@ def prepare(cfg: DictConfig) -> Job:
         raise ConfigError(f"sweep preset {cfg.sweep_name!r} declares a grid: run it with -m, "
                           f"e.g. mlp-sweep -m +sweep={cfg.sweep_name}")
     overrides = list(hydra_cfg.overrides.task) if hydra_cfg else []
+    in_sweep = hydra_cfg is not None and hydra_cfg.mode == RunMode.MULTIRUN
+    swept = handoff.read_swept(hydra_cfg.sweep.dir) if in_sweep else []
     container = OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)
-    return Job(cfg, container, run_name(cfg.name, overrides), overrides, blas_threads(cfg), hydra_cfg)
+    return Job(cfg, container, run_name(cfg.name, overrides, swept), overrides, blas_threads(cfg), hydra_cfg,
+               swept=swept)
 
 
 def run_tags(job: Job, parent: dict | None) -> dict[str, str]:
@@ -98,7 +102,7 @@ def run_tags(job: Job, parent: dict | None) -> dict[str, str]:
         names.BLAS_THREADS: job.threads,
         names.OUTPUT_DIR: job.hydra_cfg.runtime.output_dir if job.hydra_cfg else None,
         names.EXPERIMENT: job.cfg.name,
-        names.CONFIG_LABEL: config_label(job.cfg.name, job.overrides, config_hash_noseed),
+        names.CONFIG_LABEL: config_label(job.cfg.name, job.overrides, config_hash_noseed, job.swept),
         names.ENGINE: job.engine,
     }
     if parent:  # every run of a sweep carries its link tag: the sweep's UI view selects its runs by it
@@ -182,6 +186,7 @@ def config_hashes(job: Job) -> list[str]:
 
 
 def reuse(job: Job, store: Store, run: Run, how: str, trial: Trial | None = None) -> float:
+    job.reused_run_id = run.info.run_id
     link_to_sweep(store.client, run, store.parent, job.tags.get(names.CONFIG_LABEL))
     result = trial.reused(run) if trial is not None else objective_of(run)
     log.info("%s: skipped, config_hash %s %s as run %r (%s), best val loss %.4f; "
@@ -214,8 +219,6 @@ def open_job(cfg: DictConfig, engine: str | None = None) -> tuple[Job, Store | N
 
 def track_job(job: Job, trial: Trial | None = None) -> tuple[Store | None, float | None]:
     """Open the job's store and tag it; (store or None, the objective of a FINISHED run of this config or None)."""
-    if trial is not None:
-        job.name = trial.run_name(job.cfg.name, job.overrides)
     if not job.cfg.tracking.enabled:
         return None, None
     store = open_tracking(job)

@@ -47,7 +47,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("sweeper")
 
-HISTORY_COLUMNS = ("step", "train_loss", "train_accuracy", "val_loss", "val_accuracy")
 CURVES_FILE = "curves.png"
 
 
@@ -66,7 +65,7 @@ def train_and_track(cfg: DictConfig, find_trial: Callable[[HydraConf | None], Tr
         job = prepare(cfg)
         with handoff.job_outcome(job.hydra_cfg if job.in_sweep else None) as outcome:
             result = _train_and_track(job, find_trial(job.hydra_cfg) if find_trial is not None else None)
-            outcome.reused = job.reused
+            outcome.reused, outcome.run_id = job.reused, job.reused_run_id
         return result
     finally:
         signals.restore(replaced)
@@ -191,7 +190,7 @@ def write_artifacts(cfg: DictConfig, result: mlp_core.FitResult, out_dir: Path, 
     paths = [out_dir / "config.yaml", out_dir / "history.csv", out_dir / "model.npz"]
     paths[0].write_text(mask_credentials(OmegaConf.to_yaml(cfg, resolve=True)))
     with paths[1].open("w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=HISTORY_COLUMNS, restval="", extrasaction="ignore")
+        writer = csv.DictWriter(handle, fieldnames=handoff.HISTORY_COLUMNS, restval="", extrasaction="ignore")
         writer.writeheader()
         writer.writerows(result.history_rows())
     result.model.save(paths[2])

@@ -12,7 +12,7 @@ import hashlib
 import json
 import math
 import re
-from typing import Any, Iterable, Mapping
+from typing import Any, Iterable, Mapping, Sequence
 
 from .. import names
 
@@ -20,6 +20,8 @@ from .. import names
 HASH_EXCLUDED_KEYS = ("tracking", "hydra", "launcher", "name", "sweep_name")
 # Overrides that select what the run name already says (the experiment's own name) or say nothing about the model.
 RUN_NAME_SKIPPED_PREFIXES = ("experiment=", "+experiment=", "sweep=", "+sweep=", "hydra.", "hydra/", "tracking.")
+# the override key of a course preset, which a run name shows as the experiment's name
+PRESET_KEY = "experiment"
 # Releases up to 0.1.0 also hashed the label optimizer.name ("sgd" or "momentum"), which did not change the training.
 LEGACY_OPTIMIZER_LABELS = ("sgd", "momentum")
 
@@ -84,25 +86,48 @@ def short_number(value: Any) -> str:
     return _LONG_DECIMAL.sub(lambda m: f"{float(m.group()):.4g}", str(value))
 
 
-def run_name(label: str, overrides: Iterable[str]) -> str:
-    """``task3c hidden_sizes=[128]``: the experiment's name plus the job's other overrides, keys without group."""
-    parts = []
+def swept_keys(jobs: Iterable[Sequence[str]]) -> list[str]:
+    """The keys a sweep varies, in its overrides' order: those whose value differs between the jobs' override lists
+    (``[["model.width=16", "trainer.seed=0"], ["model.width=32", "trainer.seed=0"]]`` -> ``["model.width"]``)."""
+    values: dict[str, set[str]] = {}
+    for job in jobs:
+        for override in job:
+            key, _, value = override.lstrip("+~").partition("=")
+            values.setdefault(key, set()).add(value)
+    return [key for key, seen in values.items() if len(seen) > 1 and not key.startswith("hydra")]
+
+
+def run_name(label: str, overrides: Iterable[str], swept: Sequence[str] = ()) -> str:
+    """``task3c hidden_sizes=[128]``: the experiment's name plus the job's other overrides, keys without group.
+
+    In a sweep, ``swept`` (its ``swept_keys``) lead, in the sweep's order, the seed last, floats with 4 significant
+    digits, then the experiment's name and the rest: ``width=128 depth=2 seed=0 task3c data=digits``. The MLflow UI
+    cuts long names, and what tells a sweep's runs apart must be what stays visible. A swept preset leads as its name.
+    """
+    parts: list[tuple[str, str]] = [(PRESET_KEY, str(label))]
     for override in overrides:
         if override.startswith(RUN_NAME_SKIPPED_PREFIXES):
             continue
         key, sep, value = override.lstrip("+~").partition("=")
-        parts.append(f"{key.rsplit('.', 1)[-1]}{sep}{value}")
-    return " ".join([str(label), *parts])
+        shown = short_number(value) if key in swept else value
+        parts.append((key, f"{key.rsplit('.', 1)[-1]}{sep}{shown}"))
+
+    def rank(key: str) -> tuple[int, int]:
+        if key not in swept:
+            return (2, 0)
+        return (1, 0) if key == names.SEED_PARAM else (0, list(swept).index(key))
+
+    return " ".join(text for _, text in sorted(parts, key=lambda part: rank(part[0])))
 
 
-def config_label(label: str, overrides: Iterable[str], config_hash_noseed: str) -> str:
+def config_label(label: str, overrides: Iterable[str], config_hash_noseed: str, swept: Sequence[str] = ()) -> str:
     """``task3c hidden_sizes=[128] (4c255d1a)``: the run name without the seed, plus the start of config_hash_noseed.
 
     One value per config_hash_noseed (the hash makes two configs whose overrides read alike distinct), and the same for
     every seed of a config: what the MLflow UI view groups runs by (a bare hash would be an unreadable group label).
     """
     kept = [o for o in overrides if o.lstrip("+~").partition("=")[0] != names.SEED_PARAM]
-    return f"{short_number(run_name(label, kept))} ({config_hash_noseed[:8]})"
+    return f"{short_number(run_name(label, kept, swept))} ({config_hash_noseed[:8]})"
 
 
 def flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:

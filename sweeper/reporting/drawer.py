@@ -31,19 +31,20 @@ LOG_FILE = "drawer.log"  # the drawer's stderr, in the request folder
 
 
 def history_from_csv(path: str | Path) -> RunHistory:
-    """The curves of a run's history.csv (``lifecycle.write_artifacts``: one row per step, the validation columns
-    filled on the rows of validation points), with the values FitResult held: the csv keeps each float's repr."""
+    """The curves of a run's history.csv (its columns: ``handoff.HISTORY_COLUMNS``), with the values FitResult held:
+    the csv keeps each float's repr."""
     with Path(path).open(newline="") as handle:
         rows = list(csv.DictReader(handle))
-    points = [row for row in rows if row["val_loss"] != ""]
+    points = [row for row in rows if row[handoff.HISTORY_VAL_LOSS] != ""]
 
     def column(selected: list[dict], key: str) -> np.ndarray:
         return np.array([float(row[key]) for row in selected], dtype=np.float64)
 
-    return RunHistory(train_loss=column(rows, "train_loss"),
-                      val_steps=np.array([int(row["step"]) for row in points], dtype=np.int64),
-                      val_loss=column(points, "val_loss"), val_accuracy=column(points, "val_accuracy"),
-                      train_accuracy=column(points, "train_accuracy"))
+    return RunHistory(train_loss=column(rows, handoff.HISTORY_TRAIN_LOSS),
+                      val_steps=np.array([int(row[handoff.HISTORY_STEP]) for row in points], dtype=np.int64),
+                      val_loss=column(points, handoff.HISTORY_VAL_LOSS),
+                      val_accuracy=column(points, handoff.HISTORY_VAL_ACCURACY),
+                      train_accuracy=column(points, handoff.HISTORY_TRAIN_ACCURACY))
 
 
 def draw_request(request: dict) -> Path:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -52,13 +52,16 @@ def figure_title(title: str | None, keys: Sequence[str], groups: Sequence[Group]
 
 
 def write_sweep_outputs(runs: Sequence[Run], histories: dict[str, RunHistory], out_dir: str | Path,
-                        title: str | None = None, order: tuple[str, bool] | None = None) -> SweepSummary:
+                        title: str | None = None, order: tuple[str, bool] | None = None,
+                        job_numbers: Mapping[str, int] | None = None) -> SweepSummary:
     """comparison.png (seeds of one config as mean ± std), summary.csv and summary.md for `runs` into `out_dir`
     (no MLflow writes). `order` = (row field, descending) sorts the rows, missing values last; else start order.
     Seeds of one config are averaged over one run per seed (`Group.per_seed`)."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     keys, rows = summary_rows(runs, histories)
+    for row in rows:  # a run reused from an earlier launch takes its place in this launch's grid (`job_numbers`)
+        row.job = (job_numbers or {}).get(row.run_id, row.job)
     if order is not None:
         field, descending = order
         valued = [r for r in rows if isinstance(getattr(r, field), (int, float)) and not math.isnan(getattr(r, field))]
@@ -86,7 +89,8 @@ def sweep_title(parent_name: str) -> str:
     return parent_name if parent_name == "sweep" or parent_name.startswith("sweep ") else f"sweep {parent_name}"
 
 
-def finalize_sweep(client: Any, parent_run_id: str, out_dir: str | Path) -> SweepSummary:
+def finalize_sweep(client: Any, parent_run_id: str, out_dir: str | Path,
+                   job_numbers: Mapping[str, int] | None = None) -> SweepSummary:
     """Summarise a sweep's runs and attach the result to its parent run.
 
     Writes comparison.png, summary.csv and summary.md into `out_dir`, logs them as artifacts of the parent, and tags
@@ -101,7 +105,7 @@ def finalize_sweep(client: Any, parent_run_id: str, out_dir: str | Path) -> Swee
     runs, _ = select_runs(client, parent_run_id=parent_run_id)
     histories = {r.info.run_id: load_history(client, r) for r in runs}
     result = write_sweep_outputs(runs, histories, out_dir, title=sweep_title(run_name(parent)),
-                                  order=_order(parent))
+                                  order=_order(parent), job_numbers=job_numbers)
     for path in result.files.values():
         client.log_artifact(parent_run_id, str(path))
     result.reused = {r.info.run_id for r in runs if r.data.tags.get(names.PARENT_RUN_ID) != parent_run_id}
@@ -131,7 +135,7 @@ def colour_runs(client: Any, groups: Sequence[Group]) -> None:
 
 def _order(parent: Any) -> tuple[str, bool]:
     """A search's summary is sorted by its objective (best first); a grid's by Hydra's job number, the grid's own
-    order (a run reused from an earlier launch has the number it had there; runs without one last, as they started)."""
+    order (a run reused from an earlier launch by the number of the job that reused it; runs without one last)."""
     objective = parent.data.tags.get(names.SEARCH_OBJECTIVE)
     if objective is None:
         return "job", False

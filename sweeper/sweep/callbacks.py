@@ -27,11 +27,12 @@ from omegaconf import DictConfig
 
 from .. import handoff, names, signals
 from ..config.checks import expand_grid, validate_grid
+from ..config.identity import swept_keys
 from ..launchers import LauncherKind, SweeperKind, launcher_of, sweeper_of
 from ..redact import mask_credentials
 from ..reporting.console import summary_lines
 from ..reporting.drawer import CurveDrawer
-from ..tracking.queries import tag_equals
+from ..tracking.queries import search_all_runs, tag_equals
 from ..tracking.liveness import mark_orphaned_runs, owner_tags
 from ..tracking.store import open_store, tag_experiment
 from ..tracking.store_checks import one_line
@@ -75,13 +76,15 @@ class MlflowSweepParent(Callback):
         # or an unusable store must not start, so report in one sentence and exit (SystemExit passes through).
         try:
             check_launcher(config)
+            searched: list[str] = []
             if sweeper_of(config.hydra) is SweeperKind.SEARCH:  # the space's extremes are composed and checked
-                check_space(config)
+                searched = list(check_space(config)[1].texts)
             validate_grid(config)
             jobs = expand_grid(config)
             sweep_dir = Path(str(config.hydra.sweep.dir))
             sweep_dir.mkdir(parents=True, exist_ok=True)
             handoff.start(sweep_dir, None if jobs is None else len(jobs))
+            handoff.write_swept(sweep_dir, swept_keys(jobs) if jobs is not None else searched)
             if not config.tracking.enabled:
                 self._start_drawer(sweep_dir)
                 return
@@ -168,7 +171,8 @@ class MlflowSweepParent(Callback):
         try:
             from ..reporting.finalize import finalize_sweep, sweep_title  # matplotlib: only when the sweep ends
 
-            summary = finalize_sweep(self._client, self._run_id, self._sweep_dir)
+            summary = finalize_sweep(self._client, self._run_id, self._sweep_dir,
+                                     handoff.reused_job_numbers(self._sweep_dir))
             title = sweep_title(self._client.get_run(self._run_id).info.run_name or "")
             lines = summary_lines(summary, title, extra_lines=self.summary_links())
             # the end-of-sweep table is the sweep's result: plain lines on stdout (where Hydra's log lines go),
@@ -207,8 +211,8 @@ def drop_parent_if_nothing_trained(client: Any, parent_run_id: str) -> bool:
     if client.search_runs([experiment_id], tag_equals(names.PARENT_RUN_ID, parent_run_id), max_results=1):
         return False  # it trained (or tried to train) at least one run: a real sweep parent
     sweep_id = client.get_run(parent_run_id).data.tags.get(names.SWEEP_ID)
-    found = client.search_runs([experiment_id], tag_equals(names.sweep_link_tag(sweep_id), parent_run_id),
-                               max_results=10000) if sweep_id else []
+    found = search_all_runs(client, [experiment_id], tag_equals(names.sweep_link_tag(sweep_id), parent_run_id)) \
+        if sweep_id else []
     if not found:
         return False  # nothing ran at all (e.g. every job failed before its run existed): keep the record
     client.delete_run(parent_run_id)

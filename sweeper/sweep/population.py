@@ -12,8 +12,8 @@ solo job's (``lifecycle.record_result``: metrics, summary, stop reason, artifact
 ``lifecycle.end_failed``), its Hydra JobReturn carrying its objective, and its outcome in the sweep's progress
 (``handoff.record``). A population claims its members' configs in config-hash order, so that two populations never
 wait for each other (``tracking.claims``, "Groups"). ``n_workers`` processes (loky, as Hydra's joblib launcher; by
-default one per core, never more than there are groups) share out the groups, each with cores / n_workers BLAS
-threads.
+default one per core, never more than there are groups) share out the groups, each with cores / the workers that
+start BLAS threads.
 
 The engine is part of the config hash (``config.identity``): a member's bits differ from a solo run's (by float32
 summation order) but not with the other members of its population, so a rerun by this launcher is bit-identical.
@@ -128,6 +128,9 @@ def launch(config: DictConfig, hydra_context: HydraContext, task_function: TaskF
         log.info("%s of %d job(s): %s", "population" if len(group) > 1 else "solo", len(group), shown)
     work = [[jobs[p] for p in group] for group in groups]
     processes = min(n_workers, len(work))  # never more workers than populations to train
+    for cfg in jobs:  # a job's BLAS threads are the cores over the workers that start (launchers.parallel_workers)
+        with open_dict(cfg):
+            cfg.hydra.launcher.n_workers = processes
     if processes == 1:
         returns = [run_group(cfgs, hydra_context, task_function) for cfgs in work]
     else:
@@ -188,13 +191,18 @@ def _train_population(cfgs: list[DictConfig], hydra_context: HydraContext) -> li
 
         def set_up(task_cfg: DictConfig) -> float | None:
             started = time.monotonic()
-            job, store, reused = open_job(task_cfg, ENGINE)
-            if reused is not None:
-                _record(job, "reused", started)
-            else:
-                if "dataset" not in loaded:
-                    loaded["dataset"] = lifecycle.load_data(task_cfg)
-                found.update(job=job, store=store, core=to_core(task_cfg), started=started)
+            try:
+                job, store, reused = open_job(task_cfg, ENGINE)
+                if reused is not None:
+                    _record(job, "reused", started)
+                else:
+                    if "dataset" not in loaded:
+                        loaded["dataset"] = lifecycle.load_data(task_cfg)
+                    found.update(job=job, store=store, core=to_core(task_cfg), started=started)
+            except Exception:  # counted failed in the sweep's progress, as a solo job's failure is
+                hydra_cfg = HydraConfig.get()
+                handoff.record(hydra_cfg.sweep.dir, hydra_cfg.job.num, "failed", time.monotonic() - started)
+                raise
             return reused
 
         HydraConfig.instance().set_config(cfg)
@@ -290,4 +298,5 @@ def _record(job: Job, outcome: str, started: float) -> None:
     """The member's outcome in the sweep's progress (``handoff.record``), as ``handoff.job_outcome`` records a solo
     job's: a member's life is split between its set-up and the population's end, so no one block can wrap it."""
     if job.in_sweep:
-        handoff.record(job.hydra_cfg.sweep.dir, job.hydra_cfg.job.num, outcome, time.monotonic() - started)
+        handoff.record(job.hydra_cfg.sweep.dir, job.hydra_cfg.job.num, outcome, time.monotonic() - started,
+                       run_id=job.reused_run_id if outcome == "reused" else None)

@@ -167,7 +167,7 @@ def _key_of(line: str) -> str:
 
 def override_value(value: Any) -> str:
     """A sampled value as override text, exact (a float's repr parses back to the same double, so the trained value
-    is the one Optuna recorded); run names shorten it (``sweeper.sweep.trial.TrialLink.run_name``)."""
+    is the one Optuna recorded); run names shorten it (``sweeper.config.identity.run_name``)."""
     return repr(value) if isinstance(value, float) else str(value)
 
 

@@ -16,7 +16,6 @@ from typing import TYPE_CHECKING
 from hydra.types import RunMode
 
 from .. import handoff, names
-from ..config.identity import run_name
 from .search import make_pruner, objective_value, open_storage, pruning_curve
 
 if TYPE_CHECKING:
@@ -60,18 +59,6 @@ class TrialLink:
 
     def tags(self) -> dict[str, str]:
         return {names.TRIAL_NUMBER: str(self.number), names.STUDY_NAME: self.info["study_name"]}
-
-    @staticmethod
-    def run_name(label: str, overrides: list[str]) -> str:
-        """The run's name with sampled floats shortened to 4 significant digits (the params keep the exact value)."""
-        def short(override: str) -> str:
-            key, sep, text = override.partition("=")
-            try:
-                return f"{key}={float(text):.4g}" if sep and any(c in text for c in ".e") else override
-            except ValueError:
-                return override
-
-        return run_name(label, [short(o) for o in overrides])
 
     def observe(self, event: Event) -> str | None:
         """The fit observer: report the curve at each validation point; "pruned" when the pruner says stop."""

@@ -31,6 +31,7 @@ import webbrowser
 from typing import Any, Iterable, Sequence
 
 from .. import names
+from ..config.identity import PRESET_KEY, swept_keys
 from ..paths import REPO_ROOT
 from ..redact import mask_credentials
 from .mlflow_private.views_format import WORKFLOW_QUERY, column, runs_page_fragment, sweep_view, view_format_verified
@@ -43,8 +44,6 @@ CHARTS = (names.VAL_LOSS, names.VAL_ACCURACY, names.TRAIN_LOSS)
 LOG_SCALE = (names.VAL_LOSS, names.TRAIN_LOSS)
 # the table's columns before the swept params: what a sweep is ranked by, and why each run stopped
 TABLE_COLUMNS = (column("metrics", names.OBJECTIVE), column("tags", names.STOP_REASON))
-# a preset (experiment=task3c) is logged as its name, the param ``name``; other overrides as their dotted key
-PRESET_KEYS = ("experiment",)
 UI_HOST, UI_PORT = "127.0.0.1", 5000  # where `make ui` (and `mlflow ui`) serve by default
 
 
@@ -59,16 +58,10 @@ def sweep_run_filter(sweep_id: str, parent_run_id: str) -> str:
 
 
 def swept_params(jobs: Iterable[Sequence[str]]) -> list[str]:
-    """The params a grid varies, in its overrides' order: the keys whose value differs between the jobs' override lists
-    (``["model.width=16", "model.depth=1"]``...), as the runs log them (a preset as ``name``). A swept config group
-    other than the preset (``optimizer=sgd,momentum``) is no single param and is left out."""
-    values: dict[str, set[str]] = {}
-    for job in jobs:
-        for override in job:
-            key, _, value = override.lstrip("+~").partition("=")
-            values.setdefault(key, set()).add(value)
-    swept = [key for key, seen in values.items() if len(seen) > 1 and not key.startswith("hydra")]
-    return [names.NAME_PARAM if key in PRESET_KEYS else key for key in swept if key in PRESET_KEYS or "." in key]
+    """The params a grid varies (``config.identity.swept_keys``), as the runs log them (a preset as ``name``). A swept
+    config group other than the preset (``optimizer=sgd,momentum``) is no single param and is left out."""
+    return [names.NAME_PARAM if key == PRESET_KEY else key for key in swept_keys(jobs)
+            if key == PRESET_KEY or "." in key]
 
 
 def charts_title(jobs: Sequence[Sequence[str]] | None, swept: Sequence[str]) -> str:

@@ -113,27 +113,29 @@ def test_summary_lines_table_best_child_files_and_extra_lines(tmp_path):
 
 @pytest.mark.integration
 @pytest.mark.slow
-def test_a_resumed_sweep_logs_its_progress_and_ends_with_the_results_table(tmp_path):
+def test_a_resumed_sweep_logs_its_progress_and_ends_with_the_results_table_in_its_own_grid_order(tmp_path):
     store = sqlite_uri(tmp_path / "mlflow.db")
     common = ["data=digits", "trainer.epochs=2", f"tracking.uri={store}"]
     first = run_cli(["-m", *common, "model.width=4,8", f"hydra.sweep.dir={tmp_path / 'first'}"], tmp_path)
     assert first.returncode == 0, first.stderr[-3000:]
-    proc = run_cli(["-m", *common, "model.width=4,8,16", f"hydra.sweep.dir={tmp_path / 'second'}"], tmp_path)
+    # the relaunch adds a width and lists the grid in another order
+    proc = run_cli(["-m", *common, "model.width=8,16,4", f"hydra.sweep.dir={tmp_path / 'second'}"], tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
     out = proc.stdout + proc.stderr
-    # one line after each job, as the basic launcher runs them in order: two reused, then the new width trained
+    # one line after each job, as the basic launcher runs them in order: reused, the new width trained, reused
     assert re.findall(r"sweep progress: (\d/\d done, \d reused, \d failed)", out) == [
-        "1/3 done, 1 reused, 0 failed", "2/3 done, 2 reused, 0 failed", "3/3 done, 2 reused, 0 failed"]
+        "1/3 done, 1 reused, 0 failed", "2/3 done, 1 reused, 0 failed", "3/3 done, 2 reused, 0 failed"]
     assert "sweep progress: 3/3 done, 2 reused, 0 failed, all jobs ended" in out
     # the same line is in the last job's own log file
     assert "3/3 done, 2 reused, 0 failed" in (tmp_path / "second" / "2" / "app.log").read_text()
     lines = [l.split("] ", 1)[-1] for l in out.splitlines()]
-    start = lines.index("sweep data=digits trainer.epochs=2 model.width=4,8,16: 3 runs (2 reused, 0 not FINISHED)")
+    start = lines.index("sweep data=digits trainer.epochs=2 model.width=8,16,4: 3 runs (2 reused, 0 not FINISHED)")
     header, rule, *body = lines[start + 1:start + 6]
     assert header.split()[:2] == ["width", "params"] and set(rule) <= {"-", " "}
-    assert [(r.split()[0], r.split()[-1]) for r in body] == [("4", "reused"), ("8", "reused"), ("16", "FINISHED")]
+    # in this launch's grid order, though the reused runs had other job numbers in the launch that trained them
+    assert [(r.split()[0], r.split()[-1]) for r in body] == [("8", "reused"), ("16", "FINISHED"), ("4", "reused")]
     best = lines[start + 6]
-    assert best.startswith("best: default data=digits epochs=2 width=")
+    assert best.startswith("best: width=") and "default data=digits epochs=2" in best
     for name, line in zip(("comparison.png", "summary.md"), lines[start + 7:start + 9]):
         assert line == f"{name}: {tmp_path / 'second' / name}"
         assert Path(line.split(": ", 1)[1]).is_file()
@@ -189,6 +191,6 @@ def test_in_a_terminal_the_sweep_bar_sits_above_the_run_bar(tmp_path):
     assert any("| 0/2 [" in f for f in sweep_bars) and any("| 2/2 [" in f for f in sweep_bars), sweep_bars
     assert any("| 1/2 [" in f and "0 reused, 0 failed" in f for f in sweep_bars)
     # each run's bar is drawn one line below (tqdm moves the cursor back up after it: ESC [ A)
-    run_bars = [f for f in frames if f.startswith("default data=digits epochs=2 width=") and "step/s" in f]
+    run_bars = [f for f in frames if f.startswith("width=") and "default data=digits epochs=2" in f and "step/s" in f]
     assert run_bars and all(f.endswith("\x1b[A") for f in run_bars), run_bars[:3]
     assert "sweep progress: 2/2 done, 0 reused, 0 failed, all jobs ended" in out

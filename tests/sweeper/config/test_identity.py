@@ -83,3 +83,23 @@ def test_the_config_label_shows_a_sampled_float_with_4_significant_digits():
     label = config_label("task3c", ["optimizer.lr=0.05873669160363899", "model.width=64", "trainer.seed=3"],
                          "0123456789abcdef")
     assert label == "task3c lr=0.05874 width=64 (01234567)"
+
+
+def test_a_sweep_run_name_leads_with_the_swept_values_seed_last_then_the_preset():
+    from sweeper.config.identity import config_label, swept_keys
+
+    jobs = [["data=digits", "trainer.seed=0", "model.width=128", "model.depth=2", "optimizer.lr=0.05873669160363899"],
+            ["data=digits", "trainer.seed=1", "model.width=64", "model.depth=2", "optimizer.lr=0.1"]]
+    swept = swept_keys(jobs)
+    assert swept == ["trainer.seed", "model.width", "optimizer.lr"]  # depth and data are the same in every job
+    assert run_name("task3c", jobs[0], swept) == "width=128 lr=0.05874 seed=0 task3c data=digits depth=2"
+    # the group label of the UI view: the same lead, without the seed
+    assert config_label("task3c", jobs[0], "0123456789abcdef", swept) == "width=128 lr=0.05874 task3c data=digits " \
+                                                                         "depth=2 (01234567)"
+    # a swept preset leads as the experiment's name; a single run (nothing swept) keeps its name, floats whole
+    presets = [["+experiment=task2c", "model.width=16"], ["+experiment=task3a", "model.width=32"]]
+    assert run_name("task3a", presets[1], swept_keys(presets)) == "task3a width=32"
+    assert run_name("task3c", jobs[0]) == "task3c data=digits seed=0 width=128 depth=2 lr=0.05873669160363899"
+    # every job of a grid gets its own name
+    grid = [[f"model.width={w}", f"trainer.seed={s}", "data=digits"] for w in (8, 16) for s in (0, 1)]
+    assert len({run_name("default", job, swept_keys(grid)) for job in grid}) == 4

@@ -1,4 +1,4 @@
-"""Test-only hook (on PYTHONPATH only in tests/sweeper/sweep/test_population_signals_and_claims.py). Each part acts
+"""Test-only hook (on PYTHONPATH only in tests/sweeper/sweep/test_population_*.py). Each part acts
 only when its variable is set.
 
 ``MLP_SWEEPS_CLAIM_BARRIER_DIR=<dir>``, ``MLP_SWEEPS_CLAIM_BARRIER_ME=a``, ``MLP_SWEEPS_CLAIM_BARRIER_OTHER=b``: two
@@ -11,6 +11,9 @@ either asks for its second: two sweeps that claim in opposite orders each hold w
 is told apart from one that does not without measuring seconds.
 
 ``MLP_SWEEPS_WORKER_MARKS=<dir>``: each loky worker process creates ``<dir>/<pid>`` when it starts.
+
+``MLP_SWEEPS_FAIL_SETUP=<key>=<value>``: a population member whose config has that value fails in its set-up (after
+the launcher grouped it), with ``RuntimeError: injected set-up failure``.
 """
 import os
 
@@ -19,6 +22,21 @@ if _marks:
     with open("/proc/self/cmdline", "rb") as _handle:
         if b"popen_loky" in _handle.read():
             open(os.path.join(_marks, str(os.getpid())), "w").close()
+
+_fail = os.environ.get("MLP_SWEEPS_FAIL_SETUP")
+if _fail:
+    import sweeper.sweep.population
+    from omegaconf import OmegaConf
+
+    _open_job = sweeper.sweep.population.open_job
+    _key, _, _value = _fail.partition("=")
+
+    def open_job(cfg, *args, **kwargs):
+        if str(OmegaConf.select(cfg, _key)) == _value:
+            raise RuntimeError("injected set-up failure")
+        return _open_job(cfg, *args, **kwargs)
+
+    sweeper.sweep.population.open_job = open_job
 
 _grace = os.environ.get("MLP_SWEEPS_WORKER_GRACE")
 if _grace:

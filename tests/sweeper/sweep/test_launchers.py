@@ -45,8 +45,8 @@ def assert_same_bits_as_basic(tmp_path, launcher_args):
     assert proc.returncode == 0, proc.stderr
     base_proc, base_client, _, base_children = sweep(tmp_path, "basic", GRID)
     assert base_proc.returncode == 0, base_proc.stderr
-    assert set(children) == set(base_children) == {"default data=digits epochs=2 width=4 blas_threads=1",
-                                                   "default data=digits epochs=2 width=8 blas_threads=1"}
+    assert set(children) == set(base_children) == {"width=4 default data=digits epochs=2 blas_threads=1",
+                                                   "width=8 default data=digits epochs=2 blas_threads=1"}
     assert parent.info.status == "FINISHED"
     for name, child in children.items():
         base = base_children[name]
@@ -108,9 +108,9 @@ def test_parallel_sweep_with_a_failed_job_still_summarises_the_parent(tmp_path):
     assert proc.returncode != 0
     assert "IsADirectoryError" in proc.stderr
     statuses = {name: c.info.status for name, c in children.items()}
-    assert statuses == {"default data=digits epochs=1 width=4": "FINISHED",
-                        "default data=digits epochs=1 width=8": "FAILED",
-                        "default data=digits epochs=1 width=16": "FINISHED"}
+    assert statuses == {"width=4 default data=digits epochs=1": "FINISHED",
+                        "width=8 default data=digits epochs=1": "FAILED",
+                        "width=16 default data=digits epochs=1": "FINISHED"}
     assert parent.info.status == "FAILED"
     run_id = parent.info.run_id
     assert {"comparison.png", "summary.csv", "summary.md"} <= {a.path for a in client.list_artifacts(run_id)}
@@ -120,9 +120,9 @@ def test_parallel_sweep_with_a_failed_job_still_summarises_the_parent(tmp_path):
     assert sorted(r["status"] for r in rows) == ["FAILED", "FINISHED", "FINISHED"]
     (failed,) = [r for r in rows if r["status"] == "FAILED"]
     assert failed["model.width"] == "8"
-    assert failed["run_id"] == children["default data=digits epochs=1 width=8"].info.run_id
+    assert failed["run_id"] == children["width=8 default data=digits epochs=1"].info.run_id
     assert (local / "comparison.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    assert "default data=digits epochs=1 width=8" in (local / "summary.md").read_text()
+    assert "width=8 default data=digits epochs=1" in (local / "summary.md").read_text()
     finished = [r for r in rows if r["status"] == "FINISHED"]
     best = min(finished, key=lambda r: float(r["best_val_loss"]))
     tags = parent.data.tags

@@ -3,17 +3,21 @@ rounding, carry engine=population(K) and their own config hash; a job left out o
 a relaunch skips what FINISHED and a rerun of the same engine is bit-identical."""
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pytest
 from sweeper import names
+from sweeper.launchers import cpu_cores
 from sweeper.sweep.population import plan
 
-from ..sweeper_helpers import ARTIFACTS, run_cli
+from ..sweeper_helpers import ARTIFACTS, REPO, run_cli, runs_of, sqlite_uri
 from .test_launchers import CURVES, histories, sweep
 
 # 5 jobs of one shape; max_members=2 splits them evenly in launch order: populations of 2, a solo job, 2 again.
 GRID = ["data=digits", "trainer.epochs=2", "optimizer.lr=0.1,0.2,0.3,0.4,0.5", "trainer.blas_threads=1"]
 POPULATION = ["hydra/launcher=population", "hydra.launcher.max_members=2"]
+HOOK = REPO / "tests" / "sweeper" / "population_hook"
 
 
 @pytest.mark.integration
@@ -144,3 +148,33 @@ def test_ctrl_c_during_a_population_marks_every_member_killed_with_its_metrics(t
 
 
 RUNS_WITH_LOSSES = "SELECT COUNT(DISTINCT run_uuid) FROM metrics WHERE key = 'train/loss'"
+
+
+@pytest.mark.integration
+@pytest.mark.slow
+def test_a_member_whose_set_up_fails_counts_as_failed_in_the_sweep_progress(tmp_path):
+    """The member of lr 0.2 fails after the launcher grouped it with the others (tests/sweeper/population_hook)."""
+    hook = {"PYTHONPATH": os.pathsep.join(p for p in (str(HOOK), os.environ.get("PYTHONPATH", "")) if p),
+            "MLP_SWEEPS_FAIL_SETUP": "optimizer.lr=0.2"}
+    store = sqlite_uri(tmp_path / "m.db")
+    proc = run_cli(["-m", *POPULATION[:1], "hydra.launcher.n_workers=1", "data=digits", "trainer.epochs=1",
+                    "optimizer.lr=0.1,0.2,0.3", "trainer.blas_threads=1", f"tracking.uri={store}",
+                    f"hydra.sweep.dir={tmp_path / 'sweep'}"], tmp_path, env_extra=hook)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode != 0 and "injected set-up failure" in out, out[-3000:]
+    assert "population of 3 job(s)" in out  # the failing member was grouped with the others
+    assert "sweep progress: 3/3 done, 0 reused, 1 failed, all jobs ended" in out, out[-3000:]
+
+
+@pytest.mark.integration
+@pytest.mark.slow
+@pytest.mark.skipif(cpu_cores() < 2, reason="one core: one BLAS thread whatever the workers")
+def test_blas_threads_are_the_cores_over_the_workers_that_start(tmp_path):
+    """n_workers=2, but one job: one worker starts, and it gets every core."""
+    store = sqlite_uri(tmp_path / "m.db")
+    proc = run_cli(["-m", *POPULATION[:1], "hydra.launcher.n_workers=2", "data=digits", "trainer.epochs=1",
+                    "model.width=4", f"tracking.uri={store}", f"hydra.sweep.dir={tmp_path / 'sweep'}"], tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    _, runs = runs_of(store)
+    (child,) = [r for r in runs if names.PARENT_RUN_ID in r.data.tags]
+    assert child.data.tags[names.BLAS_THREADS] == str(cpu_cores())

@@ -70,7 +70,7 @@ def test_random_search_samples_the_space_in_log_scale_and_repeats_with_the_same_
     assert sum(lr < 0.01 for lr in lrs) >= 2 and max(lrs) / min(lrs) > 100
     for child in children:
         assert child.info.status == "FINISHED" and child.data.tags[names.TRIAL_STATE] == "COMPLETE"
-        assert child.data.tags[names.CONFIG_HASH] and child.info.run_name.startswith("default data=digits")
+        assert child.data.tags[names.CONFIG_HASH] and child.info.run_name.startswith("lr=")
         assert {a.path for a in client.list_artifacts(child.info.run_id)} == ARTIFACTS
     assert parent.info.status == "FINISHED" and parent.info.run_name == "random search of lr, momentum, width"
     assert parent.data.params[names.SEARCH_PARAM_PREFIX + "seed"] == "3"

@@ -33,14 +33,6 @@ EXPERIMENT = "mlp-sweeps"
 
 
 @pytest.fixture(scope="module")
-def migrated_db(tmp_path_factory) -> Path:
-    """An empty, migrated sqlite store to copy (no experiment yet, so each copy gets its own artifact location)."""
-    path = tmp_path_factory.mktemp("template") / "mlflow.db"
-    MlflowClient(sqlite_uri(path)).search_experiments()
-    return path
-
-
-@pytest.fixture(scope="module")
 def finished_sweep(tmp_path_factory, migrated_db) -> Path:
     """A store holding one finished 3-job sweep of GRID (widths 4, 8, 16)."""
     root = tmp_path_factory.mktemp("finished_sweep")

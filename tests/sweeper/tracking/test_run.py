@@ -110,8 +110,8 @@ def test_multirun_has_one_parent_and_children_carrying_its_tag(tmp_path, store):
     assert {c.data.tags[names.PARENT_RUN_ID] for c in children} == {parent.info.run_id}
     assert {c.data.tags[names.SWEEP_ID] for c in children} == {parent.data.tags[names.SWEEP_ID]}
     assert sorted(c.info.run_name for c in children) == [
-        "task3c data=digits epochs=1 width=16", "task3c data=digits epochs=1 width=4",
-        "task3c data=digits epochs=1 width=8"]
+        "width=16 task3c data=digits epochs=1", "width=4 task3c data=digits epochs=1",
+        "width=8 task3c data=digits epochs=1"]
     assert all(c.info.status == "FINISHED" for c in children)
     assert len({c.data.tags[names.CONFIG_HASH] for c in children}) == 3
     assert len({c.data.tags[names.CONFIG_HASH_NOSEED] for c in children}) == 3

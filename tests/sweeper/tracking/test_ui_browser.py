@@ -60,6 +60,10 @@ READ_TABLE = """() => [Array.from(document.querySelectorAll('[role=columnheader]
         for (let i = 0; i < 4 && e; i++, e = e.parentElement) whole = whole && e.scrollWidth <= e.clientWidth + 1;
         return [a.innerText.trim(), whole]; })]"""
 
+# the runs table's group rows: the text of each group's label cell ("Group: <label>\n<runs>")
+READ_GROUPS = """() => Array.from(document.querySelectorAll('[role=gridcell][col-id*="Run Name"]'))
+    .filter(c => !c.querySelector('a[href*="/runs/"]')).map(c => c.innerText.trim()).filter(t => t)"""
+
 
 def start_make_ui(db, port, log_path):
     """`make ui`'s command on ``db`` (in its own process group) and the link it prints once the UI answers."""
@@ -139,6 +143,8 @@ def test_make_ui_opens_the_latest_sweep_readable_in_a_browser(tmp_path):
                 for key in (names.VAL_LOSS, names.VAL_ACCURACY, names.TRAIN_LOSS):
                     legend = charts[key][2]
                     assert sorted(text.removesuffix(f" ({key})") for text, _ in legend) == sorted(colour_of), legend
+                    # what the sweep varies leads each name: a name cut short still tells the runs apart
+                    assert all(text.startswith("width=") for text, _ in legend), legend
                 assert page.get_by_text("3 runs: width", exact=True).first.is_visible()
                 page.locator(CARD, has_text=names.VAL_LOSS).first.screenshot(path=str(shots / "val_loss.png"),
                                                                             timeout=MS)
@@ -151,10 +157,22 @@ def test_make_ui_opens_the_latest_sweep_readable_in_a_browser(tmp_path):
                 wanted = ["metrics.`best/val_loss`", "tags.`stop_reason`", "params.`model.width`"]
                 assert set(wanted) <= set(columns), columns  # (the header cells' DOM order is not the shown one)
                 assert sorted(name for name, _ in rows) == sorted(colour_of) and all(whole for _, whole in rows), rows
+                assert all(name.startswith("width=") for name, _ in rows), rows
+                # the group rows (one per config, by its config_label) lead with the swept value too
+                groups = [g.split("\n")[0].removeprefix("Group: ") for g in page.evaluate(READ_GROUPS)
+                          if g.startswith("Group: ")]
+                assert sorted(g.rsplit(" (", 1)[0] for g in groups) == sorted(colour_of), groups
                 page.screenshot(path=str(shots / "sweep_table.png"), timeout=MS)
+                # a child's own page, as a click on its name opens it
+                child = children[0]
+                page.goto(f"{link.split('#')[0]}#/experiments/{experiment.experiment_id}/runs/{child.info.run_id}"
+                          "?workflowType=machine_learning")
+                page.get_by_text(child.info.run_name).first.wait_for(timeout=MS)
+                page.screenshot(path=str(shots / "run_page.png"), timeout=MS)
             finally:
                 browser.close()
     finally:
         stop_group(ui)
     assert ui.returncode == 143  # SIGTERM: make ui stopped its UI and exited as Ctrl-C or docker stop would have it
-    assert sorted(p.name for p in shots.iterdir()) == ["sweep_table.png", "sweep_view.png", "val_loss.png"]
+    assert sorted(p.name for p in shots.iterdir()) == ["run_page.png", "sweep_table.png", "sweep_view.png",
+                                                       "val_loss.png"]
