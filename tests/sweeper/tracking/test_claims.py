@@ -28,13 +28,6 @@ BARRIER_HOOK = REPO / "tests" / "sweeper" / "barrier_hook"
 HASH = "c" * 64
 
 
-@pytest.fixture(scope="module")
-def migrated_db(tmp_path_factory) -> Path:
-    path = tmp_path_factory.mktemp("template") / "mlflow.db"
-    MlflowClient(sqlite_uri(path)).search_experiments()
-    return path
-
-
 @pytest.fixture
 def store(tmp_path, migrated_db):
     shutil.copy(migrated_db, tmp_path / "mlflow.db")

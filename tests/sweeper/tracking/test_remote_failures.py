@@ -65,13 +65,6 @@ def one_error_line(log: Path) -> str:
     return errors[0]
 
 
-@pytest.fixture(scope="module")
-def migrated_db(tmp_path_factory) -> Path:
-    path = tmp_path_factory.mktemp("template") / "mlflow.db"
-    MlflowClient(sqlite_uri(path)).search_experiments()
-    return path
-
-
 # ------------------------------------------------------------------------------------------ a server killed mid-run
 
 @pytest.mark.slow

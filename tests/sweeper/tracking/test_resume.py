@@ -1,7 +1,7 @@
 """Resume and skip (sweeper.tracking.resume, .liveness): relaunches reuse FINISHED configs, orphaned RUNNING runs become KILLED.
 
 Real components throughout: the CLI in a subprocess for sweeps, ``train_and_track`` in-process for single runs, temp
-sqlite stores copied from one store migrated once per module (a fresh migration costs ~7 s), digits data.
+sqlite stores copied from one store migrated once per session (tests/sweeper/conftest.py), digits data.
 """
 from __future__ import annotations
 
@@ -30,14 +30,6 @@ from ..sweeper_helpers import REPO, compose_cfg, run_cli, sqlite_uri
 HOLD_HOOK = REPO / "tests" / "sweeper" / "hold_hook"
 GRID = ["data=digits", "trainer.epochs=2", "model.width=4,8,16"]
 EXPERIMENT = "mlp-sweeps"
-
-
-@pytest.fixture(scope="module")
-def migrated_db(tmp_path_factory) -> Path:
-    """An empty, migrated sqlite store to copy (no experiment yet, so each copy gets its own artifact location)."""
-    path = tmp_path_factory.mktemp("template") / "mlflow.db"
-    MlflowClient(sqlite_uri(path)).search_experiments()
-    return path
 
 
 @pytest.fixture(scope="module")
