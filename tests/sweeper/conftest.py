@@ -12,9 +12,11 @@ def store(tmp_path):
     return sqlite_uri(tmp_path / "mlflow.db")
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def migrated_db(tmp_path_factory) -> Path:
-    """An empty, migrated sqlite store to copy: concurrent first launches would race to create its tables."""
+    """An empty, migrated sqlite store to copy (no experiment yet, so each copy gets its own artifact location):
+    concurrent first launches would race to create its tables, and each migration costs ~7 s, so it is made once per
+    session (per xdist worker). Tests copy it and never open it."""
     from mlflow.tracking import MlflowClient
 
     path = tmp_path_factory.mktemp("template") / "mlflow.db"

@@ -3,54 +3,23 @@ from __future__ import annotations
 
 import json
 import os
-import signal
-import subprocess
-import sys
-import urllib.request
 from pathlib import Path
 
 import pytest
 from sweeper import names
 
-from ..handshake import wait_for
-from ..servers import free_port
-from .sweeper_helpers import ARTIFACTS, run_cli, runs_of
+from ..handshake import HANG
+from ..servers import LocalServer
+from .sweeper_helpers import ARTIFACTS, run_cli, runs_of, sqlite_uri
 
 
 @pytest.fixture
 def mlflow_server(tmp_path):
-    """`mlflow server` in its own process group (it forks workers); waits for /health, kills the group after."""
-    port = free_port()
-    log = open(tmp_path / "server.log", "w")
-    proc = subprocess.Popen(
-        [str(Path(sys.executable).parent / "mlflow"), "server", "--host", "127.0.0.1", "--port", str(port),
-         "--backend-store-uri", f"sqlite:///{tmp_path / 'server.db'}",
-         "--artifacts-destination", str(tmp_path / "server-artifacts"), "--workers", "1"],
-        stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-    )
-    uri = f"http://127.0.0.1:{port}"
-
-    def healthy() -> bool:
-        try:
-            with urllib.request.urlopen(uri + "/health", timeout=10) as response:
-                return response.status == 200
-        except OSError:
-            return False
-
-    try:
-        try:
-            wait_for(healthy, "200 from GET /health", proc=proc, poll=0.5)
-        except AssertionError as exc:
-            pytest.fail(f"mlflow server did not start ({exc}):\n" + (tmp_path / "server.log").read_text()[-3000:])
-        yield uri
-    finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=120)  # then SIGKILL: this limit only ends a slow stop
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
-        log.close()
+    """`mlflow server` as `make ui` starts it (tests/servers.py: its own process group, without MLflow's GenAI job
+    runner, ready once GET /health answers, the group stopped after); the wait only bounds a hang."""
+    with LocalServer(sqlite_uri(tmp_path / "server.db"), artifacts_destination=str(tmp_path / "server-artifacts"),
+                     startup_timeout=HANG, log_path=tmp_path / "server.log") as server:
+        yield server.uri
 
 
 @pytest.mark.integration

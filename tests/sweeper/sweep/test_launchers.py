@@ -39,12 +39,19 @@ def histories(client, run) -> dict[str, list[tuple[int, float]]]:
     return {key: sorted((m.step, m.value) for m in client.get_metric_history(run.info.run_id, key)) for key in CURVES}
 
 
-def assert_same_bits_as_basic(tmp_path, launcher_args):
+@pytest.fixture(scope="module")
+def basic(tmp_path_factory):
+    """The grid under the basic launcher, swept once for every launcher compared with it: (client, children by name)."""
+    proc, client, _, children = sweep(tmp_path_factory.mktemp("basic"), "basic", GRID)
+    assert proc.returncode == 0, proc.stderr
+    return client, children
+
+
+def assert_same_bits_as_basic(tmp_path, launcher_args, basic):
     """The grid under `launcher_args` and under the basic launcher: same runs, same hashes, equal float histories."""
     proc, client, parent, children = sweep(tmp_path, "parallel", [*launcher_args, *GRID])
     assert proc.returncode == 0, proc.stderr
-    base_proc, base_client, _, base_children = sweep(tmp_path, "basic", GRID)
-    assert base_proc.returncode == 0, base_proc.stderr
+    base_client, base_children = basic
     assert set(children) == set(base_children) == {"width=4 default data=digits epochs=2 blas_threads=1",
                                                    "width=8 default data=digits epochs=2 blas_threads=1"}
     assert parent.info.status == "FINISHED"
@@ -66,15 +73,15 @@ def assert_same_bits_as_basic(tmp_path, launcher_args):
 
 @pytest.mark.integration
 @pytest.mark.slow
-def test_joblib_two_workers_reproduce_the_serial_histories_bit_for_bit(tmp_path):
-    assert_same_bits_as_basic(tmp_path, ["hydra/launcher=joblib", "hydra.launcher.n_jobs=2"])
+def test_joblib_two_workers_reproduce_the_serial_histories_bit_for_bit(tmp_path, basic):
+    assert_same_bits_as_basic(tmp_path, ["hydra/launcher=joblib", "hydra.launcher.n_jobs=2"], basic)
 
 
 @pytest.mark.integration
 @pytest.mark.slow
-def test_submitit_local_reproduces_the_serial_histories_bit_for_bit(tmp_path):
+def test_submitit_local_reproduces_the_serial_histories_bit_for_bit(tmp_path, basic):
     children = assert_same_bits_as_basic(tmp_path, [
-        "hydra/launcher=submitit_local", "hydra.launcher.timeout_min=10", "hydra.launcher.cpus_per_task=1"])
+        "hydra/launcher=submitit_local", "hydra.launcher.timeout_min=10", "hydra.launcher.cpus_per_task=1"], basic)
     for child in children.values():  # each job ran in its own submitit process, logging into the sweep dir
         out_dir = Path(child.data.tags[names.OUTPUT_DIR])
         assert (out_dir / "history.csv").is_file()

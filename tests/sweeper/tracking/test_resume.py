@@ -1,7 +1,7 @@
 """Resume and skip (sweeper.tracking.resume, .liveness): relaunches reuse FINISHED configs, orphaned RUNNING runs become KILLED.
 
 Real components throughout: the CLI in a subprocess for sweeps, ``train_and_track`` in-process for single runs, temp
-sqlite stores copied from one store migrated once per module (a fresh migration costs ~7 s), digits data.
+sqlite stores copied from one store migrated once per session (tests/sweeper/conftest.py), digits data.
 """
 from __future__ import annotations
 

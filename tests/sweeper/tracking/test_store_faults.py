@@ -22,7 +22,7 @@ from sweeper.tracking.spill import read_spill
 
 from ...handshake import store_count, wait_for
 from ..sweeper_helpers import sqlite_uri
-from .test_remote_failures import REPLAY, cli_env, migrated_db, one_error_line, start_job, wait_bounded  # noqa: F401
+from .test_remote_failures import REPLAY, cli_env, one_error_line, start_job, wait_bounded
 
 FIRST_POINTS = f"SELECT COUNT(*) FROM metrics WHERE key = '{names.TRAIN_LOSS}'"
 

@@ -2,7 +2,7 @@
 experiment's tags, the saved view's format as the UI reads it, the printed link and its fallback, one colour per
 config shared by comparison.png and the runs' tags, readable model params, and the config label the view groups by.
 
-One real sqlite store (migrated once per module, then copied), real Hydra composition, real figures.
+One real sqlite store (migrated once per session, then copied), real Hydra composition, real figures.
 """
 from __future__ import annotations
 
@@ -29,17 +29,10 @@ from sweeper.tracking.store import get_or_create_experiment, tag_experiment
 from ..sweeper_helpers import compose_cfg, sqlite_uri
 
 
-@pytest.fixture(scope="module")
-def migrated(tmp_path_factory):
-    path = tmp_path_factory.mktemp("template") / "mlflow.db"
-    MlflowClient(sqlite_uri(path)).search_experiments()
-    return path
-
-
 @pytest.fixture
-def client(migrated, tmp_path):
+def client(migrated_db, tmp_path):
     path = tmp_path / "mlflow.db"
-    shutil.copy(migrated, path)
+    shutil.copy(migrated_db, path)
     return MlflowClient(sqlite_uri(path))
 
 
@@ -208,11 +201,12 @@ def test_the_config_label_is_readable_and_shared_by_the_seeds_of_one_config():
                                 "outputs/mlflow.db)"),
     (["--port", "0"], "--port 0: expected a TCP port, 1 to 65535"),
 ])
-def test_make_ui_refuses_bad_input_in_one_sentence_before_starting_anything(argv, says, migrated, tmp_path,
-                                                                            monkeypatch, capsys):
+def test_make_ui_refuses_bad_input_in_one_sentence_before_starting_anything(argv, says, migrated_db, tmp_path,
+                                                                            tmp_path_factory, monkeypatch, capsys):
+    store = shutil.copy(migrated_db, tmp_path_factory.mktemp("store") / "mlflow.db")
     monkeypatch.chdir(tmp_path)
     with pytest.raises(SystemExit) as exit_info:
-        views.main(["--store", str(migrated), *argv])  # the later --store wins
+        views.main(["--store", str(store), *argv])  # the later --store wins
     assert exit_info.value.code == 2
     assert capsys.readouterr().err.splitlines()[-1] == f"make ui: error: {says}"
     assert sorted(p.name for p in tmp_path.iterdir()) == []  # no store or mlruns created here
