@@ -91,6 +91,7 @@ SWEEP_CHILDREN_REUSED = "sweep_children_reused"
 SWEEP_CHILDREN_FINISHED = "sweep_children_finished"
 BEST_CHILD_RUN_ID = "best_child_run_id"
 BEST_CHILD_NAME = "best_child_name"
+SWEEP_VERDICT = "sweep_verdict"  # one sentence: the best config against the runner-up over shared seeds
 # the parent also carries BEST_VAL_LOSS and BEST_VAL_ACCURACY as tags (the best child's values)
 
 # ---------------------------------------------------------------------------------------------- search (Optuna)

@@ -82,6 +82,8 @@ def summary_lines(summary: SweepSummary, title: str, extra_lines: Sequence[str] 
     else:
         lines.append(f"best: {best.run_name} (best val loss {_cell(best.best_val_loss, 'metric')}, "
                      f"best val acc {_cell(best.best_val_accuracy, 'metric')}, run {best.run_id})")
+    if summary.verdict is not None and len(summary.groups) > 1:
+        lines.append(f"verdict: {summary.verdict.sentence}")
     for name in ("comparison.png", "summary.md"):
         if name in summary.files:
             lines.append(f"{name}: {summary.files[name]}")

@@ -21,6 +21,7 @@ from .plots import plot_comparison
 from .selection import select_runs
 from .tables import (METRIC_FIELDS, Group, SummaryRow, best_row, group_rows, run_name, summary_markdown,
                      summary_rows, write_summary_csv)
+from .verdict import Objective, SeedVerdict, judge, verdict_markdown
 
 if TYPE_CHECKING:
     from mlflow.entities import Run
@@ -38,6 +39,7 @@ class SweepSummary:
     best: SummaryRow | None
     files: dict[str, Path]
     reused: set[str] = field(default_factory=set)  # run ids of earlier launches that this sweep reused
+    verdict: SeedVerdict | None = None  # the configs over seeds, and the best against the runner-up
 
 
 def figure_title(title: str | None, keys: Sequence[str], groups: Sequence[Group]) -> str | None:
@@ -53,10 +55,12 @@ def figure_title(title: str | None, keys: Sequence[str], groups: Sequence[Group]
 
 def write_sweep_outputs(runs: Sequence[Run], histories: dict[str, RunHistory], out_dir: str | Path,
                         title: str | None = None, order: tuple[str, bool] | None = None,
-                        job_numbers: Mapping[str, int] | None = None) -> SweepSummary:
+                        job_numbers: Mapping[str, int] | None = None,
+                        objective: Objective | None = None) -> SweepSummary:
     """comparison.png (seeds of one config as mean ± std), summary.csv and summary.md for `runs` into `out_dir`
     (no MLflow writes). `order` = (row field, descending) sorts the rows, missing values last; else start order.
-    Seeds of one config are averaged over one run per seed (`Group.per_seed`)."""
+    Seeds of one config are averaged over one run per seed (`Group.per_seed`). summary.md ends with the configs'
+    `objective` over seeds and the verdict on the best against the runner-up (`reporting.verdict`)."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     keys, rows = summary_rows(runs, histories)
@@ -78,10 +82,11 @@ def write_sweep_outputs(runs: Sequence[Run], histories: dict[str, RunHistory], o
                                           colors={g.label: palette[g.key] for g in groups}),
         "summary.csv": write_summary_csv(rows, keys, out_dir / "summary.csv"),
     }
+    judged = judge(groups, objective or Objective())
     md = out_dir / "summary.md"
-    md.write_text(summary_markdown(rows, keys, groups, title=title, best=best))
+    md.write_text(summary_markdown(rows, keys, groups, title=title, best=best) + "\n" + verdict_markdown(judged))
     files["summary.md"] = md
-    return SweepSummary(rows=rows, keys=keys, groups=groups, best=best, files=files)
+    return SweepSummary(rows=rows, keys=keys, groups=groups, best=best, files=files, verdict=judged)
 
 
 def sweep_title(parent_name: str) -> str:
@@ -97,7 +102,8 @@ def finalize_sweep(client: Any, parent_run_id: str, out_dir: str | Path,
     the parent with the number of runs (`names.SWEEP_CHILDREN`, of which `names.SWEEP_CHILDREN_REUSED` reused from
     earlier launches and `names.SWEEP_CHILDREN_FINISHED` FINISHED) and, when a FINISHED run has a finite best
     validation loss, with the best one (`names.BEST_CHILD_RUN_ID`, `names.BEST_CHILD_NAME`, `names.BEST_VAL_LOSS`,
-    `names.BEST_VAL_ACCURACY`). Runs that FAILED or logged no metrics still get a row.
+    `names.BEST_VAL_ACCURACY`), and with the verdict on the best config against the runner-up (`names.SWEEP_VERDICT`).
+    Runs that FAILED or logged no metrics still get a row.
     """
     from mlflow.entities import RunTag
 
@@ -105,12 +111,14 @@ def finalize_sweep(client: Any, parent_run_id: str, out_dir: str | Path,
     runs, _ = select_runs(client, parent_run_id=parent_run_id)
     histories = {r.info.run_id: load_history(client, r) for r in runs}
     result = write_sweep_outputs(runs, histories, out_dir, title=sweep_title(run_name(parent)),
-                                  order=_order(parent), job_numbers=job_numbers)
+                                  order=_order(parent), job_numbers=job_numbers,
+                                  objective=Objective.of_parent(parent.data.tags))
     for path in result.files.values():
         client.log_artifact(parent_run_id, str(path))
     result.reused = {r.info.run_id for r in runs if r.data.tags.get(names.PARENT_RUN_ID) != parent_run_id}
     tags = [RunTag(names.SWEEP_CHILDREN, str(len(runs))), RunTag(names.SWEEP_CHILDREN_REUSED, str(len(result.reused))),
             RunTag(names.SWEEP_CHILDREN_FINISHED, str(sum(r.status == "FINISHED" for r in result.rows)))]
+    tags.append(RunTag(names.SWEEP_VERDICT, result.verdict.sentence))
     best = result.best
     if best is not None:
         tags += [RunTag(names.BEST_CHILD_RUN_ID, best.run_id), RunTag(names.BEST_CHILD_NAME, best.run_name),

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 from sweeper import names
 
 from .finalize import sweep_title, write_sweep_outputs
+from .verdict import Objective, judge, verdict_markdown
 from .history import RunHistory, load_history
 from .labels import distinct_labels
 from .plots import plot_comparison, plot_curves
@@ -203,8 +204,9 @@ def write_report(client: Any, runs: Sequence[Run], out_dir: str | Path, title: s
     text += "\n\n".join(figure_links) + "\n\n"
     for heading, members in _sections(client, runs) if by_sweep else [("Runs", list(runs))]:
         keys, rows = summary_rows(members, histories)
-        text += summary_markdown(rows, keys, group_rows(rows, keys), title=heading, best=best_row(rows), level=2)
-        text += "\n"
+        groups = group_rows(rows, keys)
+        text += summary_markdown(rows, keys, groups, title=heading, best=best_row(rows), level=2)
+        text += "\n" + verdict_markdown(judge(groups, Objective()), level=None) + "\n"
     if curve_links:
         text += "## Curves of each run\n\n" + "\n".join(curve_links) + "\n"
     report_md = out_dir / "report.md"

@@ -115,7 +115,14 @@ def test_report_md_has_one_section_per_sweep_in_order_and_plain_single_runs(stor
     assert len(re.findall(r"^\| task3c seed=\d ", seeds_part, re.M)) == 3
     assert "± 0.0000" not in text
     # integer columns are integers: epochs and the parameter count
-    (mean_row,) = [l for l in seeds_part.splitlines() if l.startswith("| task3c | 3 |")]
+    mean_part, verdict_part = (seeds_part.split("### Mean ± std over seeds")[1]
+                               .split("**Is the best config really better?**"))
+    (mean_row,) = [l for l in mean_part.splitlines() if l.startswith("| task3c | 3 |")]
+    # the verdict part: the config's objective over its 3 seeds with a t-interval, and nothing to compare it with
+    (ci_row,) = [l for l in verdict_part.splitlines() if l.startswith("| task3c | 3 |")]
+    low, high = (float(v) for v in ci_row.strip("|").split("|")[3].split(" to "))
+    assert low < float(ci_row.strip("|").split("|")[2]) < high
+    assert "Verdict: one config with a finished run: there is nothing to compare it with." in verdict_part
     cells = [c.strip() for c in mean_row.strip("|").split("|")]
     assert cells[6] == "12.0 ± 0.0"  # epochs: a count, not "12.0000 ± 0.0000"
     single = text.split("## single runs (no sweep)")[1]
