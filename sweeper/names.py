@@ -92,6 +92,7 @@ SWEEP_CHILDREN_FINISHED = "sweep_children_finished"
 BEST_CHILD_RUN_ID = "best_child_run_id"
 BEST_CHILD_NAME = "best_child_name"
 SWEEP_VERDICT = "sweep_verdict"  # one sentence: the best config against the runner-up over shared seeds
+IMPORTANCE_PREFIX = "importance/"  # parent metrics importance/<swept key>: its fANOVA importance (reporting.importance)
 # the parent also carries BEST_VAL_LOSS and BEST_VAL_ACCURACY as tags (the best child's values)
 
 # ---------------------------------------------------------------------------------------------- search (Optuna)

@@ -84,7 +84,12 @@ def summary_lines(summary: SweepSummary, title: str, extra_lines: Sequence[str] 
                      f"best val acc {_cell(best.best_val_accuracy, 'metric')}, run {best.run_id})")
     if summary.verdict is not None and len(summary.groups) > 1:
         lines.append(f"verdict: {summary.verdict.sentence}")
-    for name in ("comparison.png", "summary.md"):
+    if summary.importance is not None:
+        found = summary.importance
+        ranked = ", ".join(f"{k.split('.')[-1]} {found.fanova[k]:.2f}" for k in found.params if k in found.fanova)
+        lines.append(f"importance (fANOVA, {found.n_configs} configs): {ranked}"
+                     + (f" ({found.notes[0]})" if found.notes else ""))
+    for name in ("comparison.png", "importance.png", "summary.md"):
         if name in summary.files:
             lines.append(f"{name}: {summary.files[name]}")
     return [*lines, *extra_lines]

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import math
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,6 +18,7 @@ from sweeper import names
 
 from .colours import config_colours
 from .history import RunHistory, load_history
+from .importance import Importance, importance, importance_markdown, plot_importance
 from .plots import plot_comparison
 from .selection import select_runs
 from .tables import (METRIC_FIELDS, Group, SummaryRow, best_row, group_rows, run_name, summary_markdown,
@@ -40,6 +42,7 @@ class SweepSummary:
     files: dict[str, Path]
     reused: set[str] = field(default_factory=set)  # run ids of earlier launches that this sweep reused
     verdict: SeedVerdict | None = None  # the configs over seeds, and the best against the runner-up
+    importance: Importance | None = None  # which swept setting matters (None: fewer than 2 configs, or none varies)
 
 
 def figure_title(title: str | None, keys: Sequence[str], groups: Sequence[Group]) -> str | None:
@@ -82,11 +85,19 @@ def write_sweep_outputs(runs: Sequence[Run], histories: dict[str, RunHistory], o
                                           colors={g.label: palette[g.key] for g in groups}),
         "summary.csv": write_summary_csv(rows, keys, out_dir / "summary.csv"),
     }
-    judged = judge(groups, objective or Objective())
+    objective = objective or Objective()
+    judged = judge(groups, objective)
+    found = importance(groups, keys, objective, seed_key=names.SEED_PARAM)
+    text = summary_markdown(rows, keys, groups, title=title, best=best) + "\n" + verdict_markdown(judged)
+    if found is not None:
+        text += "\n" + importance_markdown(found, objective)
+        if found.fanova:
+            files["importance.png"] = plot_importance(found, out_dir / "importance.png", title)
     md = out_dir / "summary.md"
-    md.write_text(summary_markdown(rows, keys, groups, title=title, best=best) + "\n" + verdict_markdown(judged))
+    md.write_text(text)
     files["summary.md"] = md
-    return SweepSummary(rows=rows, keys=keys, groups=groups, best=best, files=files, verdict=judged)
+    return SweepSummary(rows=rows, keys=keys, groups=groups, best=best, files=files, verdict=judged,
+                        importance=found)
 
 
 def sweep_title(parent_name: str) -> str:
@@ -102,10 +113,11 @@ def finalize_sweep(client: Any, parent_run_id: str, out_dir: str | Path,
     the parent with the number of runs (`names.SWEEP_CHILDREN`, of which `names.SWEEP_CHILDREN_REUSED` reused from
     earlier launches and `names.SWEEP_CHILDREN_FINISHED` FINISHED) and, when a FINISHED run has a finite best
     validation loss, with the best one (`names.BEST_CHILD_RUN_ID`, `names.BEST_CHILD_NAME`, `names.BEST_VAL_LOSS`,
-    `names.BEST_VAL_ACCURACY`), and with the verdict on the best config against the runner-up (`names.SWEEP_VERDICT`).
+    `names.BEST_VAL_ACCURACY`), and with the verdict on the best config against the runner-up (`names.SWEEP_VERDICT`);
+    each swept parameter's fANOVA importance is a metric of the parent (`names.IMPORTANCE_PREFIX` + its key).
     Runs that FAILED or logged no metrics still get a row.
     """
-    from mlflow.entities import RunTag
+    from mlflow.entities import Metric, RunTag
 
     parent = client.get_run(parent_run_id)
     runs, _ = select_runs(client, parent_run_id=parent_run_id)
@@ -125,7 +137,12 @@ def finalize_sweep(client: Any, parent_run_id: str, out_dir: str | Path,
                  RunTag(names.BEST_VAL_LOSS, repr(best.best_val_loss))]
         if best.best_val_accuracy is not None:
             tags.append(RunTag(names.BEST_VAL_ACCURACY, repr(best.best_val_accuracy)))
-    client.log_batch(parent_run_id, tags=tags)
+    metrics = []
+    if result.importance is not None:
+        now = int(time.time() * 1000)
+        metrics = [Metric(names.IMPORTANCE_PREFIX + key, value, now, 0)
+                   for key, value in result.importance.fanova.items()]
+    client.log_batch(parent_run_id, metrics=metrics, tags=tags)
     colour_runs(client, result.groups)
     log.debug("finalised sweep %s: %d runs, best %s", parent_run_id, len(runs), best.run_name if best else "none")
     return result

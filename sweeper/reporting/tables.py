@@ -149,7 +149,8 @@ def _num_parameters(run: Run) -> int | None:
 class SummaryRow:
     """One run as the tables, the end-of-sweep lines, finalize and the report show it (`summary_row` reads it).
 
-    swept: {swept override key: the run's value, "" when it did not set it}. The summary values are the run's
+    swept: {swept override key: the run's value; where it did not set it (a run reused from another sweep), the
+    value it logged as a param; "" when it has none either}. The summary values are the run's
     metrics of METRIC_FIELDS, the tag `names.STOP_REASON` and the run's status. group: runs whose configurations
     differ only in the seed share it. job: Hydra's job number (the grid's order), started: start time in ms.
     """
@@ -204,7 +205,7 @@ def summary_row(run: Run, keys: Sequence[str], history: RunHistory | None = None
         seconds = (run.info.end_time - run.info.start_time) / 1000.0
     return SummaryRow(
         run_name=run_name(run), run_id=run.info.run_id, status=run.info.status, group=config_group_key(run),
-        swept={k: overrides.get(k, "") for k in keys}, num_parameters=_num_parameters(run), **curve_values,
+        swept={k: overrides.get(k) or run.data.params.get(k, "") for k in keys}, num_parameters=_num_parameters(run), **curve_values,
         epochs=int(epochs) if epochs is not None else None, stop_reason=run.data.tags.get(names.STOP_REASON, ""),
         seconds=seconds, seed=run.data.params.get(names.SEED_PARAM), job=job_number(run),
         started=run.info.start_time or 0)

@@ -1,0 +1,67 @@
+"""Which setting matters? (sweeper/reporting/importance.py) on constructed sweeps, and on a real multirun."""
+from __future__ import annotations
+
+import itertools
+
+import pytest
+
+from sweeper import names
+from sweeper.reporting.importance import MIN_CONFIGS, importance, importance_markdown
+from sweeper.reporting.tables import Group, SummaryRow
+from sweeper.reporting.verdict import Objective
+
+from ..sweeper_helpers import run_cli, runs_of, sqlite_uri
+
+KEYS = ["optimizer.lr", "model.width", "model.activation", names.SEED_PARAM]
+
+
+def grid(loss_of) -> list[Group]:
+    """Every (lr, width, activation) config, two seeds each, with best val loss loss_of(lr, width, activation, seed)."""
+    groups = []
+    for lr, width, act in itertools.product(["0.001", "0.01", "0.1"], ["16", "64", "256"], ["tanh", "sigmoid"]):
+        label = f"lr={lr} width={width} activation={act}"
+        rows = [SummaryRow(run_name=f"{label} seed={s}", run_id=f"{label}-{s}", status="FINISHED", group=label,
+                           swept={"optimizer.lr": lr, "model.width": width, "model.activation": act,
+                                  names.SEED_PARAM: str(s)},
+                           best_val_loss=loss_of(float(lr), int(width), act, s), seed=str(s)) for s in (0, 1)]
+        groups.append(Group(label, label, rows))
+    return groups
+
+
+def test_a_parameter_that_alone_decides_the_objective_gets_nearly_all_the_importance():
+    lr_only = grid(lambda lr, width, act, seed: 1.0 / lr + 0.001 * seed)  # width and activation do nothing
+    found = importance(lr_only, KEYS, Objective(), seed_key=names.SEED_PARAM)
+    assert found.params[0] == "optimizer.lr" and found.fanova["optimizer.lr"] > 0.95
+    assert found.spearman["optimizer.lr"] == pytest.approx(-1.0)  # a larger lr, a lower loss, at every step
+    assert found.spearman["model.activation"] is None  # categorical: no rank correlation
+    assert found.n_configs == 18 and not found.notes and found.ped_anova is None  # 18 < 20 configs for PED-ANOVA
+    assert found.fanova == importance(lr_only, KEYS, Objective(), seed_key=names.SEED_PARAM).fanova  # seed 0
+    by_activation = grid(lambda lr, width, act, seed: 1.0 if act == "tanh" else 2.0)
+    assert importance(by_activation, KEYS, Objective(), seed_key=names.SEED_PARAM).fanova["model.activation"] > 0.95
+
+
+def test_a_small_sweep_says_so_and_a_flat_one_says_why_there_is_nothing():
+    small = grid(lambda lr, width, act, seed: lr)[: MIN_CONFIGS - 1]
+    found = importance(small, KEYS, Objective(), seed_key=names.SEED_PARAM)
+    assert any(f"only {MIN_CONFIGS - 1} configs" in note for note in found.notes)
+    assert f"Note: only {MIN_CONFIGS - 1} configs" in importance_markdown(found, Objective())
+    flat = importance(grid(lambda lr, width, act, seed: 0.5), KEYS, Objective(), seed_key=names.SEED_PARAM)
+    assert flat.fanova == {} and "could not be computed" in flat.notes[-1]
+    assert importance(grid(lambda *a: 1.0)[:1], KEYS, Objective(), seed_key=names.SEED_PARAM) is None
+
+
+@pytest.mark.slow
+@pytest.mark.integration
+def test_a_grid_logs_its_importances_on_the_parent(tmp_path):
+    proc = run_cli(["-m", "data=digits", "trainer.epochs=1", "optimizer.lr=0.0001,0.1", "model.width=8,16"],
+                   tmp_path)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    (line,) = [l for l in proc.stdout.splitlines() if l.startswith("importance (fANOVA, 4 configs): ")]
+    assert "only 4 configs" in line
+    _, runs = runs_of(sqlite_uri(tmp_path / "outputs" / "mlflow.db"))
+    (parent,) = [r for r in runs if names.SWEEP_CHILDREN in r.data.tags]
+    values = {k: v for k, v in parent.data.metrics.items() if k.startswith(names.IMPORTANCE_PREFIX)}
+    assert set(values) == {"importance/optimizer.lr", "importance/model.width"}
+    assert sum(values.values()) == pytest.approx(1.0)
+    client, _ = runs_of(sqlite_uri(tmp_path / "outputs" / "mlflow.db"))
+    assert "importance.png" in {a.path for a in client.list_artifacts(parent.info.run_id)}
