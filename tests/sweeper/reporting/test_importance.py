@@ -53,6 +53,7 @@ def test_a_small_sweep_says_so_and_a_flat_one_says_why_there_is_nothing():
 @pytest.mark.slow
 @pytest.mark.integration
 def test_a_grid_logs_its_importances_on_the_parent(tmp_path):
+    """README's example ("Which setting matters?"), as written."""
     proc = run_cli(["-m", "data=digits", "trainer.epochs=1", "optimizer.lr=0.0001,0.1", "model.width=8,16"],
                    tmp_path)
     assert proc.returncode == 0, proc.stderr[-2000:]
