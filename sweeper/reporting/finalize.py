@@ -87,7 +87,7 @@ def write_sweep_outputs(runs: Sequence[Run], histories: dict[str, RunHistory], o
     }
     objective = objective or Objective()
     judged = judge(groups, objective)
-    found = importance(groups, keys, objective, seed_key=names.SEED_PARAM)
+    found = importance(groups, keys, judged, seed_key=names.SEED_PARAM)
     text = summary_markdown(rows, keys, groups, title=title, best=best) + "\n" + verdict_markdown(judged)
     if found is not None:
         text += "\n" + importance_markdown(found, objective)

@@ -2,7 +2,7 @@
 
 One completed trial per config (`tables.Group`): its params are the config's swept values (the seed is not a
 parameter: seeds are averaged, so that seed noise does not count as anybody's importance), its value the config's mean
-objective over its distinct seeds (`verdict.seed_values`). The trials go into an in-memory study
+objective over its distinct seeds, as the sweep's verdict computed it (`verdict.judge`). The trials go into an in-memory study
 (`optuna.trial.create_trial` + `add_trials`), and `optuna.importance` computes fANOVA (a random forest's functional
 ANOVA, seed 0: reproducible) and, from `PED_MIN_CONFIGS` configs on, PED-ANOVA (how the top 10 % of configs differ
 from all; with fewer its top quantile holds one config). Beside them, each numeric parameter's Spearman rank
@@ -22,7 +22,7 @@ from typing import Any
 
 from .labels import format_metric
 from .tables import Group, markdown_table
-from .verdict import Objective, seed_values
+from .verdict import Objective, SeedVerdict
 
 MIN_CONFIGS = 8  # fewer configs: the numbers rest on too few points to mean much (said in the note)
 PED_MIN_CONFIGS = 20
@@ -61,16 +61,15 @@ def _distribution(values: list[Any]) -> Any:
     return CategoricalDistribution(sorted({str(v) for v in values}))
 
 
-def importance(groups: Sequence[Group], keys: Sequence[str], objective: Objective,
+def importance(groups: Sequence[Group], keys: Sequence[str], judged: SeedVerdict,
                seed_key: str = "") -> Importance | None:
-    """The importances of the swept `keys` (but `seed_key`) over `groups`; None when fewer than 2 configs have a
-    finite objective or no key varies among them."""
-    scored = []
-    for g in groups:
-        values = seed_values(g, objective)
-        if values:
-            scored.append(({k: _value(g.rows[0].swept.get(k, "")) for k in keys if k != seed_key},
-                           math.fsum(values.values()) / len(values)))
+    """The importances of the swept `keys` (but `seed_key`) over `groups`, each at its mean over seeds from `judged`
+    (the sweep's verdict on these groups); None when fewer than 2 configs have a finite objective or no key varies
+    among them."""
+    objective = judged.objective
+    means = {g.key: est.mean for g, est in judged.ranked if est.mean is not None}
+    scored = [({k: _value(g.rows[0].swept.get(k, "")) for k in keys if k != seed_key}, means[g.key])
+              for g in groups if g.key in means]
     if len(scored) < 2:
         return None
     varying = [k for k in keys if k != seed_key and len({repr(p[k]) for p, _ in scored}) > 1]

@@ -8,7 +8,7 @@ import pytest
 from sweeper import names
 from sweeper.reporting.importance import MIN_CONFIGS, importance, importance_markdown
 from sweeper.reporting.tables import Group, SummaryRow
-from sweeper.reporting.verdict import Objective
+from sweeper.reporting.verdict import Objective, judge
 
 from ..sweeper_helpers import run_cli, runs_of, sqlite_uri
 
@@ -28,26 +28,31 @@ def grid(loss_of) -> list[Group]:
     return groups
 
 
+def found_in(groups: list[Group]):
+    """The importances as a sweep's summary computes them: over the verdict's means, best/val_loss minimized."""
+    return importance(groups, KEYS, judge(groups, Objective()), seed_key=names.SEED_PARAM)
+
+
 def test_a_parameter_that_alone_decides_the_objective_gets_nearly_all_the_importance():
     lr_only = grid(lambda lr, width, act, seed: 1.0 / lr + 0.001 * seed)  # width and activation do nothing
-    found = importance(lr_only, KEYS, Objective(), seed_key=names.SEED_PARAM)
+    found = found_in(lr_only)
     assert found.params[0] == "optimizer.lr" and found.fanova["optimizer.lr"] > 0.95
     assert found.spearman["optimizer.lr"] == pytest.approx(-1.0)  # a larger lr, a lower loss, at every step
     assert found.spearman["model.activation"] is None  # categorical: no rank correlation
     assert found.n_configs == 18 and not found.notes and found.ped_anova is None  # 18 < 20 configs for PED-ANOVA
-    assert found.fanova == importance(lr_only, KEYS, Objective(), seed_key=names.SEED_PARAM).fanova  # seed 0
+    assert found.fanova == found_in(lr_only).fanova  # seed 0
     by_activation = grid(lambda lr, width, act, seed: 1.0 if act == "tanh" else 2.0)
-    assert importance(by_activation, KEYS, Objective(), seed_key=names.SEED_PARAM).fanova["model.activation"] > 0.95
+    assert found_in(by_activation).fanova["model.activation"] > 0.95
 
 
 def test_a_small_sweep_says_so_and_a_flat_one_says_why_there_is_nothing():
     small = grid(lambda lr, width, act, seed: lr)[: MIN_CONFIGS - 1]
-    found = importance(small, KEYS, Objective(), seed_key=names.SEED_PARAM)
+    found = found_in(small)
     assert any(f"only {MIN_CONFIGS - 1} configs" in note for note in found.notes)
     assert f"Note: only {MIN_CONFIGS - 1} configs" in importance_markdown(found, Objective())
-    flat = importance(grid(lambda lr, width, act, seed: 0.5), KEYS, Objective(), seed_key=names.SEED_PARAM)
+    flat = found_in(grid(lambda lr, width, act, seed: 0.5))
     assert flat.fanova == {} and "could not be computed" in flat.notes[-1]
-    assert importance(grid(lambda *a: 1.0)[:1], KEYS, Objective(), seed_key=names.SEED_PARAM) is None
+    assert found_in(grid(lambda *a: 1.0)[:1]) is None
 
 
 @pytest.mark.slow
