@@ -136,8 +136,14 @@ def test_a_resumed_sweep_logs_its_progress_and_ends_with_the_results_table_in_it
     assert [(r.split()[0], r.split()[-1]) for r in body] == [("8", "reused"), ("16", "FINISHED"), ("4", "reused")]
     best = lines[start + 6]
     assert best.startswith("best: width=") and "default data=digits epochs=2" in best
-    for name, line in zip(("comparison.png", "summary.md"), lines[start + 7:start + 9]):
-        assert line == f"{name}: {tmp_path / 'second' / name}"
+    # one seed per width: the verdict says why it cannot judge seed noise instead of ranking the widths
+    assert lines[start + 7].startswith("verdict: width=") and "share one seed" in lines[start + 7]
+    # one swept key: its importance is 1 by construction, and the line says why that is no finding
+    assert lines[start + 8].startswith("importance (fANOVA, 3 configs): width 1.00 (")
+    files = lines[start + 9:start + 12]
+    assert [line.split(": ", 1)[0] for line in files] == ["comparison.png", "importance.png", "summary.md"]
+    for line in files:
+        assert line.split(": ", 1)[1] == str(tmp_path / "second" / line.split(": ", 1)[0])
         assert Path(line.split(": ", 1)[1]).is_file()
 
 
