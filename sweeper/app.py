@@ -73,13 +73,24 @@ def task(cfg: DictConfig) -> float:
         raise
 
 
+def sweeper_knobs() -> dict[str, list[str]]:
+    """The config keys of this project's sweepers, by their ``hydra/sweeper`` name (their knobs and the grid or space)."""
+    from dataclasses import fields
+
+    from .sweep import confirm, search
+
+    found = {"confirm": [f.name for f in fields(confirm.Settings)] + ["params"]}
+    found.update({name: [f.name for f in fields(search.Settings)] + ["params"] for name in search.SAMPLERS})
+    return found
+
+
 def main() -> None:
     """Console entry point of `mlp-sweep`: register the schema and resolver, then hand over to Hydra.
 
     Ctrl-C and SIGTERM end the run (and a sweep's parent) KILLED with what was logged, then exit with 128 + the
     signal's number and one line instead of a traceback.
     """
-    problem = config_problem(CONF_DIR, sys.argv[1:])  # YAML syntax, headers, key typos: before any work starts
+    problem = config_problem(CONF_DIR, sys.argv[1:], sweeper_knobs())  # YAML syntax, headers, key typos: first
     if problem is not None:
         sys.stderr.write(f"Error: {problem}\n")
         sys.exit(1)

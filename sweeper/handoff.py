@@ -4,6 +4,7 @@ which may run in the same process (basic launcher), in joblib workers or in Slur
 - ``names.PARENT_FILE``: the sweep's MLflow parent run (written by the sweep callback, read by every job).
 - ``names.SEARCH_FILE``: a search's study and the trial number of each job number (written by the search sweeper
   before each batch, read by its jobs, ``sweeper.sweep.trial``).
+- ``names.CONFIRM_FILE``: the confirm sweeper's outcome (written by it after its last look, read by the summary).
 - ``.swept.json``: the keys the sweep varies (``config.identity.swept_keys``), which lead its runs' names (written by
   the sweep callback before any job).
 - ``.progress/``: the sweep's size and each job's outcome, from which every job logs the k/N progress line.
@@ -170,6 +171,16 @@ def read_search(sweep_dir: str | Path) -> dict | None:
     return _read_json(Path(sweep_dir) / names.SEARCH_FILE)
 
 
+def write_confirmation(sweep_dir: str | Path, result: dict) -> None:
+    """The confirm sweeper's outcome (its plan, every look, the sentence), for the sweep's summary."""
+    _write_json(Path(sweep_dir) / names.CONFIRM_FILE, result)
+
+
+def read_confirmation(sweep_dir: str | Path) -> dict | None:
+    """``write_confirmation``'s outcome, or None for a sweep of another sweeper."""
+    return _read_json(Path(sweep_dir) / names.CONFIRM_FILE)
+
+
 # ---------------------------------------------------------------------------------------------------- progress
 
 PROGRESS_DIR = ".progress"
@@ -209,6 +220,13 @@ def format_seconds(seconds: float) -> str:
 def start(sweep_dir: str | Path, total: int | None) -> None:
     """Called by the launching process before any job: the sweep's size (and who launched it)."""
     _write_json(Path(sweep_dir) / PROGRESS_DIR / SWEEP_FILE, {"total": total, "launcher_pid": os.getpid()})
+
+
+def extend(sweep_dir: str | Path, total: int) -> None:
+    """The sweep grew to ``total`` jobs (the confirm sweeper's added seeds); the jobs' records so far stay."""
+    info = _sweep_info(Path(sweep_dir))
+    if info is not None:
+        _write_json(Path(sweep_dir) / PROGRESS_DIR / SWEEP_FILE, {**info, "total": total})
 
 
 def _sweep_info(sweep_dir: Path) -> dict | None:

@@ -31,6 +31,7 @@ class LauncherKind(Enum):
 class SweeperKind(Enum):
     BASIC = "hydra._internal.core_plugins.basic_sweeper.BasicSweeper"
     SEARCH = "hydra_plugins.mlp_sweeps_search.search_sweeper.SearchSweeper"
+    CONFIRM = "hydra_plugins.mlp_sweeps_confirm.confirm_sweeper.ConfirmSweeper"
     OTHER = "another sweeper"
 
 

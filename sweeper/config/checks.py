@@ -174,11 +174,12 @@ def to_core(cfg: Any):
 
 
 def expand_grid(config: Any) -> list[list[str]] | None:
-    """The override lists of every job, as Hydra's BasicSweeper builds them (None for other sweepers).
+    """The override lists of every job, as Hydra's BasicSweeper builds them (None for other sweepers). The confirm
+    sweeper's first round is such a grid (it adds seeds later: ``sweep.confirm``).
 
     Grid params of ``hydra.sweeper.params`` come first, then the command line, whose value wins for the same key.
     """
-    if sweeper_of(config.hydra) is not SweeperKind.BASIC:
+    if sweeper_of(config.hydra) not in (SweeperKind.BASIC, SweeperKind.CONFIRM):
         return None
     from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
     from hydra.core.override_parser.overrides_parser import OverridesParser

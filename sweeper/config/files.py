@@ -11,12 +11,12 @@ from __future__ import annotations
 import argparse
 import re
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any, Iterable, Mapping, Sequence
 
 from hydra._internal.utils import get_args_parser
 from hydra.plugins.config_source import ConfigSource
 
-from .keys import schema_tree, unknown_override, unknown_yaml_key
+from .keys import schema_tree, unknown_knob, unknown_override, unknown_yaml_key
 
 GLOBAL = "_global_"
 PACKAGE_LINE = re.compile(r"^\s*#\s*@package\s+(\S+)")
@@ -45,13 +45,16 @@ def config_groups(dirs: Iterable[Path]) -> set[str]:
             if path.is_dir() and path.name != "hydra" and not path.name.startswith((".", "_"))}
 
 
-def config_problem(conf_dir: Path, argv: Sequence[str]) -> str | None:
-    """One sentence naming the first problem of the config tree or of the command line's keys, or None."""
+def config_problem(conf_dir: Path, argv: Sequence[str], knobs: Mapping[str, Iterable[str]] | None = None) -> str | None:
+    """One sentence naming the first problem of the config tree or of the command line's keys (``knobs``: the keys
+    of this project's sweepers, by name, see ``keys.unknown_knob``), or None."""
     args = command_line(argv)
     dirs = config_dirs(conf_dir, args)
     problem = tree_problem(dirs)
     if problem is None and not args.shell_completion:  # completion passes half-typed keys
         problem = unknown_override(args.overrides, "in the command line", config_groups(dirs))
+    if problem is None and knobs:
+        problem = unknown_knob(args.overrides, knobs)
     return problem
 
 

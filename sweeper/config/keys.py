@@ -138,3 +138,23 @@ def unknown_sweep_key(config: Any) -> str | None:
     where = f"in hydra.sweeper.params of sweep={sweep}" if sweep else "in hydra.sweeper.params"
     return (unknown_override(_axes(config.hydra.sweeper.get("params")), where, groups)
             or unknown_override(config.hydra.overrides.task, "in the command line", groups))
+
+
+def unknown_knob(lines: Iterable[str], knobs: Mapping[str, Iterable[str]]) -> str | None:
+    """One sentence for a ``hydra.sweeper.<knob>`` override that the sweeper chosen on the same command line
+    (``hydra/sweeper=<name>``, one of ``knobs``: name -> its config's keys) does not have, naming the closest knob and
+    all of them; None otherwise (Hydra's own sweepers, and a sweeper chosen by a sweep file, are Hydra's business)."""
+    lines = list(lines)
+    chosen = [line.split("=", 1)[1] for line in lines if line.split("=", 1)[0].lstrip("+") == "hydra/sweeper"]
+    if not chosen or chosen[-1] not in knobs:
+        return None
+    valid = sorted(knobs[chosen[-1]])
+    for line in lines:
+        key = line.split("=", 1)[0].lstrip("+~")
+        parts = key.split(".")
+        if len(parts) >= 3 and parts[:2] == ["hydra", "sweeper"] and parts[2] not in valid:
+            match = difflib.get_close_matches(parts[2], valid, n=1)
+            said = f"did you mean 'hydra.sweeper.{match[0]}'? " if match else ""
+            return (f"unknown config key '{key}' of hydra/sweeper={chosen[-1]} (in the command line): {said}"
+                    f"Valid keys of hydra.sweeper: {', '.join(valid)}")
+    return None

@@ -84,6 +84,8 @@ def summary_lines(summary: SweepSummary, title: str, extra_lines: Sequence[str] 
                      f"best val acc {_cell(best.best_val_accuracy, 'metric')}, run {best.run_id})")
     if summary.verdict is not None and len(summary.groups) > 1:
         lines.append(f"verdict: {summary.verdict.sentence}")
+    if summary.confirmation is not None:
+        lines.append(f"confirm: {summary.confirmation['sentence']}")
     if summary.importance is not None:
         found = summary.importance
         ranked = ", ".join(f"{k.split('.')[-1]} {found.fanova[k]:.2f}" for k in found.params if k in found.fanova)

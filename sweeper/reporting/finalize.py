@@ -23,7 +23,7 @@ from .plots import plot_comparison
 from .selection import select_runs
 from .tables import (METRIC_FIELDS, Group, SummaryRow, best_row, group_rows, run_name, summary_markdown,
                      summary_rows, write_summary_csv)
-from .verdict import Objective, SeedVerdict, judge, verdict_markdown
+from .verdict import Objective, SeedVerdict, confirmation_markdown, judge, verdict_markdown
 
 if TYPE_CHECKING:
     from mlflow.entities import Run
@@ -43,6 +43,7 @@ class SweepSummary:
     reused: set[str] = field(default_factory=set)  # run ids of earlier launches that this sweep reused
     verdict: SeedVerdict | None = None  # the configs over seeds, and the best against the runner-up
     importance: Importance | None = None  # which swept setting matters (None: fewer than 2 configs, or none varies)
+    confirmation: Mapping | None = None  # the confirm sweeper's outcome (None for other sweepers)
 
 
 def figure_title(title: str | None, keys: Sequence[str], groups: Sequence[Group]) -> str | None:
@@ -59,11 +60,12 @@ def figure_title(title: str | None, keys: Sequence[str], groups: Sequence[Group]
 def write_sweep_outputs(runs: Sequence[Run], histories: dict[str, RunHistory], out_dir: str | Path,
                         title: str | None = None, order: tuple[str, bool] | None = None,
                         job_numbers: Mapping[str, int] | None = None,
-                        objective: Objective | None = None) -> SweepSummary:
+                        objective: Objective | None = None, confirmation: Mapping | None = None) -> SweepSummary:
     """comparison.png (seeds of one config as mean ± std), summary.csv and summary.md for `runs` into `out_dir`
     (no MLflow writes). `order` = (row field, descending) sorts the rows, missing values last; else start order.
     Seeds of one config are averaged over one run per seed (`Group.per_seed`). summary.md ends with the configs'
-    `objective` over seeds and the verdict on the best against the runner-up (`reporting.verdict`)."""
+    `objective` over seeds and the verdict on the best against the runner-up (`reporting.verdict`), then the confirm
+    sweeper's looks (`confirmation`, its outcome: `sweeper.sweep.confirm`)."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     keys, rows = summary_rows(runs, histories)
@@ -89,6 +91,8 @@ def write_sweep_outputs(runs: Sequence[Run], histories: dict[str, RunHistory], o
     judged = judge(groups, objective)
     found = importance(groups, keys, judged, seed_key=names.SEED_PARAM)
     text = summary_markdown(rows, keys, groups, title=title, best=best) + "\n" + verdict_markdown(judged)
+    if confirmation is not None:
+        text += "\n" + confirmation_markdown(confirmation)
     if found is not None:
         text += "\n" + importance_markdown(found, objective)
         if found.fanova:
@@ -97,7 +101,7 @@ def write_sweep_outputs(runs: Sequence[Run], histories: dict[str, RunHistory], o
     md.write_text(text)
     files["summary.md"] = md
     return SweepSummary(rows=rows, keys=keys, groups=groups, best=best, files=files, verdict=judged,
-                        importance=found)
+                        importance=found, confirmation=confirmation)
 
 
 def sweep_title(parent_name: str) -> str:
@@ -106,7 +110,7 @@ def sweep_title(parent_name: str) -> str:
 
 
 def finalize_sweep(client: Any, parent_run_id: str, out_dir: str | Path,
-                   job_numbers: Mapping[str, int] | None = None) -> SweepSummary:
+                   job_numbers: Mapping[str, int] | None = None, confirmation: Mapping | None = None) -> SweepSummary:
     """Summarise a sweep's runs and attach the result to its parent run.
 
     Writes comparison.png, summary.csv and summary.md into `out_dir`, logs them as artifacts of the parent, and tags
@@ -124,13 +128,15 @@ def finalize_sweep(client: Any, parent_run_id: str, out_dir: str | Path,
     histories = {r.info.run_id: load_history(client, r) for r in runs}
     result = write_sweep_outputs(runs, histories, out_dir, title=sweep_title(run_name(parent)),
                                   order=_order(parent), job_numbers=job_numbers,
-                                  objective=Objective.of_parent(parent.data.tags))
+                                  objective=Objective.of_parent(parent.data.tags), confirmation=confirmation)
     for path in result.files.values():
         client.log_artifact(parent_run_id, str(path))
     result.reused = {r.info.run_id for r in runs if r.data.tags.get(names.PARENT_RUN_ID) != parent_run_id}
     tags = [RunTag(names.SWEEP_CHILDREN, str(len(runs))), RunTag(names.SWEEP_CHILDREN_REUSED, str(len(result.reused))),
             RunTag(names.SWEEP_CHILDREN_FINISHED, str(sum(r.status == "FINISHED" for r in result.rows)))]
     tags.append(RunTag(names.SWEEP_VERDICT, result.verdict.sentence))
+    if confirmation is not None:
+        tags.append(RunTag(names.CONFIRM_VERDICT, confirmation["sentence"]))
     best = result.best
     if best is not None:
         tags += [RunTag(names.BEST_CHILD_RUN_ID, best.run_id), RunTag(names.BEST_CHILD_NAME, best.run_name),

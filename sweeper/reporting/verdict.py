@@ -93,3 +93,26 @@ def verdict_markdown(result: SeedVerdict, level: int | None = 2) -> str:
             f"(FINISHED runs); 95 % CI: Student t.\n\n"
             + markdown_table(["config", "n seeds", "mean", "95 % CI"], body)
             + f"\nVerdict: {result.sentence}\n")
+
+
+def confirmation_markdown(result: Mapping[str, Any], level: int = 2) -> str:
+    """The confirm sweeper's outcome (``sweeper.sweep.confirm``): its plan, each look's best against the other top
+    configs over the added seeds (p against the corrected alpha), and its sentence."""
+    goal = "higher" if result["maximize"] else "lower"
+    schedule = ", ".join(map(str, result["schedule"])) or "none"
+    text = (f"{'#' * level} Confirmed with more seeds? (hydra/sweeper=confirm)\n\n"
+            f"Objective: `{result['settings']['objective']}` ({goal} is better). The grid's seeds chose the top "
+            f"{len(result['top'])} of {result['configs']} configs; each then got the same added seeds, looked at "
+            f"after {schedule} of them. Each comparison (the best over the added seeds against another top config, "
+            f"paired t-test) is judged at alpha = {result['alpha']:.3g}: 1 - confidence "
+            f"({result['settings']['confidence']:g}) over every look and pair (Bonferroni), so all its statements "
+            f"hold together at that confidence.\n\n")
+    body = []
+    for number, found in enumerate(result["looks"], 1):
+        for other, c in found["comparisons"].items():
+            body.append([str(number), str(found["seeds"]), found["best"] or "-", other,
+                         format_metric(c["difference"]) if c["difference"] is not None else "-",
+                         "-" if c["p_value"] is None else f"{c['p_value']:.3g}", "yes" if c["separated"] else "no"])
+    if body:
+        text += markdown_table(["look", "added seeds", "best", "against", "difference", "p", "separated"], body)
+    return text + f"\nConfirm: {result['sentence']}\n"

@@ -38,6 +38,7 @@ from ..tracking.store import open_store, tag_experiment
 from ..tracking.store_checks import one_line
 from ..tracking.views import sweep_link, sweep_link_lines, write_sweep_view
 from .launcher_checks import check_launcher
+from .confirm import plan as confirm_plan
 from .search import check_space
 
 log = logging.getLogger(__name__)
@@ -79,12 +80,17 @@ class MlflowSweepParent(Callback):
             searched: list[str] = []
             if sweeper_of(config.hydra) is SweeperKind.SEARCH:  # the space's extremes are composed and checked
                 searched = list(check_space(config)[1].texts)
+            if sweeper_of(config.hydra) is SweeperKind.CONFIRM:  # its knobs against its grid
+                confirm_plan(config)
             validate_grid(config)
             jobs = expand_grid(config)
             sweep_dir = Path(str(config.hydra.sweep.dir))
             sweep_dir.mkdir(parents=True, exist_ok=True)
             handoff.start(sweep_dir, None if jobs is None else len(jobs))
-            handoff.write_swept(sweep_dir, swept_keys(jobs) if jobs is not None else searched)
+            swept = swept_keys(jobs) if jobs is not None else searched
+            if sweeper_of(config.hydra) is SweeperKind.CONFIRM and names.SEED_PARAM not in swept:
+                swept.append(names.SEED_PARAM)  # it adds seeds: they tell its runs apart
+            handoff.write_swept(sweep_dir, swept)
             if not config.tracking.enabled:
                 self._start_drawer(sweep_dir)
                 return
@@ -172,7 +178,8 @@ class MlflowSweepParent(Callback):
             from ..reporting.finalize import finalize_sweep, sweep_title  # matplotlib: only when the sweep ends
 
             summary = finalize_sweep(self._client, self._run_id, self._sweep_dir,
-                                     handoff.reused_job_numbers(self._sweep_dir))
+                                     handoff.reused_job_numbers(self._sweep_dir),
+                                     handoff.read_confirmation(self._sweep_dir))
             title = sweep_title(self._client.get_run(self._run_id).info.run_name or "")
             lines = summary_lines(summary, title, extra_lines=self.summary_links())
             # the end-of-sweep table is the sweep's result: plain lines on stdout (where Hydra's log lines go),
