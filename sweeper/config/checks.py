@@ -189,14 +189,15 @@ def expand_grid(config: Any) -> list[list[str]] | None:
     return [job for batch in BasicSweeper.split_arguments(overrides, None) for job in batch]
 
 
-def validate_grid(config: Any) -> None:
-    """Compose and range-check every job of the sweep before any job starts and before any MLflow run exists. The
-    launcher then takes each job's config from this composition (``compose.compose_job``) instead of composing it again."""
+def validate_grid(config: Any, jobs: list[list[str]] | None = None) -> None:
+    """Compose and range-check every job of the sweep (``jobs``, by default the grid's) before any job starts and
+    before any MLflow run exists. The launcher then takes each job's config from this composition
+    (``compose.compose_job``) instead of composing it again."""
     from hydra.errors import ConfigCompositionException
 
     from .compose import compose_job
 
-    jobs = expand_grid(config)
+    jobs = expand_grid(config) if jobs is None else jobs
     if jobs == []:  # e.g. model.width=range(5,5): Hydra would launch nothing and exit 0
         sweeps = [o for o in config.hydra.overrides.task if not o.startswith("hydra")]
         raise ConfigError(f"this sweep is empty: {' '.join(sweeps)} expands to no job (a sweep needs at least one "

@@ -61,6 +61,26 @@ def _sweep_of_parent(client: Any, parent_run_id: str, filter_string: str | None)
     return runs, what
 
 
+def sweep_by_ref(client: Any, ref: str) -> tuple[list[Run], str]:
+    """The runs of the sweep that ``ref`` names, its parent run id or its sweep id (parents left out); raises
+    SelectionError, naming ``ref``, when it names neither."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        parent = client.get_run(ref)
+    except MlflowException:
+        parent = None
+    if parent is not None and parent.data.tags.get(names.ROLE) == names.ROLE_SWEEP_PARENT:
+        runs, what = _sweep_of_parent(client, ref, None)
+    else:
+        runs, what = _sweep_by_id(client, ref, None)
+    runs = drop_parents(runs)
+    if not runs:
+        raise SelectionError(f"no sweep with parent run id or sweep id {ref!r} in the store (a sweep id is the "
+                             f"parent run's tag {names.SWEEP_ID}, e.g. 2026-11-03_12-00-00-1a2b3c4d)")
+    return runs, what
+
+
 def _sweep_by_id(client: Any, sweep_id: str, filter_string: str | None) -> tuple[list[Run], str]:
     experiments = all_experiment_ids(client)
     launched = search_all_runs(client, experiments, all_of(tag_equals(names.SWEEP_ID, sweep_id), filter_string))

@@ -49,7 +49,7 @@ _NO_PRESET = frozenset({"default", "None", "null"})
 
 # ----------------------------------------------------------------------------------------------- run interpretation
 
-def _split_overrides(text: str) -> list[str]:
+def split_overrides(text: str) -> list[str]:
     """Split on whitespace outside brackets and quotes (`model.hidden_sizes=[64, 64]`, `name='a b'` stay whole)."""
     parts, depth, quote, current = [], 0, None, []
     for ch in text:
@@ -78,7 +78,7 @@ def parse_overrides(text: str | None) -> dict[str, str]:
     `+key=v` / `++key=v` lose their prefix; `~key` (a deletion) is dropped.
     """
     out: dict[str, str] = {}
-    for item in _split_overrides(text or ""):
+    for item in split_overrides(text or ""):
         if "=" not in item or item.startswith("~"):
             continue
         key, value = item.split("=", 1)
@@ -228,7 +228,7 @@ def best_row(rows: Sequence[SummaryRow]) -> SummaryRow | None:
 def without_seed(name: str) -> str:
     """A run name without its `seed=<n>` part (`task3c seed=0` -> `task3c`): the label of the config its seeds share."""
     seed = names.SEED_PARAM.split(".")[-1] + "="
-    return " ".join(p for p in _split_overrides(name) if not p.startswith(seed)) or name
+    return " ".join(p for p in split_overrides(name) if not p.startswith(seed)) or name
 
 
 @dataclass

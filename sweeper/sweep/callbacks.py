@@ -53,6 +53,8 @@ def sweep_display_name(config: DictConfig) -> str:
     """The sweep preset's name, or "sweep" + the command-line overrides of an ad-hoc sweep."""
     if config.get("sweep_name"):
         return str(config.sweep_name)
+    if sweeper_of(config.hydra) is SweeperKind.CONFIRM and config.hydra.sweeper.get("from_sweep"):
+        return f"confirm {config.hydra.sweeper.from_sweep}"
     overrides = [o for o in config.hydra.overrides.task if not o.startswith(("hydra", "tracking."))]
     return "sweep " + " ".join(overrides) if overrides else "sweep"
 
@@ -80,10 +82,9 @@ class MlflowSweepParent(Callback):
             searched: list[str] = []
             if sweeper_of(config.hydra) is SweeperKind.SEARCH:  # the space's extremes are composed and checked
                 searched = list(check_space(config)[1].texts)
-            if sweeper_of(config.hydra) is SweeperKind.CONFIRM:  # its knobs against its grid
-                confirm_plan(config)
-            validate_grid(config)
-            jobs = expand_grid(config)
+            # the confirm sweeper's first round: its grid, or the configs of an earlier sweep (its knobs checked)
+            jobs = confirm_plan(config).jobs if sweeper_of(config.hydra) is SweeperKind.CONFIRM else expand_grid(config)
+            validate_grid(config, jobs)
             sweep_dir = Path(str(config.hydra.sweep.dir))
             sweep_dir.mkdir(parents=True, exist_ok=True)
             handoff.start(sweep_dir, None if jobs is None else len(jobs))

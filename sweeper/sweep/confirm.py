@@ -54,6 +54,7 @@ class Settings:
     confidence: float = 0.95
     objective: str = names.OBJECTIVE
     direction: str | None = None  # None: maximize an accuracy, minimize a loss
+    from_sweep: str | None = None  # the configs of an earlier sweep (its sweep id or parent run id) instead of a grid
 
     def __post_init__(self) -> None:
         def need(ok: bool, key: str, value: Any, valid: str) -> None:
@@ -69,6 +70,8 @@ class Settings:
              "a summary metric: " + ", ".join(names.SUMMARY_METRICS))
         need(self.direction is None or self.direction in DIRECTIONS, "direction", self.direction,
              " or ".join(DIRECTIONS) + ", or null (maximize an accuracy, minimize a loss)")
+        need(self.from_sweep is None or isinstance(self.from_sweep, str) and self.from_sweep.strip() != "",
+             "from_sweep", self.from_sweep, "an earlier sweep's sweep id or parent run id, or null (the grid)")
 
     @property
     def maximize(self) -> bool:
@@ -112,15 +115,19 @@ def _seed_of(line: str) -> int | None:
     return int(value) if key.lstrip("+") == names.SEED_PARAM else None
 
 
+def job_key(job: Sequence[str], default_seed: int) -> tuple[tuple[str, ...], int]:
+    """(the job's overrides but its seed, its seed): jobs with the same first element are one config."""
+    seeds = [s for s in map(_seed_of, job) if s is not None]
+    return tuple(line for line in job if _seed_of(line) is None), seeds[-1] if seeds else default_seed
+
+
 def grid_configs(jobs: Sequence[Sequence[str]], default_seed: int) -> list[Config]:
     """The grid's jobs as configs (jobs that differ only in ``trainer.seed``), in grid order."""
     configs: dict[tuple[str, ...], Config] = {}
     swept = tuple(key for key in swept_keys(jobs) if key != names.SEED_PARAM)
     for job in jobs:
-        rest = [line for line in job if _seed_of(line) is None]
-        seeds = [s for s in map(_seed_of, job) if s is not None]
-        config = configs.setdefault(tuple(rest), Config(list(rest), swept=swept))
-        seed = seeds[-1] if seeds else default_seed
+        rest, seed = job_key(job, default_seed)
+        config = configs.setdefault(rest, Config(list(rest), swept=swept))
         if seed not in config.seeds:
             config.seeds.append(seed)
     return list(configs.values())
@@ -156,6 +163,8 @@ class Plan:
 
     settings: Settings
     configs: list[Config]
+    jobs: list[list[str]]  # the first round's jobs: the grid's, or the earlier sweep's FINISHED runs
+    default_seed: int      # the seed of a job without a trainer.seed override
     grid_seeds: list[int]  # every seed of the grid (a config's seeds are among them)
     looks: list[int]       # new seeds per top config at each look
     k: int                 # top configs that get new seeds
@@ -171,10 +180,51 @@ class Plan:
                 f"{self.k * (self.k - 1) // 2} pairs)")
 
 
+def earlier_sweep_jobs(config: Any, ref: str) -> list[list[str]]:
+    """The jobs of the FINISHED runs of the earlier sweep ``ref``: each run's own overrides (its tag
+    ``names.OVERRIDES``, without ``hydra.*`` and ``tracking.*``, which this launch sets), then this command line's
+    overrides. Relaunched as they were, they have the runs' config hashes and are reused, not retrained."""
+    from ..reporting.selection import SelectionError, sweep_by_ref
+    from ..reporting.tables import split_overrides
+    from ..tracking.store import open_store
+
+    if not config.get("tracking") or not config.tracking.enabled:
+        raise ConfigError("hydra.sweeper.from_sweep reads the earlier sweep from the MLflow store: set "
+                          "tracking.enabled=true")
+    grid = expand_grid(config)
+    if grid is not None and len(grid) > 1:
+        raise ConfigError(f"hydra.sweeper.from_sweep={ref} takes its configs from that sweep: sweep no key on the "
+                          f"command line or in hydra.sweeper.params (this one has {len(grid)} jobs)")
+    client, uri, _ = open_store(config.tracking)
+    try:
+        runs, _ = sweep_by_ref(client, ref)
+    except SelectionError as exc:
+        raise ConfigError(f"hydra.sweeper.from_sweep={ref} is invalid: {exc}") from None
+    command_line = list(grid[0]) if grid else []
+    mine = {line.split("=", 1)[0].lstrip("+~") for line in command_line}
+    jobs, seen = [], set()
+    for run in sorted(runs, key=lambda r: r.info.start_time or 0):
+        if run.info.status != "FINISHED":
+            continue
+        own = [line for line in split_overrides(run.data.tags.get(names.OVERRIDES, ""))
+               if not line.lstrip("+~").startswith(("hydra.", "tracking."))
+               and line.split("=", 1)[0].lstrip("+~") not in mine]
+        if run.data.params.get(names.SEED_PARAM) is not None and not any(_seed_of(line) is not None for line in own):
+            own.append(f"{names.SEED_PARAM}={run.data.params[names.SEED_PARAM]}")
+        job = [*own, *command_line]
+        if tuple(job) not in seen:
+            seen.add(tuple(job))
+            jobs.append(job)
+    if not jobs:
+        raise ConfigError(f"hydra.sweeper.from_sweep={ref}: that sweep has no FINISHED run to confirm")
+    return jobs
+
+
 def plan(config: Any) -> Plan:
-    """Check the knobs and the grid; raise ConfigError (one sentence) before anything exists."""
+    """Check the knobs and the grid (or the earlier sweep's configs); raise ConfigError (one sentence) before anything
+    exists."""
     settings = Settings.from_sweeper(config.hydra.sweeper)
-    jobs = expand_grid(config)
+    jobs = expand_grid(config) if settings.from_sweep is None else earlier_sweep_jobs(config, settings.from_sweep)
     assert jobs is not None, "the confirm sweeper expands its grid as the basic sweeper does"
     default_seed = int(config.trainer.seed) if "trainer" in config else 0
     configs = grid_configs(jobs, default_seed)
@@ -189,7 +239,7 @@ def plan(config: Any) -> Plan:
                           f"so it must be >= {len(grid_seeds) + FIRST_LOOK}")
     k = min(settings.top_k, len(configs))
     looks = schedule(len(grid_seeds), settings.max_seeds)
-    return Plan(settings, configs, grid_seeds, looks, k, corrected_alpha(settings.confidence, len(looks), k))
+    return Plan(settings, configs, [list(job) for job in jobs], default_seed, grid_seeds, looks, k, corrected_alpha(settings.confidence, len(looks), k))
 
 
 # ------------------------------------------------------------------------------------------------ the looks
@@ -327,13 +377,13 @@ def run_confirm(config: Any, launcher: Any, arguments: Sequence[str]) -> list:
     config's (``arguments`` are its command-line overrides, which ``config.hydra.overrides.task`` holds too)."""
     plan_ = plan(config)
     seed_line = _seed_line(config)
-    grid = [(c, s) for c in plan_.configs for s in c.seeds]
-    batch = [job_overrides(c, s, seed_line) for c, s in grid]
+    by_key = {tuple(c.overrides): c for c in plan_.configs}
+    grid = [(by_key[rest], seed) for rest, seed in (job_key(job, plan_.default_seed) for job in plan_.jobs)]
+    batch = plan_.jobs  # as the sweep callback composed and checked them: the launcher takes those compositions
     log.info("confirm: %d configs x their grid seeds (%d jobs); %s", len(plan_.configs), len(batch),
              plan_.describe())
     if launcher_of(config.hydra) is LauncherKind.DRYRUN:
         return [launcher.launch(batch, initial_job_idx=0)]
-    # the sweep callback composed and checked the grid's jobs (``checks.validate_grid``): the launcher takes those
     sweep_dir = Path(str(config.hydra.sweep.dir))
     describe_parent(config, plan_)
     jobs = {number: (c.label, s) for number, (c, s) in enumerate(grid)}

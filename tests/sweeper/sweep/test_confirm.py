@@ -51,7 +51,7 @@ def _plan(k: int = 2, looks: int = 1, confidence: float = 0.95, maximize: bool =
     settings = confirm.Settings(top_k=k, confidence=confidence,
                                 objective=names.BEST_VAL_ACCURACY if maximize else names.BEST_VAL_LOSS)
     configs = [confirm.Config([f"x={i}"]) for i in range(k)]
-    return confirm.Plan(settings, configs, [0], list(range(3, 3 + 2 * looks, 2)), k,
+    return confirm.Plan(settings, configs, [], 0, [0], list(range(3, 3 + 2 * looks, 2)), k,
                         confirm.corrected_alpha(confidence, looks, k))
 
 
@@ -147,6 +147,35 @@ def test_configs_within_seed_noise_spend_max_seeds_and_are_reported_not_distingu
     seeds = sorted((r.data.params["model.width"], int(r.data.params[names.SEED_PARAM])) for r in finished_runs(tmp_path))
     assert seeds == sorted((w, s) for w in ("32", "33") for s in range(6))
     assert "is not distinguishable from" in result["sentence"] and "max_seeds=6 spent" in result["sentence"]
+
+
+@pytest.mark.slow
+@pytest.mark.integration
+def test_confirming_an_earlier_search_reuses_its_runs_and_adds_seeds_to_its_top_configs(tmp_path):
+    search = run_cli(["-m", "hydra/sweeper=random", "hydra.sweeper.n_trials=3", *TINY,
+                      "optimizer.lr=tag(log, interval(0.001, 1.0))"], tmp_path)
+    assert search.returncode == 0, search.stderr[-3000:]
+    trials = finished_runs(tmp_path)
+    (sweep_id,) = {r.data.tags[names.SWEEP_ID] for r in trials}
+    proc = confirm_sweep(tmp_path, [f"hydra.sweeper.from_sweep={sweep_id}", "hydra.sweeper.top_k=2",
+                                    "hydra.sweeper.max_seeds=4"], "confirm")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    # the search's 3 trials are the first round, all reused; then 3 new seeds for each of the 2 best
+    assert "sweep progress: 3/3 done, 3 reused, 0 failed, all jobs ended" in proc.stdout + proc.stderr
+    by_loss = sorted(trials, key=lambda r: r.data.metrics[names.BEST_VAL_LOSS])
+    top = {r.data.params["optimizer.lr"] for r in by_loss[:2]}
+    added = [r for r in finished_runs(tmp_path) if r.info.run_id not in {t.info.run_id for t in trials}]
+    assert sorted((r.data.params["optimizer.lr"], r.data.params[names.SEED_PARAM]) for r in added) == sorted(
+        (lr, str(seed)) for lr in top for seed in (1, 2, 3))
+    result = json.loads((tmp_path / "confirm" / names.CONFIRM_FILE).read_text())
+    assert result["configs"] == 3 and len(result["top"]) == 2
+    (parent,) = [r for r in runs_of(sqlite_uri(tmp_path / "outputs" / "mlflow.db"))[1]
+                 if r.data.tags.get(names.CONFIRM_VERDICT)]
+    assert parent.info.run_name == f"confirm {sweep_id}"
+    # a sweep id that does not exist: one line, before any run
+    bad = confirm_sweep(tmp_path, ["hydra.sweeper.from_sweep=nope"], "bad")
+    assert bad.returncode == 1 and "hydra.sweeper.from_sweep=nope is invalid: no sweep with parent run id or " \
+        "sweep id 'nope'" in bad.stderr and "Traceback" not in bad.stderr
 
 
 @pytest.mark.parametrize("knob, said", [
