@@ -107,7 +107,8 @@ def not_a_database(db: Path) -> str | None:
     size_is_valid = pages > 0 and header[24:28] == header[92:96]  # the header's page count is current
     wal = db.with_name(db.name + "-wal")
     if size_is_valid and size < pages * page_size and not (wal.exists() and wal.stat().st_size):
-        return f"truncated: {size} of {pages * page_size} bytes"
+        if _short_under_lock(db):
+            return f"truncated: {size} of {pages * page_size} bytes"
     if header[18] == 2:  # WAL mode
         return None
     try:
@@ -118,6 +119,27 @@ def not_a_database(db: Path) -> str | None:
     except sqlite3.DatabaseError as exc:  # file is not a database, database disk image is malformed
         return str(exc)
     return None
+
+
+def _short_under_lock(db: Path) -> bool:
+    """The file is shorter than its header says, under SQLite's shared lock too. Without the lock, a writer in another
+    process (a parallel job) may have written the header's new page count and not yet the pages that extend the file:
+    a growing database, not a truncated one. False when it cannot tell (a writer holds the lock right now)."""
+    try:
+        with contextlib.closing(sqlite3.connect(f"{db.resolve().as_uri()}?mode=ro", uri=True,
+                                                isolation_level=None)) as conn:
+            conn.execute("BEGIN")
+            conn.execute("SELECT count(*) FROM sqlite_master").fetchone()  # holds the shared lock until ROLLBACK
+            with db.open("rb") as handle:
+                header = handle.read(HEADER_SIZE)
+                size = os.fstat(handle.fileno()).st_size
+            conn.execute("ROLLBACK")
+    except sqlite3.OperationalError:  # locked by a writer right now: not corruption
+        return False
+    except sqlite3.DatabaseError:  # unreadable as well as short
+        return True
+    page_size = int.from_bytes(header[16:18], "big")
+    return size < int.from_bytes(header[28:32], "big") * (65536 if page_size == 1 else page_size)
 
 
 def check_driver(uri: str, shown: str) -> None:

@@ -246,6 +246,35 @@ def test_sqlite_header_check_tells_a_store_from_garbage_and_truncation(tmp_path,
     assert not_a_database(short) == "truncated: 50 of 100 header bytes"
 
 
+def test_a_store_that_another_process_is_growing_is_not_taken_for_truncated(tmp_path, store_template):
+    """A writer commits the header's new page count before the pages that extend the file: a job that checks the
+    store at that moment (population workers and joblib jobs write one store side by side) saw a file shorter than its
+    header says. Seen from outside the writer's lock it is the same as a truncated file; the check must not judge it
+    while a writer holds the database."""
+    import subprocess
+    import sys
+
+    from sweeper.tracking.store_checks import not_a_database
+
+    from ...handshake import HANG
+
+    growing = store_copy(store_template, tmp_path / "g")
+    size = growing.stat().st_size
+    writer = subprocess.Popen(  # another process, as a parallel job is: it holds the writer's lock of a commit
+        [sys.executable, "-c", "import sqlite3, sys; c = sqlite3.connect(sys.argv[1], isolation_level=None); "
+         "c.execute('BEGIN EXCLUSIVE'); print('locked', flush=True); sys.stdin.readline()", str(growing)],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert writer.stdout.readline().strip() == "locked"
+        with growing.open("r+b") as handle:  # what a reader sees mid-commit: the last page not written yet
+            handle.truncate(size - 4096)
+        assert not_a_database(growing) is None
+    finally:
+        writer.communicate("\n", timeout=HANG)
+    # once nobody holds it, the same file is what it is: truncated
+    assert not_a_database(growing) == f"truncated: {size - 4096} of {size} bytes"
+
+
 def test_artifact_probe_leaves_nothing_behind(tmp_path):
     from sweeper.tracking.store import TrackingError
     from sweeper.tracking.store_checks import check_artifact_location
