@@ -297,9 +297,16 @@ def sentence(plan_: Plan, looks: Sequence[Look], metric: str) -> str:
         return (f"{last.best} is confirmed best of the top {plan_.k}: it beats {margins} {what} over {last.seeds} "
                 f"added seeds ({largest} {format_p(worst).removeprefix('p ')} < alpha {plan_.alpha:.3g}, paired "
                 f"t-test; {level}).")
-    tied = [label for label, c in last.comparisons.items() if not c["separated"]]
-    return (f"{last.best} ranks first, but is not distinguishable from {', '.join(tied)} after {last.seeds} added "
-            f"seeds (max_seeds={plan_.settings.max_seeds} spent; {level}).")
+    def p_of(c: dict) -> str:
+        return "no p-value" if c["p_value"] is None else format_p(c["p_value"])
+
+    tied = [f"{label} (difference {'-' if c['difference'] is None else format_metric(c['difference'])} {what}, "
+            f"{p_of(c)})" for label, c in last.comparisons.items() if not c["separated"]]
+    beaten = [f"{label} by {format_metric(c['difference'])} {what} ({p_of(c)})"
+              for label, c in last.comparisons.items() if c["separated"]]
+    beats = f"it beats {', '.join(beaten)}, but " if beaten else ""
+    return (f"{last.best} ranks first: {beats}it is not distinguishable from {', '.join(tied)} after {last.seeds} "
+            f"added seeds (alpha {plan_.alpha:.3g}, max_seeds={plan_.settings.max_seeds} spent; {level}).")
 
 
 # ------------------------------------------------------------------------------------------------ the sweep
