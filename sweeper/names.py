@@ -103,6 +103,7 @@ TRIAL_STATE = "optuna.trial_state"         # COMPLETE | PRUNED | FAIL
 STUDY_NAME = "optuna.study_name"           # child and parent run tag
 PRUNED_ATTR = "pruned_at_step"             # Optuna user attribute a job sets on its trial when pruned
 WARMUP_ATTR = "warmup_steps"               # Optuna user attribute: the trial is not judged before this step
+WARM_START_ATTR = "warm_start_run_id"      # Optuna user attribute: the earlier run a warm-start trial stands for
 SEARCH_PARAM_PREFIX = "search."            # parent params: search.sampler, search.seed, search.space.<key>, ...
 BEST_TRIAL = "optuna.best_trial"           # parent tags at the end of a search
 BEST_TRIAL_VALUE = "optuna.best_value"

@@ -8,6 +8,7 @@ Sweep parents hold no curves and are never part of a selection.
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -62,10 +63,17 @@ def _sweep_of_parent(client: Any, parent_run_id: str, filter_string: str | None)
 
 
 def sweep_by_ref(client: Any, ref: str) -> tuple[list[Run], str]:
-    """The runs of the sweep that ``ref`` names, its parent run id or its sweep id (parents left out); raises
-    SelectionError, naming ``ref``, when it names neither."""
+    """The runs of the sweep that ``ref`` names, its sweep dir (``hydra.sweep.dir``), parent run id or sweep id
+    (parents left out); raises SelectionError, naming ``ref``, when it names none."""
     from mlflow.exceptions import MlflowException
 
+    from sweeper.handoff import read_parent
+
+    if Path(ref).expanduser().is_dir():
+        found = read_parent(Path(ref).expanduser())
+        if found is None:
+            raise SelectionError(f"the directory {ref} is no sweep dir (it has no {names.PARENT_FILE})")
+        ref = found["run_id"]
     try:
         parent = client.get_run(ref)
     except MlflowException:
@@ -76,8 +84,9 @@ def sweep_by_ref(client: Any, ref: str) -> tuple[list[Run], str]:
         runs, what = _sweep_by_id(client, ref, None)
     runs = drop_parents(runs)
     if not runs:
-        raise SelectionError(f"no sweep with parent run id or sweep id {ref!r} in the store (a sweep id is the "
-                             f"parent run's tag {names.SWEEP_ID}, e.g. 2026-11-03_12-00-00-1a2b3c4d)")
+        raise SelectionError(f"no sweep with parent run id or sweep id {ref!r} in the store (give a sweep dir, a "
+                             f"parent run id, or a sweep id: the parent run's tag {names.SWEEP_ID}, e.g. "
+                             "2026-11-03_12-00-00-1a2b3c4d)")
     return runs, what
 
 

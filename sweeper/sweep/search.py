@@ -51,6 +51,7 @@ class Settings:
     pruner_warmup_steps: int | None = None  # None: one epoch (``warmup_steps``)
     study_name: str | None = None
     storage: str | None = None
+    warm_start: str | None = None  # an earlier sweep (sweep id or parent run id) whose runs enter as trials
 
     def __post_init__(self) -> None:
         def need(ok: bool, key: str, value: Any, valid: str) -> None:
@@ -67,6 +68,8 @@ class Settings:
         need(_is_int(self.seed) and self.seed >= 0, "seed", self.seed, "an integer >= 0")
         need(self.pruner_warmup_steps is None or _is_int(self.pruner_warmup_steps) and self.pruner_warmup_steps >= 0,
              "pruner_warmup_steps", self.pruner_warmup_steps, "an integer >= 0, or null (the first epoch)")
+        need(self.warm_start is None or isinstance(self.warm_start, str) and self.warm_start.strip() != "",
+             "warm_start", self.warm_start, "an earlier sweep's sweep id or parent run id, or null")
         if self.pruner != "none":
             curve, direction = pruning_curve(self.objective)
             need(direction == self.direction, "direction", self.direction,
@@ -218,6 +221,10 @@ def check_space(config: Any, arguments: Sequence[str] | None = None) -> tuple[Se
     location = storage_location(settings, study_name(config, settings, space), outputs_dir() / "studies")
     if launcher_of(config.hydra) is not LauncherKind.DRYRUN and not location.startswith(RDB_SCHEMES):  # a dry run keeps its study in memory
         check_journal(Path(location))
+    if settings.warm_start and launcher_of(config.hydra) is not LauncherKind.DRYRUN:
+        from .warm_start import earlier_runs
+
+        earlier_runs(config, settings.warm_start)  # an unknown sweep is refused before anything exists
     return settings, space
 
 
@@ -245,6 +252,8 @@ def study_name(config: Any, settings: Settings, space: Space) -> str:
         return settings.study_name
     what = {"space": space.texts, "fixed": sorted(space.fixed), "sampler": settings.sampler, "seed": settings.seed,
             "objective": settings.objective, "direction": settings.direction, "pruner": settings.pruner}
+    if settings.warm_start:  # a warm-started search is another study; the same command again continues it
+        what["warm_start"] = settings.warm_start
     digest = hashlib.sha256(json.dumps(what, sort_keys=True).encode()).hexdigest()[:10]
     return f"{config.get('sweep_name') or settings.sampler}-{digest}"
 

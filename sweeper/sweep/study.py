@@ -72,9 +72,13 @@ def resume(study: Any) -> int:
 
 
 def finished_count(study: Any) -> int:
+    """The trials this search trained to the end (complete or pruned); warm-start trials are not counted."""
     from optuna.trial import TrialState
 
-    return len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED)))
+    from .warm_start import is_warm
+
+    return sum(not is_warm(t) for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,
+                                                                                 TrialState.PRUNED)))
 
 
 def check_batch(config: Any, hydra_context: Any, batch: Sequence[Sequence[str]], settings: Settings) -> list[int]:
@@ -136,7 +140,12 @@ def run_search(config: Any, hydra_context: Any, launcher: Any, arguments: Sequen
     study = optuna.create_study(study_name=name, storage=storage, direction=settings.direction,
                                 pruner=make_pruner(settings), load_if_exists=True)
     retried = 0 if dry else resume(study)
-    seed = launch_seed(settings.seed, len(study.trials) - retried)
+    if settings.warm_start and not dry:
+        from .warm_start import add_warm_trials, is_warm
+
+        add_warm_trials(study, config, space, settings.objective, settings.warm_start)
+    own = [t for t in study.get_trials(deepcopy=False) if not settings.warm_start or not is_warm(t)]
+    seed = launch_seed(settings.seed, len(own) - retried)
     study.sampler = make_sampler(settings, seed)
     to_ask = settings.n_trials - finished_count(study)
     if dry:

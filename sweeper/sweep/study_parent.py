@@ -45,6 +45,8 @@ def describe_parent(config: Any, settings: Settings, space: Space, study_name: s
               f"{p}storage": mask_credentials(storage), f"{p}fixed": " ".join(space.fixed)}
     if settings.sampler == "tpe":
         params[f"{p}n_startup_trials"] = settings.n_startup_trials
+    if settings.warm_start:
+        params[f"{p}warm_start"] = settings.warm_start
     if settings.pruner != "none":
         params[f"{p}pruner_startup_trials"] = settings.pruner_startup_trials
         params[f"{p}pruner_warmup_steps"] = ("one epoch" if settings.pruner_warmup_steps is None
