@@ -91,7 +91,7 @@ def summary_lines(summary: SweepSummary, title: str, extra_lines: Sequence[str] 
         ranked = ", ".join(f"{k.split('.')[-1]} {found.fanova[k]:.2f}" for k in found.params if k in found.fanova)
         lines.append(f"importance (fANOVA, {found.n_configs} configs): {ranked}"
                      + (f" ({found.notes[0]})" if found.notes else ""))
-    for name in ("comparison.png", "importance.png", "summary.md"):
+    for name in ("comparison.png", "importance.png", names.PARALLEL_COORDINATES, names.SLICE_PLOT, "summary.md"):
         if name in summary.files:
             lines.append(f"{name}: {summary.files[name]}")
     return [*lines, *extra_lines]

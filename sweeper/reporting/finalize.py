@@ -19,7 +19,7 @@ from sweeper import names
 from .colours import config_colours
 from .history import RunHistory, load_history
 from .importance import Importance, importance, importance_markdown, plot_importance
-from .plots import plot_comparison
+from .plots import plot_comparison, save_figure
 from .selection import select_runs
 from .tables import (METRIC_FIELDS, Group, SummaryRow, best_row, group_rows, run_name, summary_markdown,
                      summary_rows, write_summary_csv)
@@ -60,12 +60,15 @@ def figure_title(title: str | None, keys: Sequence[str], groups: Sequence[Group]
 def write_sweep_outputs(runs: Sequence[Run], histories: dict[str, RunHistory], out_dir: str | Path,
                         title: str | None = None, order: tuple[str, bool] | None = None,
                         job_numbers: Mapping[str, int] | None = None,
-                        objective: Objective | None = None, confirmation: Mapping | None = None) -> SweepSummary:
+                        objective: Objective | None = None, confirmation: Mapping | None = None,
+                        study_figures: bool = False) -> SweepSummary:
     """comparison.png (seeds of one config as mean ± std), summary.csv and summary.md for `runs` into `out_dir`
     (no MLflow writes). `order` = (row field, descending) sorts the rows, missing values last; else start order.
     Seeds of one config are averaged over one run per seed (`Group.per_seed`). summary.md ends with the configs'
     `objective` over seeds and the verdict on the best against the runner-up (`reporting.verdict`), then the confirm
-    sweeper's looks (`confirmation`, its outcome: `sweeper.sweep.confirm`)."""
+    sweeper's looks (`confirmation`, its outcome: `sweeper.sweep.confirm`). With 3 or more configs, how the objective
+    depends on the swept values: parallel_coordinates.png (2 or more swept keys) or slice.png (one), drawn as a
+    search's study figures are, one line or point per config; a search (`study_figures`) has its study's own."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     keys, rows = summary_rows(runs, histories)
@@ -97,11 +100,24 @@ def write_sweep_outputs(runs: Sequence[Run], histories: dict[str, RunHistory], o
         text += "\n" + importance_markdown(found, objective)
         if found.fanova:
             files["importance.png"] = plot_importance(found, out_dir / "importance.png", title)
+        if not study_figures and found.n_configs >= 3:
+            name, figure = config_figure(found, objective, title)
+            files[name] = save_figure(figure, out_dir / name)
     md = out_dir / "summary.md"
     md.write_text(text)
     files["summary.md"] = md
     return SweepSummary(rows=rows, keys=keys, groups=groups, best=best, files=files, verdict=judged,
                         importance=found, confirmation=confirmation)
+
+
+def config_figure(found: Importance, objective: Objective, title: str | None) -> tuple[str, Any]:
+    """(file name, figure): the configs as a study's trials, parallel coordinates or, for one swept key, a slice."""
+    from .study_plots import parallel_figure, slice_figure
+
+    heading = f"{title or 'sweep'}: {found.n_configs} configs, each at its mean over seeds"
+    if len(found.params) >= 2:
+        return names.PARALLEL_COORDINATES, parallel_figure(found.study, objective.metric, heading, order=found.params)
+    return names.SLICE_PLOT, slice_figure(found.study, objective.metric, heading)
 
 
 def sweep_title(parent_name: str) -> str:
@@ -128,7 +144,8 @@ def finalize_sweep(client: Any, parent_run_id: str, out_dir: str | Path,
     histories = {r.info.run_id: load_history(client, r) for r in runs}
     result = write_sweep_outputs(runs, histories, out_dir, title=sweep_title(run_name(parent)),
                                   order=_order(parent), job_numbers=job_numbers,
-                                  objective=Objective.of_parent(parent.data.tags), confirmation=confirmation)
+                                  objective=Objective.of_parent(parent.data.tags), confirmation=confirmation,
+                                  study_figures=names.STUDY_NAME in parent.data.tags)
     for path in result.files.values():
         client.log_artifact(parent_run_id, str(path))
     result.reused = {r.info.run_id for r in runs if r.data.tags.get(names.PARENT_RUN_ID) != parent_run_id}

@@ -38,6 +38,7 @@ class Importance:
     spearman: dict[str, float | None]
     n_configs: int
     notes: list[str] = field(default_factory=list)
+    study: Any = None  # the in-memory Optuna study of the configs (one trial each), which the figures draw
 
 
 def _value(text: Any) -> Any:
@@ -89,9 +90,9 @@ def importance(groups: Sequence[Group], keys: Sequence[str], judged: SeedVerdict
     failed = None
     fanova: dict[str, float] = {}
     ped = None
+    study = optuna.create_study(study_name="configs", direction="maximize" if objective.maximize else "minimize")
+    study.add_trials(trials)
     try:
-        study = optuna.create_study(direction="maximize" if objective.maximize else "minimize")
-        study.add_trials(trials)
         fanova = {k: float(v) for k, v in get_param_importances(
             study, evaluator=FanovaImportanceEvaluator(seed=0)).items()}
         if len(scored) >= PED_MIN_CONFIGS:
@@ -108,7 +109,8 @@ def importance(groups: Sequence[Group], keys: Sequence[str], judged: SeedVerdict
             continue
         rho = spearmanr([p[k] for p, _ in scored], [v for _, v in scored]).statistic
         spearman[k] = float(rho) if math.isfinite(rho) else None
-    result = Importance(sorted(varying, key=lambda k: -fanova.get(k, 0.0)), fanova, ped, spearman, len(scored))
+    result = Importance(sorted(varying, key=lambda k: -fanova.get(k, 0.0)), fanova, ped, spearman, len(scored),
+                        study=study)
     if failed:
         result.notes.append(failed)
     if len(scored) < MIN_CONFIGS:

@@ -10,6 +10,8 @@ resolution, grid and PNG writer of ``sweeper.reporting.plots``); numbers in labe
 from __future__ import annotations
 
 import math
+import textwrap
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -57,7 +59,10 @@ def _figure() -> tuple[Figure, Any]:
     return fig, ax
 
 
-def _title(study: Any, points: list[TrialPoint]) -> str:
+def _title(study: Any, points: list[TrialPoint], title: str | None = None) -> str:
+    """``title`` (a grid's: its configs stand in for trials) or the study's name and trial counts."""
+    if title is not None:
+        return title
     pruned = sum(p.pruned for p in points)
     return f"study {study.study_name}: {len(points) - pruned} complete, {pruned} pruned trials"
 
@@ -110,7 +115,7 @@ def _axis(points: list[TrialPoint], key: str, study: Any) -> Axis:
     return Axis([float(v) for v in raw], [short(float(dist.low)), short(float(dist.high))], False, bool(dist.log))
 
 
-def slice_figure(study: Any, objective: str) -> Figure:
+def slice_figure(study: Any, objective: str, title: str | None = None) -> Figure:
     """The objective against the one searched parameter, pruned trials marked."""
     points = trial_points(study)
     [key] = sorted({k for p in points for k in p.params})
@@ -128,43 +133,66 @@ def slice_figure(study: Any, objective: str) -> Figure:
         ax.xaxis.set_major_formatter(lambda x, _: short(float(x)))
     ax.set_xlabel(key)
     ax.set_ylabel(objective)
-    ax.set_title(_title(study, points))
+    ax.set_title(_title(study, points, title))
     ax.legend(loc="best")
     return fig
 
 
-def parallel_figure(study: Any, objective: str) -> Figure:
+def parallel_figure(study: Any, objective: str, title: str | None = None, order: Sequence[str] = ()) -> Figure:
     """One vertical axis per searched parameter and one for the objective, each scaled to its range; a line per
-    trial, coloured by its objective (pruned trials light and dashed). The axis ends name their values."""
+    trial, coloured by its objective (pruned trials light and dashed), the best drawn last, thick, and named in the
+    legend. The axis ends name their values (a categorical axis every choice). The axes follow ``order`` (e.g. the
+    most important parameter first), the parameters it leaves out by name."""
     import matplotlib
 
     points = trial_points(study)
-    keys = sorted({k for p in points for k in p.params})
-    columns, ends = [], []
+    found = {k for p in points for k in p.params}
+    keys = [k for k in order if k in found] + sorted(found - set(order))
+    columns, ends, bounds = [], [], []
     for key in keys:
         axis = _axis(points, key, study)
         columns.append([math.log10(v) for v in axis.positions] if axis.log else axis.positions)
         ends.append((axis.labels[0], axis.labels[-1]))
+        # a categorical axis spans every choice (the labels' places), a numeric one the values drawn
+        bounds.append((0.0, float(len(axis.labels) - 1)) if axis.categorical else (min(columns[-1]), max(columns[-1])))
     columns.append([p.value for p in points])
     ends.append((short(min(p.value for p in points)), short(max(p.value for p in points))))
-    lows, highs = [min(c) for c in columns], [max(c) for c in columns]
+    bounds.append((min(columns[-1]), max(columns[-1])))
+    lows, highs = [lo for lo, _ in bounds], [hi for _, hi in bounds]
     unit = [[(v - lo) / (hi - lo) if hi > lo else 0.5 for v in column] for column, lo, hi in zip(columns, lows, highs)]
     fig, ax = _figure()
     colours = matplotlib.colormaps["viridis_r" if study.direction.name == "MINIMIZE" else "viridis"]
     xs = list(range(len(columns)))
+    complete = [i for i, p in enumerate(points) if not p.pruned]
+    pick = min if study.direction.name == "MINIMIZE" else max
+    best = pick(complete, key=lambda i: points[i].value) if complete else None
     for i, p in enumerate(points):
         ys = [column[i] for column in unit]
         if p.pruned:
             ax.plot(xs, ys, color="0.7", linestyle="--", linewidth=1)
-        else:
+        elif i != best:
             ax.plot(xs, ys, color=colours(unit[-1][i]), linewidth=1.5)
-    for x, (low, high) in zip(xs, ends):
+    if best is not None:
+        values = ", ".join(f"{k.rsplit('.', 1)[-1]}={short(points[best].params[k])}" for k in keys)
+        ax.plot(xs, [column[best] for column in unit], color=colours(unit[-1][best]), linewidth=3.5, zorder=4,
+                label=f"best: {values} ({short(points[best].value)})")
+        ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.12), frameon=False, fontsize=9)
+    for x, (key, (low, high)) in enumerate(zip([*keys, objective], ends)):
+        axis = _axis(points, key, study) if key in keys else None
+        if axis is not None and axis.categorical:  # every choice at its place
+            for position, label in enumerate(axis.labels):
+                at = position / (len(axis.labels) - 1) if len(axis.labels) > 1 else 0.5
+                ax.text(x + 0.03, at, label, ha="left", va="center", fontsize=8, zorder=5,
+                        bbox={"facecolor": "white", "edgecolor": "none", "alpha": 0.8, "pad": 1})
+            continue
         ax.text(x, -0.04, low, ha="center", va="top", fontsize=8)
         ax.text(x, 1.04, high, ha="center", va="bottom", fontsize=8)
+    for x in xs:
+        ax.axvline(x, color="0.5", linewidth=0.8, zorder=1)
     ax.set_xticks(xs, [*keys, objective])
     ax.set_yticks([])
     ax.set_ylim(-0.12, 1.12)
-    ax.set_title(_title(study, points) + " (pruned: dashed)")
+    ax.set_title(textwrap.fill(_title(study, points, title) + ("" if title is not None else " (pruned: dashed)"), 110))
     return fig
 
 

@@ -140,8 +140,8 @@ def test_a_resumed_sweep_logs_its_progress_and_ends_with_the_results_table_in_it
     assert lines[start + 7].startswith("verdict: width=") and "share one seed" in lines[start + 7]
     # one swept key: its importance is 1 by construction, and the line says why that is no finding
     assert lines[start + 8].startswith("importance (fANOVA, 3 configs): width 1.00 (")
-    files = lines[start + 9:start + 12]
-    assert [line.split(": ", 1)[0] for line in files] == ["comparison.png", "importance.png", "summary.md"]
+    files = lines[start + 9:start + 13]
+    assert [line.split(": ", 1)[0] for line in files] == ["comparison.png", "importance.png", "slice.png", "summary.md"]
     for line in files:
         assert line.split(": ", 1)[1] == str(tmp_path / "second" / line.split(": ", 1)[0])
         assert Path(line.split(": ", 1)[1]).is_file()

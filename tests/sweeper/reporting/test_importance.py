@@ -70,4 +70,36 @@ def test_a_grid_logs_its_importances_on_the_parent(tmp_path):
     assert set(values) == {"importance/optimizer.lr", "importance/model.width"}
     assert sum(values.values()) == pytest.approx(1.0)
     client, _ = runs_of(sqlite_uri(tmp_path / "outputs" / "mlflow.db"))
-    assert "importance.png" in {a.path for a in client.list_artifacts(parent.info.run_id)}
+    assert {"importance.png", names.PARALLEL_COORDINATES} <= {a.path for a in client.list_artifacts(parent.info.run_id)}
+    assert any(l.startswith(f"{names.PARALLEL_COORDINATES}: ") for l in proc.stdout.splitlines())
+
+
+def test_a_grid_draws_its_configs_as_parallel_coordinates_with_the_best_on_top():
+    from sweeper.reporting.finalize import config_figure
+
+    groups = grid(lambda lr, width, act, seed: 1.0 / lr + width / 1000 + (0.5 if act == "sigmoid" else 0.0))
+    found = found_in(groups)
+    name, fig = config_figure(found, Objective(), "sweep t")
+    assert name == names.PARALLEL_COORDINATES
+    [ax] = fig.axes
+    # the axes: most important parameter first, the objective last
+    assert [t.get_text() for t in ax.get_xticklabels()] == [*found.params, names.BEST_VAL_LOSS]
+    assert found.params[0] == "optimizer.lr"
+    configs = [line for line in ax.get_lines() if len(line.get_xdata()) == 4]  # not the vertical axis lines
+    assert len(configs) == 18
+    (best,) = [line for line in configs if line.get_label().startswith("best:")]
+    order = [k.rsplit(".", 1)[-1] for k in found.params]
+    values = {"lr": "0.1", "width": "16", "activation": "tanh"}
+    assert best.get_label() == f"best: {', '.join(f'{k}={values[k]}' for k in order)} (10.02)"
+    # lr 0.1 is the top of its log axis, tanh the top of the categorical one (sigmoid, tanh), width 16 the bottom;
+    # the best objective is the bottom of its axis
+    expected = {"optimizer.lr": 1.0, "model.activation": 1.0, "model.width": 0.0}
+    assert list(best.get_ydata()) == pytest.approx([*(expected[k] for k in found.params), 0.0])
+    assert best.get_linewidth() > max(line.get_linewidth() for line in configs if line is not best)
+    shown = [t.get_text() for t in ax.texts]
+    assert {"sigmoid", "tanh", "0.001", "0.1", "16", "256"} <= set(shown)
+    # one swept key: the objective against it
+    one = [g for g in grid(lambda lr, width, act, seed: 1.0 / lr) if g.rows[0].swept["model.width"] == "16"
+           and g.rows[0].swept["model.activation"] == "tanh"]
+    name, fig = config_figure(found_in(one), Objective(), "sweep t")
+    assert name == names.SLICE_PLOT and fig.axes[0].get_xscale() == "log"
