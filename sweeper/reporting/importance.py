@@ -121,12 +121,14 @@ def importance(groups: Sequence[Group], keys: Sequence[str], judged: SeedVerdict
     return result
 
 
-def importance_markdown(result: Importance, objective: Objective, level: int = 2) -> str:
+def importance_markdown(result: Importance, objective: Objective, level: int | None = 2) -> str:
+    """The importances as a markdown table under a heading of `level` (None: a bold line, for a report's sections)."""
     body = [[k, format_metric(result.fanova[k]) if k in result.fanova else "-",
              format_metric(result.ped_anova[k]) if result.ped_anova and k in result.ped_anova else "-",
              format_metric(result.spearman[k]) if result.spearman.get(k) is not None else "-"] for k in result.params]
     direction = "higher" if objective.maximize else "lower"
-    text = (f"{'#' * level} Which setting matters?\n\n"
+    question = "Which setting matters?"
+    text = ((f"{'#' * level} {question}" if level else f"**{question}**") + "\n\n"
             f"Importance of each swept parameter for `{objective.metric}` ({direction} is better) over "
             f"{result.n_configs} configs (their mean over seeds): Optuna's fANOVA (seed 0) and PED-ANOVA (from "
             f"{PED_MIN_CONFIGS} configs), and Spearman's rank correlation with the objective (numeric parameters).\n\n"

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 from sweeper import names
 
 from .finalize import sweep_title, write_sweep_outputs
+from .importance import importance, importance_markdown
 from .verdict import Objective, judge, verdict_markdown
 from .history import RunHistory, load_history
 from .labels import distinct_labels
@@ -206,7 +207,11 @@ def write_report(client: Any, runs: Sequence[Run], out_dir: str | Path, title: s
         keys, rows = summary_rows(members, histories)
         groups = group_rows(rows, keys)
         text += summary_markdown(rows, keys, groups, title=heading, best=best_row(rows), level=2)
-        text += "\n" + verdict_markdown(judge(groups, Objective()), level=None) + "\n"
+        judged = judge(groups, Objective())
+        text += "\n" + verdict_markdown(judged, level=None) + "\n"
+        found = importance(groups, keys, judged, seed_key=names.SEED_PARAM)
+        if found is not None:  # which swept setting mattered in this section's runs
+            text += "\n" + importance_markdown(found, judged.objective, level=None) + "\n"
     if curve_links:
         text += "## Curves of each run\n\n" + "\n".join(curve_links) + "\n"
     report_md = out_dir / "report.md"

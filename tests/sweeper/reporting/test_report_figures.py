@@ -128,8 +128,12 @@ def test_report_md_has_one_section_per_sweep_in_order_and_plain_single_runs(stor
     single = text.split("## single runs (no sweep)")[1]
     row = next(l for l in single.splitlines() if l.startswith("| task3c |"))
     assert "| 50890 |" in row and "| 17 |" in row
-    assert not re.search(r"\| \d+\.0000 \|", text.split("### Mean")[0].split("## sweep task3_tricks")[1])
+    runs_table = text.split("### Mean")[0].split("## sweep task3_tricks")[1].split("**Is the best config")[0]
+    assert not re.search(r"\| \d+\.0000 \|", runs_table)
     assert (out / "task3_tricks.png").is_file()
+    # which setting mattered, in the section of the sweep that varies one
+    tricks = text.split("## sweep task3_tricks")[1].split(f"## {SEEDS_SWEEP}")[0]
+    assert "**Which setting matters?**" in tricks and re.search(r"^\| experiment \| 1\.0000 \|", tricks, re.M)
 
 
 def test_the_seed_table_shows_a_single_run_without_plus_minus_and_counts_as_integers():
