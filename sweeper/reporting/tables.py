@@ -320,8 +320,9 @@ def markdown_table(header: Sequence[str], body: Sequence[Sequence[str]]) -> str:
 
 def summary_markdown(rows: Sequence[SummaryRow], keys: Sequence[str], groups: Sequence[Group] | None = None,
                      title: str | None = None, best: SummaryRow | None = None, level: int = 1) -> str:
-    """The per-run table; when some config ran with several seeds, a mean ± std table over seeds as well. `title`
-    is a heading of `level` (its subsection one deeper)."""
+    """The per-run table; when some config ran with several seeds, a mean ± std table over seeds as well, which ends
+    with the 95 % t-interval of the mean best validation loss (the sweep's objective). `title` is a heading of `level`
+    (its subsection one deeper)."""
     columns = ["run_name", *keys, *SUMMARY_FIELDS]
     text = f"{'#' * level} {title}\n\n" if title else ""
     if best is not None:
@@ -330,10 +331,19 @@ def summary_markdown(rows: Sequence[SummaryRow], keys: Sequence[str], groups: Se
     text += markdown_table(columns, [[_fmt(r.column(c), c) for c in columns] for r in rows])
     if groups and any(len(g.per_seed) > 1 for g in groups):
         body = [[g.label, str(len(g.per_seed)),
-                 *(_stat_cell([getattr(r, stat) for r in g.per_seed], stat) for stat in SEED_STATS)] for g in groups]
-        text += f"\n{'#' * (level + 1)} Mean ± std over seeds\n\n" + markdown_table(["config", "seeds", *SEED_STATS],
-                                                                                      body)
+                 *(_stat_cell([getattr(r, stat) for r in g.per_seed], stat) for stat in SEED_STATS),
+                 _interval_cell([r.best_val_loss for r in g.per_seed])] for g in groups]
+        header = ["config", "seeds", *SEED_STATS, "best_val_loss 95 % CI"]
+        text += f"\n{'#' * (level + 1)} Mean ± std over seeds\n\n" + markdown_table(header, body)
     return text
+
+
+def _interval_cell(values: Sequence[Any]) -> str:
+    """The 95 % t-interval of the mean of `values` (finite ones), or "-" below 2 of them."""
+    from .stats import mean_interval
+
+    found = mean_interval(values)
+    return "-" if found.low is None else f"{_fmt(found.low, 'best_val_loss')} to {_fmt(found.high, 'best_val_loss')}"
 
 
 def _stat_cell(values: Sequence[Any], key: str) -> str:

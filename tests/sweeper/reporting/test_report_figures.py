@@ -125,6 +125,8 @@ def test_report_md_has_one_section_per_sweep_in_order_and_plain_single_runs(stor
     assert "Verdict: one config with a finished run: there is nothing to compare it with." in verdict_part
     cells = [c.strip() for c in mean_row.strip("|").split("|")]
     assert cells[6] == "12.0 ± 0.0"  # epochs: a count, not "12.0000 ± 0.0000"
+    # the objective's 95 % interval over the seeds closes the row, as the verdict's table gives it
+    assert cells[-1] == ci_row.strip("|").split("|")[3].strip() and " to " in cells[-1]
     single = text.split("## single runs (no sweep)")[1]
     row = next(l for l in single.splitlines() if l.startswith("| task3c |"))
     assert "| 50890 |" in row and "| 17 |" in row
@@ -148,6 +150,8 @@ def test_the_seed_table_shows_a_single_run_without_plus_minus_and_counts_as_inte
     a_row, b_row = [[c.strip() for c in l.strip("|").split("|")] for l in table.splitlines() if l.startswith("| a")
                     or l.startswith("| b")]
     assert a_row[:3] == ["a", "2", "0.9100 ± 0.0141"] and a_row[6] == "11.5 ± 2.1"
-    assert b_row == ["b", "1", "0.9500", "0.0500", "0.9500", "0.0500", "17", "10.0"]
+    assert b_row == ["b", "1", "0.9500", "0.0500", "0.9500", "0.0500", "17", "10.0", "-"]  # no interval of 1 seed
+    # losses 0.10 and 0.08: mean 0.09 ± t(0.975, 1) * 0.01414 / sqrt(2) = 0.09 ± 0.1271
+    assert a_row[-1] == "-0.0371 to 0.2171"
     per_run = md.split("## Mean")[0]
     assert "| 50890 |" in per_run and "| 17 |" in per_run
