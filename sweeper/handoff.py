@@ -218,7 +218,10 @@ def format_seconds(seconds: float) -> str:
 
 
 def start(sweep_dir: str | Path, total: int | None) -> None:
-    """Called by the launching process before any job: the sweep's size (and who launched it)."""
+    """Called by the launching process before any job: the sweep's size (and who launched it). The job files of an
+    earlier launch into the same sweep dir go: the count is this launch's (none of its jobs has ended yet)."""
+    for path in (Path(sweep_dir) / PROGRESS_DIR).glob("job-*.json"):
+        path.unlink(missing_ok=True)
     _write_json(Path(sweep_dir) / PROGRESS_DIR / SWEEP_FILE, {"total": total, "launcher_pid": os.getpid()})
 
 

@@ -200,3 +200,16 @@ def test_in_a_terminal_the_sweep_bar_sits_above_the_run_bar(tmp_path):
     run_bars = [f for f in frames if f.startswith("width=") and "default data=digits epochs=2" in f and "step/s" in f]
     assert run_bars and all(f.endswith("\x1b[A") for f in run_bars), run_bars[:3]
     assert "sweep progress: 2/2 done, 0 reused, 0 failed, all jobs ended" in out
+
+
+@pytest.mark.slow
+@pytest.mark.integration
+def test_a_relaunch_into_the_same_sweep_dir_counts_only_its_own_jobs(tmp_path):
+    common = ["data=digits", "trainer.epochs=1", f"hydra.sweep.dir={tmp_path / 'same'}"]
+    first = run_cli(["-m", *common, "model.width=8,16,32"], tmp_path)
+    assert first.returncode == 0, first.stderr[-3000:]
+    proc = run_cli(["-m", *common, "model.width=8,16"], tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    # the first launch's three job files do not count for the second launch's two jobs
+    assert re.findall(r"sweep progress: (\d/\d done, \d reused, \d failed)", proc.stdout + proc.stderr) == [
+        "1/2 done, 1 reused, 0 failed", "2/2 done, 2 reused, 0 failed"]
