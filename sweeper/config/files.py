@@ -16,7 +16,7 @@ from typing import Any, Iterable, Mapping, Sequence
 from hydra._internal.utils import get_args_parser
 from hydra.plugins.config_source import ConfigSource
 
-from .keys import schema_tree, unknown_knob, unknown_override, unknown_yaml_key
+from .keys import bad_choice, schema_tree, unknown_knob, unknown_override, unknown_yaml_key
 
 GLOBAL = "_global_"
 PACKAGE_LINE = re.compile(r"^\s*#\s*@package\s+(\S+)")
@@ -53,6 +53,8 @@ def config_problem(conf_dir: Path, argv: Sequence[str], knobs: Mapping[str, Iter
     problem = tree_problem(dirs)
     if problem is None and not args.shell_completion:  # completion passes half-typed keys
         problem = unknown_override(args.overrides, "in the command line", config_groups(dirs))
+    if problem is None and not args.shell_completion:
+        problem = bad_choice(args.overrides, "in the command line")
     if problem is None and knobs:
         problem = unknown_knob(args.overrides, knobs)
     return problem

@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import typing
+from enum import Enum
 from functools import lru_cache
 from typing import Any, Iterable, Mapping
 
@@ -157,4 +158,41 @@ def unknown_knob(lines: Iterable[str], knobs: Mapping[str, Iterable[str]]) -> st
             said = f"did you mean 'hydra.sweeper.{match[0]}'? " if match else ""
             return (f"unknown config key '{key}' of hydra/sweeper={chosen[-1]} (in the command line): {said}"
                     f"Valid keys of hydra.sweeper: {', '.join(valid)}")
+    return None
+
+
+@lru_cache(maxsize=None)
+def enum_choices(key: str) -> tuple[str, ...] | None:
+    """The valid values of a schema key typed by an Enum (``model.init``: uniform, fan_in, he, xavier); None for any
+    other key."""
+    node: Any = AppConfig
+    for part in key.split("."):
+        if not dataclasses.is_dataclass(node):
+            return None
+        hints = typing.get_type_hints(node)
+        if part not in hints:
+            return None
+        node = next((t for t in (hints[part], *typing.get_args(hints[part])) if isinstance(t, type)
+                     and (dataclasses.is_dataclass(t) or issubclass(t, Enum))), None)
+    return tuple(member.name for member in node) if isinstance(node, type) and issubclass(node, Enum) else None
+
+
+def bad_choice(lines: Iterable[str], where: str) -> str | None:
+    """One sentence for the first override that gives an Enum key a value it does not have (``model.init=default``,
+    or one value of a sweep axis ``model.init=uniform,defualt``), naming the closest valid value and all of them."""
+    for line in lines:
+        key = override_key(line)
+        choices = enum_choices(key) if key is not None else None
+        if choices is None:
+            continue
+        text = line.split("=", 1)[1].strip()
+        if text.startswith("choice(") and text.endswith(")"):
+            text = text[len("choice("):-1]
+        elif any(c in text for c in "([{$"):  # an interpolation or another sweep form: Hydra checks it
+            continue
+        for value in (v.strip().strip("'\"") for v in text.split(",")):
+            if value not in choices:
+                match = difflib.get_close_matches(value, choices, n=1)
+                said = f"did you mean '{match[0]}'? " if match else ""
+                return f"invalid value '{value}' for {key} ({where}): {said}Valid values: {', '.join(choices)}"
     return None

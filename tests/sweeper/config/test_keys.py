@@ -11,7 +11,7 @@ from hydra.core.global_hydra import GlobalHydra
 
 from sweeper.config.checks import ConfigError, validate_grid
 from sweeper.config.files import tree_problem
-from sweeper.config.keys import override_key, unknown_key, unknown_override
+from sweeper.config.keys import bad_choice, enum_choices, override_key, unknown_key, unknown_override
 from sweeper.config.schema import EarlyStoppingConf, ModelConf, TrainerConf
 from sweeper.sweep.search import check_space
 
@@ -56,6 +56,18 @@ def test_what_hydra_alone_decides_is_not_checked():
         assert override_key(line) is None, line
     assert override_key("model.widht=choice(1,2)") == "model.widht"
     assert unknown_override(["experiment=task3c", "+sweep=width_depth", "model.width=8,16"], "in x", GROUPS) is None
+
+
+def test_a_value_outside_an_enum_key_s_choices_names_the_closest_and_all():
+    assert enum_choices("model.init") == ("uniform", "fan_in", "he", "xavier")
+    assert enum_choices("model.width") is None and enum_choices("model.nothing") is None
+    assert bad_choice(["model.init=xavir"], "in x") == (
+        "invalid value 'xavir' for model.init (in x): did you mean 'xavier'? Valid values: uniform, fan_in, he, xavier")
+    # a sweep axis and a search space's choice are checked value by value
+    assert "invalid value 'tanhh' for model.activation" in bad_choice(["model.activation=relu,tanhh"], "in x")
+    assert "invalid value 'fanin'" in bad_choice(["model.init=choice(he, fanin)"], "in x")
+    assert bad_choice(["model.init=he,xavier", "data.split=standard", "model.width=8,16", "model.init=${x}"],
+                      "in x") is None
 
 
 def _write(root: Path, path: str, text: str) -> Path:
@@ -118,6 +130,8 @@ ENTRY_POINTS = {  # id: (arguments, {file under the user's config dir: text}, wh
     "command_line": (["model.widht=16"], {}, WIDTH_HINT),
     "sweep_axis": (["-m", "model.widht=16,32"], {}, WIDTH_HINT),
     "search_space": (["-m", "hydra/sweeper=random", "model.widht=choice(16,32)"], {}, WIDTH_HINT),
+    "enum_value": (["model.init=default"], {}, "invalid value 'default' for model.init (in the command line): "
+                                                 "Valid values: uniform, fan_in, he, xavier"),
     "sweep_file": (["-m", "+sweep=mine"], {"sweep/mine.yaml": "# @package _global_\nhydra:\n  sweeper:\n    params:\n"
                                                               "      model.widht: 16,32\n"}, WIDTH_HINT),
     "search_space_file": (["-m", "+sweep=mine"], {"sweep/mine.yaml": (
