@@ -77,9 +77,9 @@ def sweeper_knobs() -> dict[str, list[str]]:
     """The config keys of this project's sweepers, by their ``hydra/sweeper`` name (their knobs and the grid or space)."""
     from dataclasses import fields
 
-    from .sweep import confirm, search
+    from .sweep import confirm_plan, search
 
-    found = {"confirm": [f.name for f in fields(confirm.Settings)] + ["params"]}
+    found = {"confirm": [f.name for f in fields(confirm_plan.Settings)] + ["params"]}
     found.update({name: [f.name for f in fields(search.Settings)] + ["params"] for name in search.SAMPLERS})
     return found
 

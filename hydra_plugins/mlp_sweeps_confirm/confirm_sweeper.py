@@ -1,7 +1,7 @@
 """Hydra plugin shell of the confirm sweeper: ``mlp-sweep -m hydra/sweeper=confirm model.width=32,64,128``.
 
 The logic lives in ``sweeper.sweep.confirm``; this module only registers the config and delegates. The config's knobs
-are the fields of ``confirm.Settings``, declared there once with their defaults and checks; the config adds the
+are the fields of ``confirm_plan.Settings``, declared there once with their defaults and checks; the config adds the
 sweeper's ``_target_`` and the grid (``params``, as Hydra's basic sweeper reads it).
 """
 import dataclasses
@@ -15,13 +15,13 @@ from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig
 
 from sweeper.launchers import SweeperKind
-from sweeper.sweep import confirm
+from sweeper.sweep import confirm, confirm_plan
 
-_KNOB_TYPES = typing.get_type_hints(confirm.Settings)
+_KNOB_TYPES = typing.get_type_hints(confirm_plan.Settings)
 ConfirmSweeperConf = dataclasses.make_dataclass("ConfirmSweeperConf", [
     ("_target_", str, dataclasses.field(default=SweeperKind.CONFIRM.value)),
     *[(knob.name, _KNOB_TYPES[knob.name], dataclasses.field(default=knob.default))
-      for knob in dataclasses.fields(confirm.Settings)],
+      for knob in dataclasses.fields(confirm_plan.Settings)],
     ("params", Optional[Dict[str, str]], dataclasses.field(default=None)),
 ], namespace={"__module__": __name__})  # pickled by reference in configs sent to workers (joblib, submitit)
 

@@ -38,7 +38,7 @@ from ..tracking.store import open_store, tag_experiment
 from ..tracking.store_checks import one_line
 from ..tracking.views import sweep_link, sweep_link_lines, write_sweep_view
 from .launcher_checks import check_launcher
-from .confirm import plan as confirm_plan
+from .confirm_plan import plan as confirm_plan
 from .search import check_space
 
 log = logging.getLogger(__name__)

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from sweeper import names
 from sweeper.config.checks import ConfigError
-from sweeper.sweep import confirm
+from sweeper.sweep import confirm_plan as confirm
 
 from ..sweeper_helpers import REPO, run_cli, runs_of, sqlite_uri
 
