@@ -69,17 +69,17 @@ class Config:
 
     overrides: list[str]
     seeds: list[int] = field(default_factory=list)
-    swept: tuple[str, ...] = ()  # the keys the grid varies (seed aside): what names a config
+    label: str = ""  # one per config of the grid (``grid_configs``): what the looks and the sentence name it by
 
-    @property
-    def label(self) -> str:
-        """``width=64 lr=0.1``: the config's values of the swept keys, as run names show them."""
-        shown = []
-        for line in self.overrides:
-            key, _, value = line.lstrip("+~").partition("=")
-            if key in self.swept:
-                shown.append(f"{key.rsplit('.', 1)[-1]}={short_number(value)}")
-        return " ".join(shown) or " ".join(self.overrides) or "(the defaults)"
+
+def _short_label(overrides: Sequence[str], swept: Sequence[str]) -> str:
+    """``width=64 lr=0.1``: the values of the swept keys, as run names show them (4 significant digits)."""
+    shown = []
+    for line in overrides:
+        key, _, value = line.lstrip("+~").partition("=")
+        if key in swept:
+            shown.append(f"{key.rsplit('.', 1)[-1]}={short_number(value)}")
+    return " ".join(shown) or " ".join(overrides) or "(the defaults)"
 
 
 def _seed_of(line: str) -> int | None:
@@ -94,14 +94,19 @@ def job_key(job: Sequence[str], default_seed: int) -> tuple[tuple[str, ...], int
 
 
 def grid_configs(jobs: Sequence[Sequence[str]], default_seed: int) -> list[Config]:
-    """The grid's jobs as configs (jobs that differ only in ``trainer.seed``), in grid order."""
+    """The grid's jobs as configs (jobs that differ only in ``trainer.seed``), in grid order, each labelled by its
+    swept values; configs whose short labels coincide (values equal to 4 significant digits) by all their overrides."""
     configs: dict[tuple[str, ...], Config] = {}
-    swept = tuple(key for key in swept_keys(jobs) if key != names.SEED_PARAM)
+    swept = [key for key in swept_keys(jobs) if key != names.SEED_PARAM]
     for job in jobs:
         rest, seed = job_key(job, default_seed)
-        config = configs.setdefault(rest, Config(list(rest), swept=swept))
+        config = configs.setdefault(rest, Config(list(rest), label=_short_label(rest, swept)))
         if seed not in config.seeds:
             config.seeds.append(seed)
+    labels = [c.label for c in configs.values()]
+    for c in configs.values():
+        if labels.count(c.label) > 1:
+            c.label = " ".join(c.overrides)
     return list(configs.values())
 
 
@@ -160,9 +165,6 @@ def earlier_sweep_jobs(config: Any, ref: str) -> list[list[str]]:
     from ..reporting.tables import split_overrides
     from ..tracking.store import open_store
 
-    if not config.get("tracking") or not config.tracking.enabled:
-        raise ConfigError("hydra.sweeper.from_sweep reads the earlier sweep from the MLflow store: set "
-                          "tracking.enabled=true")
     grid = expand_grid(config)
     if grid is not None and len(grid) > 1:
         raise ConfigError(f"hydra.sweeper.from_sweep={ref} takes its configs from that sweep: sweep no key on the "
@@ -196,6 +198,9 @@ def plan(config: Any) -> Plan:
     """Check the knobs and the grid (or the earlier sweep's configs); raise ConfigError (one sentence) before anything
     exists."""
     settings = Settings.from_sweeper(config.hydra.sweeper)
+    if "tracking" in config and not config.tracking.enabled:
+        raise ConfigError("hydra/sweeper=confirm reads its runs' results from the MLflow store: set "
+                          "tracking.enabled=true")
     jobs = expand_grid(config) if settings.from_sweep is None else earlier_sweep_jobs(config, settings.from_sweep)
     assert jobs is not None, "the confirm sweeper expands its grid as the basic sweeper does"
     default_seed = int(config.trainer.seed) if "trainer" in config else 0

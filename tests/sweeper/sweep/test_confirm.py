@@ -43,6 +43,11 @@ def test_the_grid_jobs_group_into_configs_by_everything_but_the_seed():
         (["model.width=8", "data=digits"], [0, 1], "width=8"), (["model.width=16", "data=digits"], [0, 1], "width=16")]
     # no seed axis: every config has the config's own seed
     assert [c.seeds for c in confirm.grid_configs([["optimizer.lr=0.1"], ["optimizer.lr=0.2"]], 7)] == [[7], [7]]
+    # values equal to 4 significant digits (an earlier search's trials): told apart by their whole overrides
+    close = confirm.grid_configs([["optimizer.lr=0.0123441", "data=digits"], ["optimizer.lr=0.0123449", "data=digits"],
+                                  ["optimizer.lr=0.5", "data=digits"]], 0)
+    assert [c.label for c in close] == ["optimizer.lr=0.0123441 data=digits", "optimizer.lr=0.0123449 data=digits",
+                                        "lr=0.5"]
 
 
 # ------------------------------------------------------------------------------------------------ the looks
@@ -50,7 +55,7 @@ def test_the_grid_jobs_group_into_configs_by_everything_but_the_seed():
 def _plan(k: int = 2, looks: int = 1, confidence: float = 0.95, maximize: bool = False) -> confirm.Plan:
     settings = confirm.Settings(top_k=k, confidence=confidence,
                                 objective=names.BEST_VAL_ACCURACY if maximize else names.BEST_VAL_LOSS)
-    configs = [confirm.Config([f"x={i}"]) for i in range(k)]
+    configs = [confirm.Config([f"x={i}"], label=f"x={i}") for i in range(k)]
     return confirm.Plan(settings, configs, [], 0, [0], list(range(3, 3 + 2 * looks, 2)), k,
                         confirm.corrected_alpha(confidence, looks, k))
 
@@ -201,6 +206,14 @@ def test_a_misspelled_sweeper_knob_names_the_closest_one(tmp_path, sweeper, typo
     assert proc.returncode == 1 and "Traceback" not in proc.stderr
     (line,) = proc.stderr.strip().splitlines()
     assert line.startswith(f"Error: unknown config key '{typo.split('=')[0]}' of hydra/sweeper={sweeper}") and said in line
+
+
+def test_without_a_store_it_is_refused_before_any_job(tmp_path):
+    proc = confirm_sweep(tmp_path, ["tracking.enabled=false", "model.width=8,16"], "sweep")
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr
+    assert "hydra/sweeper=confirm reads its runs' results from the MLflow store: set tracking.enabled=true" in \
+        proc.stderr
+    assert not (tmp_path / "sweep" / "0").exists()  # no job ran
 
 
 def test_a_grid_of_one_config_is_refused(tmp_path):
