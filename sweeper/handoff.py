@@ -9,7 +9,9 @@ which may run in the same process (basic launcher), in joblib workers or in Slur
   the sweep callback before any job).
 - ``.progress/``: the sweep's size and each job's outcome, from which every job logs the k/N progress line.
 - ``.curves/``: a job's request for its run's curve figure (``job-<hydra.job.num>.json``), which the sweep's drawer
-  process draws beside the next jobs (``sweeper.reporting.drawer``), and ``.end``, written when the sweep ends.
+  process draws between the next jobs' fits (``sweeper.reporting.drawer``); ``training-<pid>-<n>@<host>``, present
+  while a process of this sweep fits (the drawer waits while one on its host is alive); and ``.end``, written when the
+  sweep ends.
 
 Every file is written atomically (by rename), so a reader sees the old or the new content, never half of it.
 
@@ -116,7 +118,8 @@ def open_curves(sweep_dir: str | Path) -> Path:
     requests and end mark (a relaunch into the same sweep dir)."""
     folder = Path(sweep_dir) / CURVES_DIR
     folder.mkdir(parents=True, exist_ok=True)
-    for stale in [*folder.glob("job-*.json"), folder / CURVES_END]:
+    for stale in [*folder.glob("job-*.json"), *folder.glob(f"{TRAINING_PREFIX}*"), *folder.glob(f"{DRAWER_READY_PREFIX}*"),
+                  folder / CURVES_END]:
         stale.unlink(missing_ok=True)
     return folder
 
@@ -150,6 +153,8 @@ def curve_requests(sweep_dir: str | Path) -> dict[str, dict]:
     return dict(sorted(found.items(), key=lambda item: int(item[0][4:-5])))
 
 
+TRAINING_PREFIX = "training-"
+DRAWER_READY_PREFIX = "drawer-ready-"  # + the drawer's pid: written once it may be stopped (``drawer.fitting``)
 def end_curves(sweep_dir: str | Path) -> None:
     """Tell the drawer that no request will come any more."""
     (Path(sweep_dir) / CURVES_DIR / CURVES_END).touch()

@@ -36,6 +36,7 @@ from .config.checks import to_core, value
 from .job import Job, Store, Trial, claim_run, objective, prepare, run_params, summary_metrics, track_job
 from .paths import outputs_dir
 from .redact import mask_credentials
+from .reporting.drawer import fitting
 from .tracking.liveness import owner_tags
 from .tracking.run import MetricSink, RunTracker
 from .tracking.store_checks import store_step
@@ -155,7 +156,8 @@ def train(job: Job, dataset: mlp_core.Dataset, sink: MetricSink, model_cfg: mlp_
                          unit="step", dynamic_ncols=True, leave=False, position=handoff.run_bar_position(),
                          disable=not sys.stderr.isatty())
     try:
-        with signals.Dropped() as dropped, threadpool_limits(limits=job.threads, user_api="blas"):
+        with signals.Dropped() as dropped, threadpool_limits(limits=job.threads, user_api="blas"), \
+                fitting(drawing_sweep(job)):
 
             def on_event(event: Event) -> str | None:
                 dropped.check()  # an interrupt Python swallowed in a finalizer still ends the run here
@@ -215,6 +217,14 @@ def _curves_drawer(job: Job, sink: MetricSink) -> Path | None:
     if sink.tracker is not None and handoff.parent_in(sweep_dir, sink.tracker.client.tracking_uri) is None:
         return None
     return sweep_dir
+
+
+def drawing_sweep(job: Job) -> Path | None:
+    """The sweep dir whose drawer waits for this job's fit to end before it draws (``handoff.training``), or None."""
+    if not job.in_sweep:
+        return None
+    sweep_dir = Path(job.hydra_cfg.sweep.dir)
+    return sweep_dir if handoff.curves_open(sweep_dir) else None
 
 
 def end_failed(sink: MetricSink, exc: BaseException, tags: dict[str, str] | None = None) -> None:

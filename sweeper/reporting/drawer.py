@@ -9,12 +9,17 @@ docs/decisions.md says why a process, what it costs and why the figure is the sa
 """
 from __future__ import annotations
 
+import contextlib
 import csv
+import itertools
 import logging
 import os
+import signal
+import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -27,7 +32,11 @@ from .history import RunHistory
 log = logging.getLogger(__name__)
 
 POLL_SECONDS = 0.2  # between looks at the request folder: a figure waits at most this long for the drawer
+GAP_POLL_SECONDS = 0.02  # between looks for the end of a fit (``training_now``)
 LOG_FILE = "drawer.log"  # the drawer's stderr, in the request folder
+PR_SET_PDEATHSIG = 1  # linux/prctl.h
+
+_started: dict[str, subprocess.Popen] = {}  # sweep dir -> the drawer this process started and has not reaped
 
 
 def history_from_csv(path: str | Path) -> RunHistory:
@@ -76,6 +85,8 @@ def serve(sweep_dir: Path, launcher: int, poll_seconds: float = POLL_SECONDS) ->
         pending = {name: request for name, request in handoff.curve_requests(sweep_dir).items()
                    if handled.get(name) != (folder / name).stat().st_mtime_ns}
         for name, request in pending.items():
+            if not wait_for_gap(sweep_dir, launcher):
+                return
             handled[name] = (folder / name).stat().st_mtime_ns
             try:
                 log.info("drew %s", draw_request(request))
@@ -85,6 +96,98 @@ def serve(sweep_dir: Path, launcher: int, poll_seconds: float = POLL_SECONDS) ->
             return
         if not pending:
             time.sleep(poll_seconds)
+
+
+def wait_for_gap(sweep_dir: Path, launcher: int, poll_seconds: float = GAP_POLL_SECONDS) -> bool:
+    """Wait until no process of the sweep fits on this host (``training_now``), or the sweep has ended;
+    False when the launching process is gone. A figure drawn beside a fit slows the fit more than it costs to draw:
+    at nice 19 the drawer still took the cycles a fit's BLAS threads left between their steps, and 16 task3c fits of
+    a basic sweep took 0.48 s each instead of 0.33 s. Between fits (a job's store calls, the next job's set-up) the
+    other core is idle, and what is left is drawn while the sweep writes its report."""
+    while not handoff.curves_ended(sweep_dir) and training_now(sweep_dir):
+        if os.getppid() != launcher:
+            return False
+        time.sleep(poll_seconds)
+    return os.getppid() == launcher
+
+
+_training_marks = itertools.count()
+
+
+@contextlib.contextmanager
+def marked_fit(sweep_dir: str | Path | None) -> Iterator[None]:
+    """Mark this process as fitting while the block runs (``.curves/training-<pid>-<n>@<host>``), so that the sweep's
+    drawer draws between fits rather than beside them. Nothing when ``sweep_dir`` is None or the mark cannot be
+    written: the figure is then only drawn beside the fit."""
+    path = None
+    if sweep_dir is not None:
+        path = (Path(sweep_dir) / handoff.CURVES_DIR
+                / f"{handoff.TRAINING_PREFIX}{os.getpid()}-{next(_training_marks)}@{socket.gethostname()}")
+        try:
+            path.touch()
+        except OSError:
+            path = None
+    try:
+        yield
+    finally:
+        if path is not None:
+            path.unlink(missing_ok=True)
+
+
+def training_now(sweep_dir: str | Path) -> bool:
+    """Whether a live process on this host is fitting a job of the sweep (``marked_fit``). The mark of a process that
+    is gone (killed mid-fit) is removed; a mark from another host (a Slurm job) does not count: it trains on other
+    cores."""
+    host = socket.gethostname()
+    for path in (Path(sweep_dir) / handoff.CURVES_DIR).glob(f"{handoff.TRAINING_PREFIX}*"):
+        owner, _, mark_host = path.name[len(handoff.TRAINING_PREFIX):].partition("@")
+        if mark_host != host:
+            continue
+        try:
+            os.kill(int(owner.partition("-")[0]), 0)
+        except ValueError:  # not a mark of ours
+            continue
+        except ProcessLookupError:
+            path.unlink(missing_ok=True)
+            continue
+        except PermissionError:  # another user's live process
+            pass
+        return True
+    return False
+
+
+@contextlib.contextmanager
+def fitting(sweep_dir: Path | None) -> Iterator[None]:
+    """Around a job's fit: the sweep's drawer draws no figure meanwhile. Every process marks its fit
+    (``marked_fit``), so the drawer starts no figure; the launching process, which started the drawer and so
+    knows its pid for sure (an unreaped child's pid is never reused), also stops it for the fit (SIGSTOP, then
+    SIGCONT), so that a figure begun just before the fit waits too. A drawer stopped when its launcher dies is
+    continued by the kernel (``PR_SET_PDEATHSIG``, set by the drawer), and then exits."""
+    process = _started.get(str(sweep_dir)) if sweep_dir is not None else None
+    with marked_fit(sweep_dir):
+        if process is None or not _ready(Path(sweep_dir), process.pid) or not _signal(process, signal.SIGSTOP):
+            yield
+            return
+        try:
+            yield
+        finally:
+            _signal(process, signal.SIGCONT)
+
+
+def _ready(sweep_dir: Path, pid: int) -> bool:
+    """Whether the drawer has set its parent-death signal (``main``): before that, a stop could outlive a killed
+    launcher."""
+    return (sweep_dir / handoff.CURVES_DIR / f"{handoff.DRAWER_READY_PREFIX}{pid}").exists()
+
+
+def _signal(process: subprocess.Popen, signum: int) -> bool:
+    try:
+        if process.poll() is not None:
+            return False
+        process.send_signal(signum)
+    except OSError:
+        return False
+    return True
 
 
 @dataclass
@@ -108,7 +211,13 @@ class CurveDrawer:
             log.warning("could not start the curve drawer (%s): the runs' curves.png are drawn when the sweep ends",
                         exc)
             process = None
+        if process is not None:
+            _started[str(sweep_dir)] = process
         return cls(sweep_dir, process)
+
+    def ready(self) -> bool:
+        """Whether the launcher may stop the drawer for a fit (``fitting``)."""
+        return self.process is not None and _ready(self.sweep_dir, self.process.pid)
 
     def __getstate__(self) -> dict:
         # joblib and the population launcher pickle the sweep callback, and this handle with it, for their workers:
@@ -121,6 +230,8 @@ class CurveDrawer:
         takes its artifacts."""
         handoff.end_curves(self.sweep_dir)
         if self.process is not None:
+            _started.pop(str(self.sweep_dir), None)
+            _signal(self.process, signal.SIGCONT)  # never stopped here (``fitting`` continues it), but never wait on it
             try:
                 self.process.wait(wait_seconds)
             except subprocess.TimeoutExpired:
@@ -155,11 +266,25 @@ def main(argv: list[str] | None = None) -> None:
     """``python -m sweeper.reporting.drawer SWEEP_DIR LAUNCHER_PID``: the drawer process (``CurveDrawer.start``)."""
     sweep_dir, launcher = sys.argv[1:] if argv is None else argv
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(process)d %(levelname)s %(message)s")
-    # The lowest priority: the drawer takes only the CPU the jobs leave. At the same priority, a figure drawn while a
-    # job trains with 2 BLAS threads on 2 cores made that job's fit 3-4x slower (0.45 -> 1.3-1.8 s for task3c: a
-    # descheduled BLAS thread keeps the other spinning); at nice 19 the fits kept their time (docs/decisions.md).
+    # The lowest priority, and only between fits (wait_for_gap): at the same priority, a figure drawn while a job
+    # trains with 2 BLAS threads on 2 cores made that job's fit 3-4x slower (0.45 -> 1.3-1.8 s for task3c: a
+    # descheduled BLAS thread keeps the other spinning); at nice 19 still about 1.5x (docs/decisions.md).
     os.nice(19)
+    if _continue_when_orphaned():
+        (Path(sweep_dir) / handoff.CURVES_DIR / f"{handoff.DRAWER_READY_PREFIX}{os.getpid()}").touch()
     serve(Path(sweep_dir), int(launcher))
+
+
+def _continue_when_orphaned() -> bool:
+    """If the launcher dies (even by SIGKILL) while this process is stopped for a fit (``fitting``), the kernel sends
+    SIGCONT; ``serve`` then sees the new parent and returns. False where that cannot be set (not Linux): the launcher
+    then never stops this process, and only the marks keep figures out of the fits."""
+    try:
+        import ctypes
+
+        return ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, int(signal.SIGCONT), 0, 0, 0) == 0
+    except (OSError, AttributeError):
+        return False
 
 
 if __name__ == "__main__":

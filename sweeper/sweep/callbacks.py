@@ -149,7 +149,7 @@ class MlflowSweepParent(Callback):
         atexit.register(self._finish_curves)  # a failed job skips on_multirun_end
 
     def _finish_curves(self) -> None:
-        """Every run's curves.png drawn and logged, before the summary (once: at the sweep's end or at exit)."""
+        """Every run's curves.png drawn and logged (once: at the sweep's end or at exit)."""
         drawer, self._drawer = self._drawer, None
         if drawer is not None:
             drawer.finish(self._client if self._run_id is not None else None,
@@ -163,10 +163,13 @@ class MlflowSweepParent(Callback):
 
     def _terminate_if_running(self, status: str) -> None:
         """Attach the sweep summary (comparison.png, summary.csv/md, best-child tags) and end the parent run (KILLED
-        when the sweep ended on Ctrl-C or SIGTERM)."""
-        self._finish_curves()
+        when the sweep ended on Ctrl-C or SIGTERM). The drawer draws its last figures while the summary is written,
+        on the other core; they are all drawn and logged before the parent ends."""
         if self._run_id is None:
+            self._finish_curves()
             return
+        if self._drawer is not None:
+            handoff.end_curves(self._drawer.sweep_dir)
         if status == "FAILED" and signals.received():
             status = "KILLED"
             # a worker killed before it could end its run (joblib kills workers still busy after the grace period)
@@ -188,6 +191,7 @@ class MlflowSweepParent(Callback):
             print("\n".join(lines), flush=True)
         except Exception as exc:  # the summary is a convenience: never fail the sweep over it
             log.warning("could not summarise sweep %s: %s", self._run_id, exc)
+        self._finish_curves()
         try:
             if self._client.get_run(self._run_id).info.status == "RUNNING":
                 self._client.set_terminated(self._run_id, status)

@@ -37,6 +37,7 @@ from .. import handoff, signals
 from ..config.checks import to_core, validate
 from ..job import Job, Store, config_hashes, objective, open_job, run_tags
 from ..launchers import cpu_cores, workers_for
+from ..reporting.drawer import fitting
 from .launcher_checks import check_knobs
 
 if TYPE_CHECKING:
@@ -261,7 +262,8 @@ def _train(members: list[_Member], dataset: Dataset) -> None:
                  result.best_val_loss, result.num_steps, member.job.engine)
 
     try:
-        with signals.Dropped() as dropped, threadpool_limits(limits=members[0].job.threads, user_api="blas"):
+        with signals.Dropped() as dropped, threadpool_limits(limits=members[0].job.threads, user_api="blas"), \
+                fitting(lifecycle.drawing_sweep(members[0].job)):
 
             def on_event(k: int, event: Event) -> None:
                 dropped.check()

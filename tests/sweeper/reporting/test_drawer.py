@@ -3,8 +3,10 @@ it, and the sweep's end leaves no curves.png undrawn when the drawer cannot star
 from __future__ import annotations
 
 import math
+import os
 import pickle
 import signal
+import socket
 import subprocess
 import sys
 
@@ -189,3 +191,82 @@ def test_a_sweeps_figures_are_drawn_by_its_drawer_and_logged_to_every_run(tmp_pa
     assert drawn_by_the_drawer(sweep) == [str(sweep / "0" / "curves.png"), str(sweep / "1" / "curves.png")]
     requests = handoff.curve_requests(sweep)
     assert sorted(r["run_id"] for r in requests.values()) == sorted(c.info.run_id for c in children)
+
+
+def state_of(pid: int) -> str:
+    """The process's state letter (T: stopped), field 3 of /proc/<pid>/stat."""
+    with open(f"/proc/{pid}/stat") as handle:
+        return handle.read().rsplit(")", 1)[1].split()[0]
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+def test_the_drawer_is_stopped_while_its_launcher_fits_and_draws_after(tmp_path, result):
+    """A figure drawn beside a 2-BLAS-thread fit slowed it even at nice 19 (0.48 s instead of 0.33 s for task3c): the
+    launching process stops its drawer for each fit, and marks the fit for any other drawer of the sweep."""
+    sweep = tmp_path / "sweep"
+    running = CurveDrawer.start(sweep)
+    requests = requests_for(sweep, result, 2)
+    wait_for(running.ready, "the drawer's parent-death signal set", proc=running.process)
+    with drawer.fitting(sweep):
+        wait_for(lambda: state_of(running.process.pid) == "T", "the drawer stopped for the fit", proc=running.process)
+        (mark,) = (sweep / handoff.CURVES_DIR).glob(f"{handoff.TRAINING_PREFIX}*")
+        assert mark.name.startswith(f"{handoff.TRAINING_PREFIX}{os.getpid()}-") and drawer.training_now(sweep)
+    wait_for(lambda: state_of(running.process.pid) != "T", "the drawer continued after the fit", proc=running.process)
+    assert not list((sweep / handoff.CURVES_DIR).glob(f"{handoff.TRAINING_PREFIX}*")) and not drawer.training_now(sweep)
+    wait_for(lambda: len(drawn_by_the_drawer(sweep)) == 2, "both figures drawn once the fit ended",
+             proc=running.process)
+    running.finish(None, wait_seconds=600)
+    assert all(is_drawn(r) for r in requests)
+    with drawer.fitting(sweep):  # the sweep has ended: there is no drawer to stop
+        assert running.process.returncode == 0
+
+
+def test_a_fit_in_another_process_holds_the_drawer_until_it_ends(tmp_path, monkeypatch):
+    """A worker's fit (joblib, population) is seen by its mark; a mark whose process is gone, or from another host,
+    holds nothing; the end of the sweep lets the drawer draw the rest whatever the marks say."""
+    sweep = tmp_path / "sweep"
+    folder = handoff.open_curves(sweep)
+    worker = subprocess.Popen([sys.executable, "-c", "import sys; sys.stdin.read()"], stdin=subprocess.PIPE)
+    try:
+        dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
+                              text=True, check=True, timeout=HANG)
+        stale = folder / f"{handoff.TRAINING_PREFIX}{int(dead.stdout)}-0@{socket.gethostname()}"
+        stale.touch()
+        (folder / f"{handoff.TRAINING_PREFIX}{worker.pid}-0@another-host").touch()
+        assert not drawer.training_now(sweep) and not stale.exists()  # the dead one's mark is removed on the way
+        live = folder / f"{handoff.TRAINING_PREFIX}{worker.pid}-0@{socket.gethostname()}"
+        live.touch()
+        looks = []
+
+        def sleep(seconds):  # the drawer's poll: the worker's fit ends at the third look
+            looks.append(seconds)
+            if len(looks) == 3:
+                live.unlink()
+
+        monkeypatch.setattr(drawer.time, "sleep", sleep)
+        assert drawer.wait_for_gap(sweep, os.getppid()) and looks == [drawer.GAP_POLL_SECONDS] * 3
+        live.touch()
+        assert not drawer.wait_for_gap(sweep, os.getppid() + 1)  # its launcher is gone: the drawer stops
+        handoff.end_curves(sweep)
+        looks.clear()
+        assert drawer.wait_for_gap(sweep, os.getppid()) and looks == []
+    finally:
+        worker.stdin.close()
+        worker.wait(timeout=HANG)
+
+
+@pytest.mark.soak
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PR_SET_PDEATHSIG")
+def test_a_drawer_stopped_for_a_fit_ends_when_its_launcher_is_killed(tmp_path):
+    """SIGKILL to the launcher mid-fit leaves no stopped drawer behind: the kernel continues it, and it exits."""
+    start = ("import sys; from pathlib import Path; from sweeper.reporting.drawer import CurveDrawer, fitting; "
+             "sweep = Path(sys.argv[1]); drawer = CurveDrawer.start(sweep)\n"
+             "while not drawer.ready():\n    pass\n"
+             "with fitting(sweep):\n    print(drawer.process.pid, flush=True); sys.stdin.read()")
+    launcher = subprocess.Popen([sys.executable, "-c", start, str(tmp_path / "sweep")], stdin=subprocess.PIPE,
+                                stdout=subprocess.PIPE, text=True)
+    pid = int(launcher.stdout.readline())
+    wait_for(lambda: state_of(pid) == "T", "the drawer stopped for the fit", proc=launcher)
+    launcher.kill()
+    launcher.wait(timeout=HANG)
+    wait_for(lambda: exited(pid), "the stopped drawer's exit after its launcher was killed")
