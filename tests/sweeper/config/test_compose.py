@@ -1,6 +1,7 @@
 """A sweep's jobs are composed once, as the launchers compose them (sweeper.config.compose)."""
 from __future__ import annotations
 
+import copy
 import os
 import subprocess
 import sys
@@ -8,7 +9,9 @@ import sys
 import pytest
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
-from omegaconf import OmegaConf
+from omegaconf import OmegaConf, open_dict
+
+from hydra._internal.config_loader_impl import ConfigLoaderImpl
 
 from sweeper.config.compose import compose_job
 
@@ -40,17 +43,80 @@ def test_the_sweeper_gets_a_copy_the_launcher_the_checked_composition_then_it_is
     assert OmegaConf.to_container(again, resolve=False) == OmegaConf.to_container(checked, resolve=False)
 
 
-# Counts Hydra's own compositions of a job (ConfigLoaderImpl.load_sweep_config) in a real multirun, then runs the CLI.
+# Every kind of override a job can carry, each list composed by Hydra and by the template path: same config, same
+# hydra node, same flags; or the same error. Lists that share a template follow each other (the second is the copy).
+JOBS = [
+    ["model.width=8"], ["model.width=16"],
+    ["experiment=task3c", "trainer.seed=3"], ["experiment=task3c", "trainer.seed=4", "trainer.lr=0.5"],
+    ["experiment=task4b", "trainer.seed=3"], ["trainer.seed=3", "experiment=task4b"],
+    ["optimizer=sgd", "model.hidden_sizes=[4,5]"], ["optimizer=sgd", "model.hidden_sizes=[6]"],
+    ["data=mnist_standard", "++trainer.seed=5"], ["data=mnist_standard", "model.init=xavier"],
+    ["hydra.job.name=mine", "model.width=8"], ["hydra.job.name=mine", "model.width=9"],
+    ["hydra/launcher=joblib", "model.width=8"], ["hydra.job.env_set.ABC=1", "model.width=8"],
+    ["model={width: 12, depth: 2}"], ["+model.extra=1"], ["~trainer.seed"], ["model.widht=8"],
+    ["experiment=nope"], ["model.width=1,2"], ["model.init=default"], ["trainer.lr=fast"],
+]
+
+
+def hydras(loader, master, overrides):
+    """Hydra's own composition of a job, or its error."""
+    try:
+        return ConfigLoaderImpl.load_sweep_config(loader, master, list(overrides))
+    except Exception as exc:  # noqa: BLE001 - compared as type and text
+        return (type(exc), str(exc))
+
+
+def ours(master, overrides):
+    try:
+        return compose_job(master, overrides, keep=False)
+    except Exception as exc:  # noqa: BLE001
+        return (type(exc), str(exc))
+
+
+def described(cfg):
+    if isinstance(cfg, tuple):
+        return cfg
+    app = copy.deepcopy(cfg)
+    with open_dict(app):
+        del app["hydra"]  # its sweep dirs resolve only once a launcher sets hydra.job.num
+    return (OmegaConf.to_yaml(cfg), OmegaConf.is_struct(cfg), OmegaConf.is_readonly(cfg.hydra),
+            OmegaConf.to_yaml(app, resolve=True))
+
+
+def test_each_job_composes_as_hydra_composes_it(master):
+    loader = GlobalHydra.instance().config_loader()
+    for overrides in JOBS:
+        assert described(ours(master, overrides)) == described(hydras(loader, master, overrides)), overrides
+    composed = [ours(master, job) for job in JOBS[:2]]
+    assert composed[0] is not composed[1] and composed[0].model.width == 8  # each job its own copy
+
+
+def test_a_job_with_another_searchpath_gets_its_own_template(tmp_path, master):
+    """A hydra.searchpath override changes which files a group has: it is part of the template's key."""
+    (tmp_path / "experiment").mkdir()
+    (tmp_path / "experiment" / "mine.yaml").write_text("# @package _global_\nname: mine\ntrainer:\n  lr: 0.25\n")
+    loader = GlobalHydra.instance().config_loader()
+    for overrides in (["experiment=task3c"], [f"hydra.searchpath=[file://{tmp_path}]", "experiment=mine"],
+                      ["experiment=mine"]):
+        assert described(ours(master, overrides)) == described(hydras(loader, master, overrides)), overrides
+
+
+# Counts the compositions of a job, and the defaults-list merges among them, in a real multirun, then runs the CLI.
 COUNTING = """
 import atexit, sys
 from hydra._internal.config_loader_impl import ConfigLoaderImpl
-calls = []
-original = ConfigLoaderImpl.load_sweep_config
+from sweeper.config import compose
+calls, merges = [], []
+original, merge = compose._Composed._compose, ConfigLoaderImpl._compose_config_from_defaults_list
 def counted(self, master_config, overrides):
     calls.append(tuple(overrides))
     return original(self, master_config, overrides)
-ConfigLoaderImpl.load_sweep_config = counted
-atexit.register(lambda: sys.__stdout__.write(f"COMPOSED={len(calls)} DISTINCT={len(set(calls))}\\n"))
+def merged(self, *args, **kwargs):
+    merges.append(1)
+    return merge(self, *args, **kwargs)
+compose._Composed._compose, ConfigLoaderImpl._compose_config_from_defaults_list = counted, merged
+atexit.register(lambda: sys.__stdout__.write(f"COMPOSED={len(calls)} DISTINCT={len(set(calls))} "
+                                             f"MERGED={len(merges)}\\n"))
 sys.argv = ["mlp-sweep", *sys.argv[1:]]
 from sweeper.app import main
 main()
@@ -65,7 +131,9 @@ def test_a_basic_sweep_composes_each_job_once(tmp_path):
                           cwd=tmp_path, env=env, capture_output=True, text=True, timeout=HANG)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "sweep progress: 3/3 done" in proc.stdout + proc.stderr
-    assert "COMPOSED=3 DISTINCT=3" in proc.stdout  # the grid check's; Hydra's batch check and the launcher reuse them
+    # the grid check's; Hydra's batch check and the launcher reuse them. Merged: the master config, twice by Hydra
+    # itself (to read the run mode, then for the multirun), and the three jobs' one template
+    assert "COMPOSED=3 DISTINCT=3 MERGED=3" in proc.stdout
 
 
 def test_a_sweep_file_on_the_users_searchpath_passes_the_grid_check(tmp_path):
