@@ -111,6 +111,8 @@ HISTORY_VAL_LOSS, HISTORY_VAL_ACCURACY = "val_loss", "val_accuracy"
 HISTORY_COLUMNS = (HISTORY_STEP, HISTORY_TRAIN_LOSS, HISTORY_TRAIN_ACCURACY, HISTORY_VAL_LOSS, HISTORY_VAL_ACCURACY)
 CURVES_DIR = ".curves"
 CURVES_END = ".end"
+TRAINING_PREFIX = "training-"  # + <pid>-<n>@<host>: a fit in progress (``drawer.marked_fit``)
+DRAWER_READY_PREFIX = "drawer-ready-"  # + the drawer's pid: written once it may be stopped (``drawer.fitting``)
 
 
 def open_curves(sweep_dir: str | Path) -> Path:
@@ -118,8 +120,8 @@ def open_curves(sweep_dir: str | Path) -> Path:
     requests and end mark (a relaunch into the same sweep dir)."""
     folder = Path(sweep_dir) / CURVES_DIR
     folder.mkdir(parents=True, exist_ok=True)
-    for stale in [*folder.glob("job-*.json"), *folder.glob(f"{TRAINING_PREFIX}*"), *folder.glob(f"{DRAWER_READY_PREFIX}*"),
-                  folder / CURVES_END]:
+    for stale in [*folder.glob("job-*.json"), *folder.glob(f"{TRAINING_PREFIX}*"),
+                  *folder.glob(f"{DRAWER_READY_PREFIX}*"), folder / CURVES_END]:
         stale.unlink(missing_ok=True)
     return folder
 
@@ -153,8 +155,6 @@ def curve_requests(sweep_dir: str | Path) -> dict[str, dict]:
     return dict(sorted(found.items(), key=lambda item: int(item[0][4:-5])))
 
 
-TRAINING_PREFIX = "training-"
-DRAWER_READY_PREFIX = "drawer-ready-"  # + the drawer's pid: written once it may be stopped (``drawer.fitting``)
 def end_curves(sweep_dir: str | Path) -> None:
     """Tell the drawer that no request will come any more."""
     (Path(sweep_dir) / CURVES_DIR / CURVES_END).touch()

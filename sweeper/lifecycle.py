@@ -209,10 +209,8 @@ def _curves_drawer(job: Job, sink: MetricSink) -> Path | None:
     """The sweep dir whose drawer draws this job's figure, or None to draw it here: a single run (its own sweep's
     end), a sweep without a drawer (no sweep callback) or one that has ended, and a run in another store than the
     sweep's parent (a swept tracking.uri: the launcher could not log the figure to it)."""
-    if not job.in_sweep:
-        return None
-    sweep_dir = Path(job.hydra_cfg.sweep.dir)
-    if not handoff.curves_open(sweep_dir):
+    sweep_dir = drawing_sweep(job)
+    if sweep_dir is None:
         return None
     if sink.tracker is not None and handoff.parent_in(sweep_dir, sink.tracker.client.tracking_uri) is None:
         return None
@@ -220,7 +218,8 @@ def _curves_drawer(job: Job, sink: MetricSink) -> Path | None:
 
 
 def drawing_sweep(job: Job) -> Path | None:
-    """The sweep dir whose drawer waits for this job's fit to end before it draws (``handoff.training``), or None."""
+    """The sweep dir whose drawer takes this job's figure and waits for its fit to end (``drawer.fitting``), or None:
+    a single run, a sweep without a drawer (no sweep callback) or one that has ended."""
     if not job.in_sweep:
         return None
     sweep_dir = Path(job.hydra_cfg.sweep.dir)

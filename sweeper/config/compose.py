@@ -65,7 +65,7 @@ class _Composed:
 
     def _load(self, config_name: str | None, overrides: list[str]) -> Any:
         from hydra import __version__, version
-        from hydra._internal.config_loader_impl import ConfigLoaderImpl
+        from hydra._internal.config_loader_impl import ConfigLoaderImpl, get_overrides_dirname
         from hydra._internal.defaults_list import create_defaults_list
         from hydra.conf import ConfigSourceInfo
         from hydra.core.override_parser.overrides_parser import OverridesParser
@@ -81,8 +81,9 @@ class _Composed:
         if probe is None:  # which keys are groups, on the search path of the primary config and hydra.searchpath
             probe = self._repos[(config_name, hydra_lines)] = self._repository(config_name, parsed)
         loader.validate_sweep_overrides_legal(overrides=parsed, run_mode=RunMode.RUN, from_shell=True)
-        values = [o for o in parsed if _sets_a_value(o, probe)]  # what Hydra's defaults list calls config_overrides
-        key = (config_name, tuple(o.input_line for o in parsed if o.is_hydra_override() or not _sets_a_value(o, probe)))
+        sets = [_sets_a_value(o, probe) for o in parsed]
+        values = [o for o, value in zip(parsed, sets) if value]  # what Hydra's defaults list calls config_overrides
+        key = (config_name, tuple(o.input_line for o, value in zip(parsed, sets) if o.is_hydra_override() or not value))
         template = self._templates.get(key)
         if template is None:  # a repository of its own: a merge may write into the loaded configs it caches
             repo = self._repository(config_name, parsed)
@@ -116,8 +117,6 @@ class _Composed:
         cfg.hydra.runtime.config_sources = copy.deepcopy(template.sources)
         if "name" not in cfg.hydra.job:
             cfg.hydra.job.name = JobRuntime().get("name")
-        from hydra._internal.config_loader_impl import get_overrides_dirname
-
         cfg.hydra.job.override_dirname = get_overrides_dirname(
             overrides=app_overrides, kv_sep=cfg.hydra.job.config.override_dirname.kv_sep,
             item_sep=cfg.hydra.job.config.override_dirname.item_sep,
