@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from .labels import format_metric
+from .stats import spearman as rank_correlation
 from .tables import Group, markdown_table
 from .verdict import Objective, SeedVerdict
 
@@ -79,7 +80,6 @@ def importance(groups: Sequence[Group], keys: Sequence[str], judged: SeedVerdict
     import optuna
     from optuna.distributions import CategoricalDistribution
     from optuna.importance import FanovaImportanceEvaluator, PedAnovaImportanceEvaluator, get_param_importances
-    from scipy.stats import spearmanr
 
     distributions = {k: _distribution([p[k] for p, _ in scored]) for k in varying}
     trials = [optuna.trial.create_trial(
@@ -107,8 +107,7 @@ def importance(groups: Sequence[Group], keys: Sequence[str], judged: SeedVerdict
         if isinstance(distributions[k], CategoricalDistribution) or len({v for _, v in scored}) == 1:
             spearman[k] = None  # no ranks (categorical), or an objective without any (every config the same)
             continue
-        rho = spearmanr([p[k] for p, _ in scored], [v for _, v in scored]).statistic
-        spearman[k] = float(rho) if math.isfinite(rho) else None
+        spearman[k] = rank_correlation([p[k] for p, _ in scored], [v for _, v in scored])
     result = Importance(sorted(varying, key=lambda k: -fanova.get(k, 0.0)), fanova, ped, spearman, len(scored),
                         study=study)
     if failed:

@@ -145,3 +145,33 @@ def verdict(best: str, other: str, comparison: Comparison, metric: str) -> str:
         return f"{best} {verb} {other} by {format_difference(abs(c.difference), metric)} {what} ({evidence})."
     return (f"{best} and {other} are not distinguishable with {c.n} seeds: difference "
             f"{format_difference(c.difference, metric)} {what} ({evidence}).")
+
+
+def spearman(x: Sequence[float], y: Sequence[float]) -> float | None:
+    """Spearman's rank correlation of ``x`` and ``y`` (finite numbers, equal length): Pearson's r of their ranks, tied
+    values taking the mean of their ranks (as ``scipy.stats.spearmanr``, without importing scipy.stats). None when
+    either side has a single distinct value (no ranks to correlate)."""
+    rx, ry = _mean_ranks(x), _mean_ranks(y)
+    if len(rx) != len(ry):
+        raise ValueError(f"spearman: {len(rx)} x values against {len(ry)} y values")
+    mx, my = sum(rx) / len(rx), sum(ry) / len(ry)
+    sxy = sum((a - mx) * (b - my) for a, b in zip(rx, ry))
+    sxx, syy = sum((a - mx) ** 2 for a in rx), sum((b - my) ** 2 for b in ry)
+    if sxx == 0 or syy == 0:
+        return None
+    return max(-1.0, min(1.0, sxy / math.sqrt(sxx * syy)))
+
+
+def _mean_ranks(values: Sequence[float]) -> list[float]:
+    """1-based ranks of ``values``; a run of equal values shares the mean of the ranks it spans."""
+    order = sorted(range(len(values)), key=lambda i: values[i])
+    ranks = [0.0] * len(values)
+    start = 0
+    while start < len(order):
+        end = start
+        while end + 1 < len(order) and values[order[end + 1]] == values[order[start]]:
+            end += 1
+        for i in order[start:end + 1]:
+            ranks[i] = (start + end) / 2 + 1
+        start = end + 1
+    return ranks

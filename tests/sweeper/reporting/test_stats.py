@@ -4,7 +4,7 @@ import math
 import numpy as np
 import pytest
 
-from sweeper.reporting.stats import Comparison, mean_interval, paired_comparison, verdict
+from sweeper.reporting.stats import Comparison, mean_interval, paired_comparison, spearman, verdict
 
 # Student t with 2 degrees of freedom has the closed-form quantile (2p - 1) / sqrt(2p(1 - p)); here p = 0.975
 T_975_2 = 0.95 / math.sqrt(2 * 0.975 * 0.025)
@@ -73,3 +73,23 @@ def test_identical_shifts_on_every_seed_are_a_point_interval():
     assert c == Comparison(2, 0.5, 0.5, 0.5, 0.0)
     assert verdict("a", "b", c, "best/val_loss") == (
         "a beats b by 0.5 val loss (95 % CI 0.5 to 0.5, 2 seeds, p < 0.001, paired t-test).")
+
+
+def test_spearman_matches_scipy_with_ties_and_is_none_without_ranks():
+    from scipy.stats import spearmanr  # the independent reference (the report does not import scipy.stats)
+
+    rng = np.random.default_rng(3)
+    for n in (2, 3, 7, 40):
+        for _ in range(20):
+            x = rng.integers(0, 4, size=n).astype(float) if n > 2 else rng.normal(size=n)  # many ties
+            y = rng.normal(size=n).round(1)
+            expected = spearmanr(x, y).statistic
+            found = spearman(list(x), list(y))
+            assert (found is None) == (not math.isfinite(expected)), (x, y, expected, found)
+            if found is not None:
+                assert found == pytest.approx(expected, abs=1e-12), (x, y)
+    assert spearman([1, 2, 3, 4], [10, 20, 30, 40]) == 1.0
+    assert spearman([1, 2, 3, 4], [4, 3, 2, 1]) == -1.0
+    # ranks 1, 2.5, 2.5, 4 against 1, 3, 2, 4: deviations (-1.5, 0, 0, 1.5), (-1.5, .5, -.5, 1.5); 4.5 / sqrt(4.5 * 5)
+    assert spearman([1, 2, 2, 3], [1, 3, 2, 4]) == pytest.approx(3 / math.sqrt(10))
+    assert spearman([5, 5, 5], [1, 2, 3]) is None and spearman([1, 2, 3], [0.5, 0.5, 0.5]) is None
