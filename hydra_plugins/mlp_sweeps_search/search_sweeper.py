@@ -46,4 +46,4 @@ class SearchSweeper(Sweeper):
 
     def sweep(self, arguments: List[str]) -> Any:
         assert self.config is not None and self.hydra_context is not None
-        return study.run_search(self.config, self.hydra_context, self.launcher, arguments)
+        return study.run_search(self.config, self.launcher, arguments)

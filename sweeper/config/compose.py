@@ -7,10 +7,11 @@ does for the launch itself (``hydra.compose`` would leave them out).
 
 The loader then keeps what the check composed, and a launcher of this process (basic, joblib, submitit, population,
 dry run) that asks for the same job takes that config instead of composing it a second time. Hydra's sweeper asks for
-every job of a batch once before its launcher does (``Sweeper.validate_batch_is_legal``), so a kept config serves two
-requests: the first gets a copy (5 ms against 110 ms for a composition of task3c), the second the config itself, which
-is then forgotten; whoever gets one owns it (and may edit it, as Hydra's launchers do), and a third request for the
-same job composes afresh. Nothing is kept across processes or sweeps.
+every job of a batch once before its launcher does (``Sweeper.validate_batch_is_legal``), so a grid's kept config
+serves two requests: the first gets a copy (5 ms against 110 ms for a composition of task3c), the second the config
+itself, which is then forgotten; a search trial's (``sweep.study.check_batch``) serves its launcher's one request.
+Whoever gets one owns it (and may edit it, as Hydra's launchers do), and one more request for the same job composes
+afresh. Nothing is kept across processes or sweeps.
 
 A composition itself is Hydra's, split where its cost is: Hydra's ``load_sweep_config`` (110 ms for task3c) builds the
 defaults list and merges every config file of it (95 ms of the 110), then applies the value overrides (``key=value``
@@ -37,7 +38,7 @@ class _Composed:
 
     def __init__(self, loader: Any):
         self._loader = loader
-        self._kept: dict[tuple, list] = {}  # key -> [config, handed out a copy yet]
+        self._kept: dict[tuple, list] = {}  # key -> [config, requests it still serves]
         self._repos: dict[tuple, Any] = {}  # (config name, hydra overrides) -> Hydra's caching repository
         self._templates: dict[tuple, _Template] = {}  # + the group overrides -> the merged defaults list
         loader.load_sweep_config = self.load_sweep_config
@@ -133,8 +134,8 @@ class _Composed:
         kept = self._kept.get(key)
         if kept is None:
             return self._compose(master_config, list(sweep_overrides))
-        if not kept[1]:
-            kept[1] = True
+        kept[1] -= 1
+        if kept[1] > 0:
             cfg = copy.deepcopy(kept[0])
         else:
             del self._kept[key]
@@ -144,10 +145,10 @@ class _Composed:
         OmegaConf.copy_cache(from_config=master_config, to_config=cfg)
         return cfg
 
-    def compose(self, master_config: Any, overrides: Sequence[str]) -> Any:
-        """The job's config; kept for the sweeper's and the launcher's requests of the same job."""
+    def compose(self, master_config: Any, overrides: Sequence[str], requests: int) -> Any:
+        """The job's config; kept for the next ``requests`` requests of the same job."""
         cfg = self._compose(master_config, list(overrides))
-        self._kept[self._key(master_config, overrides)] = [cfg, False]
+        self._kept[self._key(master_config, overrides)] = [cfg, requests]
         return cfg
 
 
@@ -169,9 +170,11 @@ def _sets_a_value(override: Any, repo: Any) -> bool:
     return isinstance(override.value(), dict) or not repo.group_exists(override.key_or_group)
 
 
-def compose_job(master_config: Any, overrides: Sequence[str], keep: bool = True) -> Any:
+def compose_job(master_config: Any, overrides: Sequence[str], keep: bool = True, requests: int = 2) -> Any:
     """One job of the sweep of ``master_config`` composed as its launcher will compose it, and (``keep``) kept for
-    that launcher; ``keep=False`` for a config no launcher will ask for (a search space's corner).
+    the next ``requests`` requests of that job: 2 for a grid's job (Hydra's sweeper asks for it once before its
+    launcher does), 1 for a search trial's (the search sweeper does not ask); ``keep=False`` for a config no launcher
+    will ask for (a search space's corner).
 
     Call it only from the launching process, after Hydra started (its global config loader is the launchers').
     """
@@ -181,4 +184,4 @@ def compose_job(master_config: Any, overrides: Sequence[str], keep: bool = True)
         composed = _Composed(loader).load_sweep_config
     if not keep:
         return composed.__self__._compose(master_config, list(overrides))
-    return composed.__self__.compose(master_config, overrides)
+    return composed.__self__.compose(master_config, overrides, requests)

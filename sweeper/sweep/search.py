@@ -17,9 +17,11 @@ import hashlib
 import json
 import logging
 import math
+import os
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Iterator, Sequence
 
 from .. import names
 from ..config.checks import ConfigError
@@ -198,15 +200,29 @@ def corner_jobs(space: Space) -> list[tuple[str, list[str]]]:
     return jobs
 
 
+_checked: list[tuple[Any, list[str], tuple[Settings, Space]]] = []  # this process's last check: config, task, result
+
+
 def check_space(config: Any, arguments: Sequence[str] | None = None) -> tuple[Settings, Space]:
-    """Check the knobs and compose the space's extremes; raise ConfigError (one sentence) before anything exists."""
+    """Check the knobs and compose the space's extremes; raise ConfigError (one sentence) before anything exists.
+    The sweep callback checks first, before the store is opened; the sweeper's own check of the same config object
+    and arguments then takes that result instead of composing the extremes again."""
+    task = list(config.hydra.overrides.task) if arguments is None else list(arguments)
+    for seen, seen_task, result in _checked:
+        if seen is config and seen_task == task:
+            return result
+    result = _check_space(config, task)
+    _checked[:] = [(config, task, result)]
+    return result
+
+
+def _check_space(config: Any, task: list[str]) -> tuple[Settings, Space]:
     from hydra.errors import ConfigCompositionException
 
     from ..config.checks import validate
 
     settings = Settings.from_sweeper(config.hydra.sweeper)
     refuse_population(config)
-    task = list(config.hydra.overrides.task) if arguments is None else list(arguments)
     space = parse_space(space_overrides(config, task))
     for what, overrides in corner_jobs(space):
         try:
@@ -267,8 +283,27 @@ def storage_location(settings: Settings, name: str, studies_dir: Path) -> str:
     return str(path.resolve())
 
 
+_shared: dict[str, tuple[int, Any]] = {}  # location -> (pid, storage) of the search running in this process
+
+
+@contextmanager
+def shared_storage(location: str, storage: Any) -> Iterator[None]:
+    """While a search runs, its jobs in the same process (basic launcher) open its storage as this one object,
+    instead of reading the whole journal again for every trial (an Optuna storage syncs with its backend before
+    each read, so it also sees what other processes wrote)."""
+    _shared[location] = (os.getpid(), storage)
+    try:
+        yield
+    finally:
+        _shared.pop(location, None)
+
+
 def open_storage(location: str) -> Any:
-    """Optuna storage for a location of ``storage_location``; a journal file is created with its directory."""
+    """Optuna storage for a location of ``storage_location``; a journal file is created with its directory. The
+    running search's own storage when there is one in this process (``shared_storage``)."""
+    shared = _shared.get(location)
+    if shared is not None and shared[0] == os.getpid():
+        return shared[1]
     import optuna
     from optuna.storages.journal import JournalFileBackend, JournalFileOpenLock, JournalStorage
 

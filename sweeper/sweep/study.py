@@ -19,7 +19,7 @@ from ..config.checks import ConfigError
 from ..launchers import LauncherKind, launcher_of
 from ..tracking.liveness import owner_gone, owner_tags
 from .search import (Settings, Space, check_space, checked, launch_seed, make_pruner, make_sampler, open_storage,
-                     override_value, storage_location, study_name, warmup_steps)
+                     override_value, shared_storage, storage_location, study_name, warmup_steps)
 
 log = logging.getLogger(__name__)
 
@@ -81,15 +81,17 @@ def finished_count(study: Any) -> int:
                                                                                  TrialState.PRUNED)))
 
 
-def check_batch(config: Any, hydra_context: Any, batch: Sequence[Sequence[str]], settings: Settings) -> list[int]:
+def check_batch(config: Any, batch: Sequence[Sequence[str]], settings: Settings) -> list[int]:
     """Compose and check every job of a batch as the launcher will (a sampled config outside the valid ranges stops
-    the search before the batch starts); returns each job's pruning warm-up (``search.warmup_steps``)."""
+    the search before the batch starts); returns each job's pruning warm-up (``search.warmup_steps``). The launcher
+    takes each job's config from this composition (``compose.compose_job``)."""
     from ..config.checks import validate
+    from ..config.compose import compose_job
 
     warmups = []
     for overrides in batch:
         try:
-            cfg = hydra_context.config_loader.load_sweep_config(config, list(overrides))
+            cfg = compose_job(config, overrides, requests=1)
             checked(cfg, validate)
         except ConfigError as exc:
             raise ConfigError(f"sampled trial {' '.join(overrides)} is invalid, the search stops: {exc}") from None
@@ -124,7 +126,7 @@ def handoff_info(name: str, location: str, settings: Settings) -> dict:
             "pruner_startup_trials": settings.pruner_startup_trials}
 
 
-def run_search(config: Any, hydra_context: Any, launcher: Any, arguments: Sequence[str]) -> list:
+def run_search(config: Any, launcher: Any, arguments: Sequence[str]) -> list:
     """The sweeper's ``sweep``: returns the batches of ``JobReturn``s, as Hydra's BasicSweeper does."""
     import optuna
     from omegaconf import OmegaConf
@@ -159,19 +161,30 @@ def run_search(config: Any, hydra_context: Any, launcher: Any, arguments: Sequen
     sweep_dir.mkdir(parents=True, exist_ok=True)
     OmegaConf.save(config, sweep_dir / "multirun.yaml")
     info = handoff_info(name, location, settings)
-    from .study_parent import describe_parent, finish_parent
+    from .study_parent import describe_parent
 
     describe_parent(config, settings, space, name, location, seed)
     if handoff.read(sweep_dir) is not None:  # the sweep callback counted no jobs (a search has no grid): N is known
         handoff.start(sweep_dir, max(to_ask, 0))
     log.info("study %s (%s): %d of %d trials finished, %d to run; storage %s", name, settings.sampler,
              settings.n_trials - max(to_ask, 0), settings.n_trials, max(to_ask, 0), location)
+    with shared_storage(location, storage):
+        return _run_batches(config, launcher, study, space, settings, info, sweep_dir, to_ask)
+
+
+def _run_batches(config: Any, launcher: Any, study: Any, space: Space, settings: Settings, info: dict,
+                 sweep_dir: Path, to_ask: int) -> list:
+    """Ask, check, launch and tell batches until ``to_ask`` trials have run; then finish the parent run."""
+    import optuna
+
+    from .study_parent import finish_parent
+
     returns, failures, job_idx = [], [], 0
     while to_ask > 0:
         asked = [ask(study, space) for _ in range(min(settings.n_jobs, to_ask))]
         trials, batch = [t for t, _ in asked], [o for _, o in asked]
         try:
-            warmups = check_batch(config, hydra_context, batch, settings)
+            warmups = check_batch(config, batch, settings)
         except ConfigError:
             for trial in trials:
                 study.tell(trial, state=optuna.trial.TrialState.FAIL)

@@ -43,6 +43,15 @@ def test_the_sweeper_gets_a_copy_the_launcher_the_checked_composition_then_it_is
     assert OmegaConf.to_container(again, resolve=False) == OmegaConf.to_container(checked, resolve=False)
 
 
+def test_a_search_trials_checked_composition_serves_its_launchers_one_request(master):
+    loader = GlobalHydra.instance().config_loader()
+    checked = compose_job(master, ["model.width=8"], requests=1)  # the search sweeper's batch check
+    assert loader.load_sweep_config(master, ["model.width=8"]) is checked  # the launcher's: not composed again
+    again = loader.load_sweep_config(master, ["model.width=8"])  # served once: the next request composes
+    assert again is not checked
+    assert OmegaConf.to_container(again, resolve=False) == OmegaConf.to_container(checked, resolve=False)
+
+
 # Every kind of override a job can carry, each list composed by Hydra and by the template path: same config, same
 # hydra node, same flags; or the same error. Lists that share a template follow each other (the second is the copy).
 JOBS = [
@@ -134,6 +143,20 @@ def test_a_basic_sweep_composes_each_job_once(tmp_path):
     # the grid check's; Hydra's batch check and the launcher reuse them. Merged: the master config, twice by Hydra
     # itself (to read the run mode, then for the multirun), and the three jobs' one template
     assert "COMPOSED=3 DISTINCT=3 MERGED=3" in proc.stdout
+
+
+def test_a_search_composes_each_trial_once(tmp_path):
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "HYDRA_"))}
+    env["MLP_SWEEPS_OUTPUTS"] = str(tmp_path / "outputs")
+    proc = subprocess.run([sys.executable, "-c", COUNTING, "-m", "hydra/sweeper=random", "hydra.sweeper.n_trials=3",
+                           "hydra.sweeper.pruner=none", "optimizer.lr=interval(0.01,0.1)", "data=digits",
+                           "trainer.epochs=1", "tracking.enabled=false"],
+                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=HANG)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "sweep progress: 3/3 done" in proc.stdout + proc.stderr
+    # the space check's two corners (lr at 0.01 and at 0.1), then each trial once, by the batch check: its launcher
+    # reuses it. Merged: the master config twice by Hydra itself, and one template for all five
+    assert "COMPOSED=5 DISTINCT=5 MERGED=3" in proc.stdout, proc.stdout[-500:]
 
 
 def test_a_sweep_file_on_the_users_searchpath_passes_the_grid_check(tmp_path):

@@ -294,3 +294,39 @@ def test_search_progress_counts_against_the_trials_this_launch_runs(tmp_path):
     said = [line.split("sweep progress: ", 1)[1].split(",")[0] for line in (proc.stdout + proc.stderr).splitlines()
             if "sweep progress: " in line]
     assert said == ["1/2 done", "2/2 done"], said
+
+
+# Counts the Optuna storages a search opens in its launching process, then runs the CLI.
+COUNTING_STORAGES = """
+import atexit, sys
+from optuna.storages.journal import JournalStorage
+opened = []
+original = JournalStorage.__init__
+def counted(self, *args, **kwargs):
+    opened.append(1)
+    original(self, *args, **kwargs)
+JournalStorage.__init__ = counted
+atexit.register(lambda: sys.__stdout__.write(f"STORAGES={len(opened)}\\n"))
+sys.argv = ["mlp-sweep", *sys.argv[1:]]
+from sweeper.app import main
+main()
+"""
+
+
+@pytest.mark.integration
+def test_trials_in_the_launching_process_report_through_the_searchs_own_storage(tmp_path):
+    """With the basic launcher every trial runs in the sweeper's process: each reports to its trial through the
+    search's open storage instead of opening the journal and reading it whole again; the pruner still decides."""
+    args = ["hydra/sweeper=random", "hydra.sweeper.n_trials=4", "hydra.sweeper.seed=1", "hydra.sweeper.pruner=median",
+            "hydra.sweeper.pruner_startup_trials=1", "optimizer.lr=tag(log, interval(0.00001, 1.0))", *TINY,
+            "trainer.epochs=2", f"tracking.uri={sqlite_uri(tmp_path / 'mlflow.db')}"]
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "HYDRA_"))}
+    env["MLP_SWEEPS_OUTPUTS"] = str(tmp_path / "outputs")
+    proc = subprocess.run([sys.executable, "-c", COUNTING_STORAGES, "-m", *args], cwd=tmp_path, env=env,
+                          capture_output=True, text=True, timeout=HANG)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "STORAGES=1" in proc.stdout, proc.stdout[-500:]
+    study = study_in(tmp_path / "outputs")
+    reported = [t for t in study.trials if t.intermediate_values]
+    assert len(study.trials) == 4 and len(reported) == 4  # every trial reported its curve through that storage
+    assert {t.state.name for t in study.trials} <= {"COMPLETE", "PRUNED"}
