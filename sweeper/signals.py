@@ -89,8 +89,9 @@ def requeue_if_preempted() -> None:
     Otherwise the job is over for good and this raises, so that it ends with an Exception, which submitit stores as
     the job's result: when submitit refuses the requeue (a time-out after ``max_num_timeout`` requeues: "timed-out too
     many times"), when ``scontrol requeue`` fails, and when Slurm ends the job (``scancel``, Slurm's own time limit:
-    its state is then COMPLETING without a new restart). An interrupt escaping instead left no result file, and the
-    launcher, which learns that a job ended from that file when Slurm has no accounting (``sacct``), waited forever."""
+    its state is then COMPLETING without a new restart), and when Slurm cannot say what became of the job (``scontrol``
+    failing through its retries): an interrupt escaping instead left no result file, and the launcher, which learns
+    that a job ended from that file when Slurm has no accounting (``sacct``), waited forever."""
     import logging
 
     signum = received()
@@ -99,8 +100,8 @@ def requeue_if_preempted() -> None:
     job = slurm_job()
     state = job.get("JobState", "unknown")
     if state != "RUNNING":
-        if not job or int(job.get("Restarts", "0")) > int(os.environ.get("SLURM_RESTART_COUNT", "0")):
-            logging.getLogger(__name__).warning("Slurm job %s is %s: not requeued by this job",
+        if job and int(job.get("Restarts", "0")) > int(os.environ.get("SLURM_RESTART_COUNT", "0")):
+            logging.getLogger(__name__).warning("Slurm job %s is %s: requeued by Slurm, not by this job",
                                                 os.environ.get("SLURM_JOB_ID"), state)
             return
         raise SlurmJobEnded(f"Slurm job {os.environ.get('SLURM_JOB_ID')} ended without a requeue (JobState={state}, "
@@ -112,19 +113,30 @@ class SlurmJobEnded(RuntimeError):
     """Slurm stopped this job and does not run it again (``scancel``, its time limit)."""
 
 
-def slurm_job() -> dict[str, str]:
-    """This Slurm job as ``scontrol show job`` reports it (JobState, Reason, Restarts, ...), or {} when unknown."""
+SCONTROL_BUDGET_SECONDS = 15.0  # within Slurm's KillWait (30 s by default) between SIGTERM and SIGKILL
+SCONTROL_RETRY_SECONDS = 1.0
+
+
+def slurm_job(budget: float | None = None) -> dict[str, str]:
+    """This Slurm job as ``scontrol show job`` reports it (JobState, Reason, Restarts, ...), or {} when unknown.
+    A busy slurmctld (a time limit being enforced on a loaded node) can fail a call; it is tried again, a second
+    apart, for ``budget`` seconds (``SCONTROL_BUDGET_SECONDS``)."""
     import subprocess
 
     job = os.environ.get("SLURM_JOB_ID")
     if not job:
         return {}
-    try:
-        out = subprocess.run(["scontrol", "show", "job", "--oneliner", job], capture_output=True, text=True,
-                             timeout=60).stdout
-    except (OSError, subprocess.TimeoutExpired):
-        return {}
-    return dict(item.split("=", 1) for item in out.split() if "=" in item)
+    deadline = time.monotonic() + (SCONTROL_BUDGET_SECONDS if budget is None else budget)
+    while True:
+        try:
+            out = subprocess.run(["scontrol", "show", "job", "--oneliner", job], capture_output=True, text=True,
+                                 timeout=max(1.0, deadline - time.monotonic())).stdout
+        except (OSError, subprocess.TimeoutExpired):
+            out = ""
+        found = dict(item.split("=", 1) for item in out.split() if "=" in item)
+        if "JobState" in found or time.monotonic() + SCONTROL_RETRY_SECONDS >= deadline:
+            return found if "JobState" in found else {}
+        time.sleep(SCONTROL_RETRY_SECONDS)
 
 
 def thread_lock_for(bar_class: Any) -> None:

@@ -119,3 +119,72 @@ def test_sigterm_to_a_joblib_sweeps_process_group_ends_every_worker_run_killed(t
         assert "SIGTERM" in child.data.tags[names.KILLED_REASON]
         steps = sorted(m.step for m in client.get_metric_history(child.info.run_id, names.TRAIN_LOSS))
         assert steps and steps == list(range(len(steps)))  # flushed up to the signal, no gap
+
+
+# requeue_if_preempted in a Slurm job of submitit, against a stand-in `scontrol` on PATH: it prints the lines of
+# $SCONTROL_REPLIES in turn, one per call (an empty line: the call fails, as it does when slurmctld is busy).
+FAKE_SCONTROL = """#!/bin/sh
+count=$(cat "$SCONTROL_CALLS" 2>/dev/null || echo 0)
+count=$((count + 1))
+echo "$count" > "$SCONTROL_CALLS"
+line=$(sed -n "${count}p" "$SCONTROL_REPLIES")
+[ -n "$line" ] || { echo "slurm_load_jobs error: Socket timed out on send/recv operation" >&2; exit 1; }
+echo "$line"
+"""
+
+
+@pytest.fixture
+def slurm_job_interrupted(tmp_path, monkeypatch):
+    """A submitit job process that got SIGTERM, with a stand-in scontrol; yields (replies file, handler calls)."""
+    from sweeper import signals
+
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "scontrol").write_text(FAKE_SCONTROL)
+    (bin_dir / "scontrol").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+    monkeypatch.setenv("SCONTROL_CALLS", str(tmp_path / "calls"))
+    monkeypatch.setenv("SCONTROL_REPLIES", str(tmp_path / "replies"))
+    monkeypatch.setenv("SLURM_JOB_ID", "41")
+    monkeypatch.setenv("SLURM_RESTART_COUNT", "0")
+    monkeypatch.setattr(signals, "SCONTROL_BUDGET_SECONDS", 4.0)
+    calls: list[int] = []
+    monkeypatch.setattr(signals, "_received", [signal.SIGTERM])
+    monkeypatch.setattr(signals, "_requeue_handler", [lambda signum, frame: calls.append(signum)])
+    yield tmp_path / "replies", calls
+
+
+def test_a_busy_slurmctld_is_asked_again_and_a_time_limit_then_ends_the_job_with_a_result(slurm_job_interrupted):
+    from sweeper import signals
+
+    replies, calls = slurm_job_interrupted
+    replies.write_text("\n\nJobId=41 JobState=TIMEOUT Reason=TimeLimit Restarts=0\n")  # fails twice, then answers
+    with pytest.raises(signals.SlurmJobEnded, match=r"Slurm job 41 ended without a requeue \(JobState=TIMEOUT"):
+        signals.requeue_if_preempted()
+    assert calls == [] and Path(os.environ["SCONTROL_CALLS"]).read_text().strip() == "3"
+
+
+def test_a_job_slurm_cannot_describe_ends_with_a_result_instead_of_an_escaping_interrupt(slurm_job_interrupted):
+    """Without a result file the launcher (no sacct) would wait for the job forever."""
+    from sweeper import signals
+
+    replies, calls = slurm_job_interrupted
+    replies.write_text("")  # every call fails, through the whole budget
+    with pytest.raises(signals.SlurmJobEnded, match=r"JobState=unknown"):
+        signals.requeue_if_preempted()
+    assert calls == [] and int(Path(os.environ["SCONTROL_CALLS"]).read_text()) >= 2
+
+
+def test_a_running_job_is_requeued_by_submitit_and_one_slurm_requeued_is_left_to_its_next_attempt(
+        slurm_job_interrupted):
+    from sweeper import signals
+
+    replies, calls = slurm_job_interrupted
+    replies.write_text("JobId=41 JobState=RUNNING Restarts=0\n")
+    signals.requeue_if_preempted()
+    assert calls == [signal.SIGTERM]  # submitit's checkpoint-and-requeue handler, with the signal
+    Path(os.environ["SCONTROL_CALLS"]).unlink()
+    calls.clear()
+    replies.write_text("JobId=41 JobState=PENDING Reason=BeginTime Restarts=1\n")  # `scontrol requeue` by someone
+    signals.requeue_if_preempted()  # returns: the next attempt runs the config again
+    assert calls == []
