@@ -117,16 +117,16 @@ SCONTROL_BUDGET_SECONDS = 15.0  # within Slurm's KillWait (30 s by default) betw
 SCONTROL_RETRY_SECONDS = 1.0
 
 
-def slurm_job(budget: float | None = None) -> dict[str, str]:
+def slurm_job() -> dict[str, str]:
     """This Slurm job as ``scontrol show job`` reports it (JobState, Reason, Restarts, ...), or {} when unknown.
     A busy slurmctld (a time limit being enforced on a loaded node) can fail a call; it is tried again, a second
-    apart, for ``budget`` seconds (``SCONTROL_BUDGET_SECONDS``)."""
+    apart, for ``SCONTROL_BUDGET_SECONDS``."""
     import subprocess
 
     job = os.environ.get("SLURM_JOB_ID")
     if not job:
         return {}
-    deadline = time.monotonic() + (SCONTROL_BUDGET_SECONDS if budget is None else budget)
+    deadline = time.monotonic() + SCONTROL_BUDGET_SECONDS
     while True:
         try:
             out = subprocess.run(["scontrol", "show", "job", "--oneliner", job], capture_output=True, text=True,
@@ -134,8 +134,10 @@ def slurm_job(budget: float | None = None) -> dict[str, str]:
         except (OSError, subprocess.TimeoutExpired):
             out = ""
         found = dict(item.split("=", 1) for item in out.split() if "=" in item)
-        if "JobState" in found or time.monotonic() + SCONTROL_RETRY_SECONDS >= deadline:
-            return found if "JobState" in found else {}
+        if "JobState" in found:
+            return found
+        if time.monotonic() + SCONTROL_RETRY_SECONDS >= deadline:
+            return {}
         time.sleep(SCONTROL_RETRY_SECONDS)
 
 
