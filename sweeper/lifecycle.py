@@ -6,8 +6,7 @@
       start_run            claim the config and open its run, log params and dataset; or reuse a run that FINISHED
                            while this job waited for its claim
       train                fit, streaming events to the run, then record_result
-      record_result        write the artifacts, log the last metric points with the summary metrics (one write),
-                           the stop reason and the artifacts
+      record_result        flush the metrics, write the artifacts, log summary metrics and stop reason
       end                  ``sink.end("FINISHED")``, or ``end_failed``: FAILED or KILLED, with what the run logged
 
 The population launcher (``sweeper.sweep.population``) drives the same steps for the members of a fused population,
@@ -174,10 +173,10 @@ def train(job: Job, dataset: mlp_core.Dataset, sink: MetricSink, model_cfg: mlp_
 
 
 def record_result(job: Job, result: mlp_core.FitResult, sink: MetricSink) -> None:
-    """After training: write the artifacts to the sink's run dir, then log the metric points still buffered with the
-    summary metrics (one write), the stop reason and the artifacts (the run stays RUNNING). A job of a sweep hands its
-    curve figure to the sweep's drawer, which logs it when the sweep ends (``sweeper.reporting.drawer``). A failure
-    before the summary ends the run through ``end_failed``, which flushes the buffered points first."""
+    """After training: flush the metrics, write the artifacts to the sink's run dir, log summary metrics, stop reason
+    and artifacts (the run stays RUNNING). A job of a sweep hands its curve figure to the sweep's drawer, which logs it
+    when the sweep ends (``sweeper.reporting.drawer``)."""
+    sink.flush()
     sweep_dir = _curves_drawer(job, sink)
     paths = write_artifacts(job.cfg, result, sink.run_dir, job.name, curves=sweep_dir is None)
     if sweep_dir is not None and not handoff.request_curves(

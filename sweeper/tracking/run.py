@@ -230,16 +230,13 @@ class MetricSink:
         self._guarded(lambda: self.tracker.end(status), finish)
 
     def log_summary(self, metrics: list[tuple], tags: Mapping[str, str], paths: list[Path]) -> None:
-        """After training: the points still buffered and the summary metrics (one write), then the tags and artifact
-        files. If the store fails here, they are spilled with the run's end status FINISHED (training did complete):
-        ``mlp-sweep-replay`` writes them all."""
+        """After training: the summary metrics, tags and artifact files. If the store fails here, they are spilled
+        with the run's end status FINISHED (training did complete): ``mlp-sweep-replay`` writes them all."""
         tracker = self.tracker
-        buffered, self.buffer = self.buffer, []
-        self.last_flush = time.monotonic()
         if tracker is None:
             return
         now = int(time.time() * 1000)  # stamped once: a replay then recognises points that did reach the store
-        points = [*buffered, *((key, value, step, now) for key, value, step in metrics)]
+        points = [(key, value, step, now) for key, value, step in metrics]
         finish = {"tags": dict(tags), "artifacts": [str(p) for p in paths], "status": "FINISHED"}
 
         def tags_and_files() -> None:

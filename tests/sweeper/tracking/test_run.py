@@ -213,35 +213,6 @@ def test_per_step_losses_reach_mlflow_in_batches_not_one_call_per_step(tmp_path,
     assert len(client.get_metric_history(tracker.run_id, names.VAL_ACCURACY)) == points
 
 
-def test_a_runs_last_points_and_its_summary_metrics_are_one_store_write(tmp_path, store):
-    """After training, the points still buffered (the curves' tail) go with the summary metrics in one write; every
-    point is in the run once, the summary metrics too."""
-    from mlp_core import TrainConfig, fit
-
-    from sweeper.job import summary_metrics
-    from sweeper.tracking.run import MetricSink, RunTracker
-
-    client = MlflowClient(store)
-    experiment_id = client.create_experiment("summary", artifact_location=(tmp_path / "art").as_uri())
-    tracker = RunTracker.start(client, experiment_id, "summary", {})
-    writes = []
-    write = tracker.bulk_writer.write
-    tracker.bulk_writer.write = lambda run_id, points: writes.append(list(points)) or write(run_id, points)
-    sink = MetricSink(tracker)
-    result = fit(load_dataset("digits"), ModelConfig(hidden_sizes=(8,)), TrainConfig(epochs=2, early_stopping=False),
-                 on_event=sink)
-    assert writes == [] and len(sink.buffer) == result.num_steps + 3 * len(result.val_steps)  # under one flush
-    summary = summary_metrics(result)
-    sink.log_summary(summary, {names.STOP_REASON: result.stop_reason}, [])
-    assert len(writes) == 1 and len(writes[0]) == result.num_steps + 3 * len(result.val_steps) + len(summary)
-    assert sink.buffer == []
-    run = client.get_run(tracker.run_id)
-    assert len(client.get_metric_history(tracker.run_id, names.TRAIN_LOSS)) == result.num_steps
-    assert len(client.get_metric_history(tracker.run_id, names.VAL_LOSS)) == len(result.val_steps)
-    assert {key: run.data.metrics[key] for key, _, _ in summary} == pytest.approx({k: v for k, v, _ in summary})
-    assert run.data.tags[names.STOP_REASON] == result.stop_reason
-
-
 def test_main_returns_the_best_validation_loss(tmp_path, monkeypatch):
     from sweeper.app import task
 
