@@ -30,12 +30,13 @@ run: setup
 ## test phases (call, setup, teardown), so CI's log shows where the time went. One pytest-xdist worker per core (at
 ## most 4), each test file on one worker, tests/cluster on one (tests/conftest.py); TEST_WORKERS=0 runs it in-process.
 TEST_WORKERS ?= auto
+XDIST := -n $(TEST_WORKERS) --maxprocesses 4 --dist loadgroup
 test: setup
-	$(BIN)/python -m pytest -n $(TEST_WORKERS) --maxprocesses 4 --dist loadgroup --durations=25 $(ARGS)
+	$(BIN)/python -m pytest $(XDIST) --durations=25 $(ARGS)
 
 ## Everything but the tests marked slow.
 test-fast: setup
-	$(BIN)/python -m pytest -n $(TEST_WORKERS) --maxprocesses 4 --dist loadgroup -m "not slow" $(ARGS)
+	$(BIN)/python -m pytest $(XDIST) -m "not slow" $(ARGS)
 
 ## Not part of `test`: the tests marked soak (signals, kills, timeouts, concurrent processes) 5 times, then the whole
 ## suite, with both cores saturated by busy loops (tests/soak.sh; SOAK_ROUNDS=n, SOAK_FULL=0 skips the suite round).

@@ -1,4 +1,4 @@
-"""Suite-wide hooks. `make test` runs the suite on two pytest-xdist workers with ``--dist loadgroup``: each test file
+"""Suite-wide hooks. `make test` runs the suite on one pytest-xdist worker per core (at most 4) with ``--dist loadgroup``: each test file
 is one group (its module fixtures are made once, on one worker), and tests/cluster is one group, so the session's
 single-node Slurm cluster and PostgreSQL server are started once, by one worker."""
 from pathlib import Path
