@@ -12,6 +12,11 @@ two ways, interleaved, best of --rounds rounds:
 Both are wall times of a fresh process, so the interpreter's start counts on both sides. Prints the ratio
 tracked / bare and the overhead per job ((tracked - bare) / N).
 
+A third side, interleaved too, is the floor: the bare loop in a process that first imports Hydra and MLflow and opens
+the sqlite store (what any tracked run through MLflow pays before its first write, however little else it does).
+floor / bare is the best ratio a tracked sweep could reach on this machine; tracked / floor is what the tool itself
+adds on top.
+
 Then it splits the tracked side: one more run of the largest N per launcher under cProfile, in one process (the
 population launcher with n_workers=1), and the cumulative time of the functions that make each step: composition,
 data, claim, run set-up, metric writes, artifacts, figure, report, and training (mlp_core.fit / fit_population). What
@@ -50,6 +55,13 @@ dataset = mlp_core.load_dataset(**data_kwargs)
 for model_cfg, train_cfg in configs:
     mlp_core.fit(dataset, model_cfg, train_cfg)
 """
+# the bare loop after what no tracked run can skip: Hydra's and MLflow's imports and the store's opening
+FLOOR = """
+import sys
+import hydra
+from mlflow.tracking import MlflowClient
+MlflowClient(sys.argv[1]).search_experiments(max_results=1)
+""" + BARE
 
 # step -> the functions whose cumulative time makes it, as (file path suffix, function name); a step's time is the
 # sum over its functions minus the steps nested inside them (NESTED).
@@ -155,17 +167,19 @@ def main() -> None:
         timed([sys.executable, "-c", BARE], env, tmp, pickle.dumps((data_kwargs, [])))  # the on-disk data cache, filled
         rows = []
         for n, launcher in cases:
-            tracked, bare = [], []
-            for r in range(args.rounds):  # interleaved: a drifting load touches both sides alike
+            tracked, bare, floor = [], [], []
+            for r in range(args.rounds):  # interleaved: a drifting load touches every side alike
                 bare.append(timed([sys.executable, "-c", BARE], env, tmp, composed[n]))
+                floor.append(timed([sys.executable, "-c", FLOOR, store], env, tmp, composed[n]))
                 argv = [sys.executable, *tracked_command(n, launcher, store, f"{launcher}-{n}-{r}",
                                                          tmp / f"{launcher}-{n}-{r}")]
                 tracked.append(timed(argv, env, tmp))
-            rows.append((n, launcher, min(tracked), min(bare)))
-        print(f"\n{'jobs':>4}  {'launcher':<10} {'tracked s':>9} {'bare s':>7} {'ratio':>6} {'overhead/job s':>14}")
-        for n, launcher, tracked_s, bare_s in rows:
+            rows.append((n, launcher, min(tracked), min(bare), min(floor)))
+        print(f"\n{'jobs':>4}  {'launcher':<10} {'tracked s':>9} {'bare s':>7} {'ratio':>6} {'overhead/job s':>14} "
+              f"{'floor s':>7} {'floor/bare':>10} {'tracked/floor':>13}")
+        for n, launcher, tracked_s, bare_s, floor_s in rows:
             print(f"{n:>4}  {launcher:<10} {tracked_s:9.2f} {bare_s:7.2f} {tracked_s / bare_s:5.2f}x "
-                  f"{(tracked_s - bare_s) / n:14.3f}")
+                  f"{(tracked_s - bare_s) / n:14.3f} {floor_s:7.2f} {floor_s / bare_s:9.2f}x {tracked_s / floor_s:12.2f}x")
         if not args.no_split:
             n = max(sizes)
             for launcher in launchers:
