@@ -179,7 +179,8 @@ def main() -> None:
               f"{'floor s':>7} {'floor/bare':>10} {'tracked/floor':>13}")
         for n, launcher, tracked_s, bare_s, floor_s in rows:
             print(f"{n:>4}  {launcher:<10} {tracked_s:9.2f} {bare_s:7.2f} {tracked_s / bare_s:5.2f}x "
-                  f"{(tracked_s - bare_s) / n:14.3f} {floor_s:7.2f} {floor_s / bare_s:9.2f}x {tracked_s / floor_s:12.2f}x")
+                  f"{(tracked_s - bare_s) / n:14.3f} {floor_s:7.2f} {floor_s / bare_s:9.2f}x "
+                  f"{tracked_s / floor_s:12.2f}x")
         if not args.no_split:
             n = max(sizes)
             for launcher in launchers:
