@@ -28,7 +28,7 @@ run: setup
 
 ## The whole test suite (slow and integration tests included), as CI runs it; it ends by listing the 25 slowest
 ## test phases (call, setup, teardown), so CI's log shows where the time went. One pytest-xdist worker per core (at
-## most 4), each test file on one worker, tests/cluster on one (tests/conftest.py); TEST_WORKERS=0 runs it in-process.
+## most 4), each test file on one worker, the Slurm tests on one (tests/conftest.py); TEST_WORKERS=0 runs it in-process.
 TEST_WORKERS ?= auto
 XDIST := -n $(TEST_WORKERS) --maxprocesses 4 --dist loadgroup
 test: setup
