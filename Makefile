@@ -28,9 +28,12 @@ run: setup
 
 ## The whole test suite (slow and integration tests included), as CI runs it; it ends by listing the 25 slowest
 ## test phases (call, setup, teardown), so CI's log shows where the time went. One pytest-xdist worker per core (at
-## most 4), each test file on one worker, the Slurm tests on one (tests/conftest.py); TEST_WORKERS=0 runs it in-process.
+## most 4), each test file on one worker (--dist loadfile: a file's module fixtures are made once, and the session's
+## Slurm cluster, which only tests/cluster/test_slurm.py uses, is started by one worker); TEST_WORKERS=0 runs it
+## in-process. (Not --dist loadgroup: with pytest 9 xdist 3.8 no longer adds the group to a test's id, so every test
+## became a unit of its own.)
 TEST_WORKERS ?= auto
-XDIST := -n $(TEST_WORKERS) --maxprocesses 4 --dist loadgroup
+XDIST := -n $(TEST_WORKERS) --maxprocesses 4 --dist loadfile
 test: setup
 	$(BIN)/python -m pytest $(XDIST) --durations=25 $(ARGS)
 
