@@ -28,6 +28,9 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "benchmarks"))
+
+from bench_sweep import create_store  # noqa: E402  (migrates the store and creates the experiments before timing)
 
 
 def run_side(name: str, pruner: str, args: argparse.Namespace, uri: str, outputs: Path) -> dict:
@@ -70,14 +73,7 @@ def main() -> None:
     rounds: dict[str, list[dict]] = {name: [] for name, _ in sides}
     with tempfile.TemporaryDirectory(prefix="bench-search-") as tmp:
         uri = f"sqlite:///{Path(tmp) / 'mlflow.db'}"
-        from omegaconf import OmegaConf
-
-        from sweeper.tracking.store import open_store
-
-        for r in range(args.rounds):  # migrate the store and create the experiments before timing
-            for name, _ in sides:
-                open_store(OmegaConf.create({"uri": uri, "experiment_name": f"bench-{name}-{r}",
-                                             "artifact_location": None}))
+        create_store(uri, [f"bench-{name}-{r}" for r in range(args.rounds) for name, _ in sides])
         for r in range(args.rounds):
             for name, pruner in sides:
                 # its own outputs dir too: a round in the same one would continue the earlier round's study
